@@ -1,0 +1,287 @@
+//! Request coalescing with read-while-writer: at most one upstream fetch per cache key at a
+//! time. The fetch writes into a [`Fill`]; every request for the key reads from it as the bytes
+//! arrive, so the first bytes reach every waiting client before the last byte has come from
+//! upstream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use outpost_server::{Body, BoxError};
+use tokio::sync::watch;
+
+use crate::policy::StoredPolicy;
+use crate::status::CacheOutcome;
+use crate::store::StoredObject;
+
+/// The response head of a fetch that is being streamed into the cache.
+#[derive(Debug)]
+pub(crate) struct StreamHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub policy: StoredPolicy,
+    pub vary: Vec<HeaderName>,
+    /// The secondary key of the request that started the fetch.
+    pub variant: String,
+    pub outcome: CacheOutcome,
+}
+
+/// What a fetch turned out to be, once its response head is known.
+#[derive(Debug, Clone)]
+pub(crate) enum FillHead {
+    Pending,
+    /// Cacheable: the body follows as chunks in the fill.
+    Streaming(Arc<StreamHead>),
+    /// Answered from a complete object: a revalidated one, or a stale one standing in for an
+    /// upstream error.
+    Object(Arc<StoredObject>, CacheOutcome),
+    /// Not cacheable: the request that started the fetch gets the response itself; every
+    /// waiter is released to fetch on its own.
+    Released,
+    /// Upstream failed and nothing can stand in.
+    Failed(StatusCode, Arc<str>),
+}
+
+/// Why a streamed body ended early.
+#[derive(Debug, thiserror::Error, Clone)]
+#[error("upstream body broke: {0}")]
+pub(crate) struct BodyBroken(pub Arc<str>);
+
+#[derive(Debug)]
+struct FillState {
+    head: FillHead,
+    chunks: Vec<Bytes>,
+    end: Option<Result<(), BodyBroken>>,
+}
+
+/// One upstream fetch in progress, shared by every request for its key.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    state: Mutex<FillState>,
+    version: watch::Sender<u64>,
+}
+
+impl Fill {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(FillState {
+                head: FillHead::Pending,
+                chunks: Vec::new(),
+                end: None,
+            }),
+            version: watch::channel(0).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
+        // A panic while holding this lock cannot leave the state half-written (every update
+        // is a single assignment or push), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn publish_head(&self, head: FillHead) {
+        self.lock().head = head;
+        self.bump();
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        self.lock().chunks.push(chunk);
+        self.bump();
+    }
+
+    /// Ends the body; `Ok` only when every byte arrived.
+    pub fn finish(&self, end: Result<(), BodyBroken>) {
+        self.lock().end = Some(end);
+        self.bump();
+    }
+
+    /// Waits for the response head.
+    pub async fn head(&self) -> FillHead {
+        let mut changes = self.version.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                if !matches!(state.head, FillHead::Pending) {
+                    return state.head.clone();
+                }
+            }
+            if changes.changed().await.is_err() {
+                return FillHead::Failed(StatusCode::BAD_GATEWAY, "fetch abandoned".into());
+            }
+        }
+    }
+
+    /// The body received so far, in one piece (after a successful finish: all of it).
+    pub fn collected(&self) -> Bytes {
+        let state = self.lock();
+        let mut all = BytesMut::with_capacity(state.chunks.iter().map(Bytes::len).sum());
+        state.chunks.iter().for_each(|c| all.extend_from_slice(c));
+        all.freeze()
+    }
+
+    /// Waits for the whole body.
+    pub async fn complete(&self) -> Result<Bytes, BodyBroken> {
+        let mut changes = self.version.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                match &state.end {
+                    Some(Ok(())) => {
+                        drop(state);
+                        return Ok(self.collected());
+                    }
+                    Some(Err(broken)) => return Err(broken.clone()),
+                    None => {}
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(BodyBroken("fetch abandoned".into()));
+            }
+        }
+    }
+
+    /// The body as it arrives, from the first byte; it errors if the upstream body breaks.
+    pub fn body(self: Arc<Self>, on_chunk: impl Fn(usize) + Send + 'static) -> Body {
+        let changes = self.version.subscribe();
+        let chunks = stream::unfold(
+            (self, 0usize, changes, on_chunk),
+            |(fill, next, mut changes, on_chunk)| async move {
+                if next == usize::MAX {
+                    // The stream already ended with an error.
+                    return None;
+                }
+                loop {
+                    let step = {
+                        let state = fill.lock();
+                        if let Some(chunk) = state.chunks.get(next) {
+                            Some(Ok(chunk.clone()))
+                        } else {
+                            match &state.end {
+                                Some(Ok(())) => return None,
+                                Some(Err(broken)) => Some(Err(broken.clone())),
+                                None => None,
+                            }
+                        }
+                    };
+                    match step {
+                        Some(Ok(chunk)) => {
+                            on_chunk(chunk.len());
+                            return Some((
+                                Ok(Frame::data(chunk)),
+                                (fill, next + 1, changes, on_chunk),
+                            ));
+                        }
+                        Some(Err(broken)) => {
+                            let error: BoxError = Box::new(broken);
+                            return Some((Err(error), (fill, usize::MAX, changes, on_chunk)));
+                        }
+                        None => {
+                            if changes.changed().await.is_err() {
+                                let error: BoxError =
+                                    Box::new(BodyBroken("fetch abandoned".into()));
+                                return Some((Err(error), (fill, usize::MAX, changes, on_chunk)));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        StreamBody::new(chunks).boxed_unsync()
+    }
+}
+
+/// The fetches in progress on one node, by primary cache key.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    fills: Mutex<HashMap<Arc<str>, Arc<Fill>>>,
+}
+
+/// How a request joined the fetch for its key.
+pub(crate) enum Joined {
+    /// No fetch was in progress: this request starts one.
+    Leader(Arc<Fill>),
+    /// Another request's fetch is in progress: read from it.
+    Waiter(Arc<Fill>),
+}
+
+impl InFlight {
+    pub fn join(&self, key: &Arc<str>) -> Joined {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fill) = fills.get(key) {
+            return Joined::Waiter(fill.clone());
+        }
+        let fill = Fill::new();
+        fills.insert(key.clone(), fill.clone());
+        Joined::Leader(fill)
+    }
+
+    /// A fill no request can join (for keys known to be uncacheable).
+    pub fn solo() -> Arc<Fill> {
+        Fill::new()
+    }
+
+    pub fn is_in_flight(&self, key: &Arc<str>) -> bool {
+        self.fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
+    /// Ends coalescing on `fill` (new requests start their own fetch or hit the cache).
+    pub fn leave(&self, key: &Arc<str>, fill: &Arc<Fill>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if fills
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, fill))
+        {
+            fills.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readers_get_bytes_as_they_arrive_and_see_a_break() {
+        let fill = Fill::new();
+        let mut body = fill.clone().body(|_| {});
+        fill.push(Bytes::from_static(b"first"));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "first");
+        // The second reader starts late and still sees everything from the start.
+        let mut late = fill.clone().body(|_| {});
+        fill.finish(Err(BodyBroken("reset".into())));
+        assert_eq!(
+            late.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "first"
+        );
+        assert!(late.frame().await.unwrap().is_err());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(fill.complete().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn one_leader_per_key() {
+        let inflight = InFlight::default();
+        let key: Arc<str> = "a/x".into();
+        let Joined::Leader(fill) = inflight.join(&key) else {
+            panic!("expected leader")
+        };
+        assert!(matches!(inflight.join(&key), Joined::Waiter(_)));
+        inflight.leave(&key, &fill);
+        assert!(matches!(inflight.join(&key), Joined::Leader(_)));
+    }
+}

@@ -1,0 +1,382 @@
+//! Whether a response may be stored (RFC 9111 section 3) and how a stored one may be reused
+//! (section 4): plain logic, no I/O.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use crate::directives::ResponseDirectives;
+use crate::freshness::{self, Heuristic, Timing};
+
+/// Operator settings for what the cache stores and for how long it may serve stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheRules {
+    /// Fraction of the time since Last-Modified granted as heuristic freshness.
+    pub heuristic_fraction: f64,
+    /// Cap on heuristic freshness, in seconds.
+    pub heuristic_max_secs: u64,
+    /// stale-while-revalidate window for responses that do not state one, in seconds.
+    pub stale_while_revalidate_secs: u64,
+    /// stale-if-error window for responses that do not state one, in seconds.
+    pub stale_if_error_secs: u64,
+    /// Store responses that carry Set-Cookie (off: they pass through uncached).
+    pub cache_set_cookie: bool,
+    /// Largest object stored, in bytes; larger ones are served but not kept.
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheRules {
+    fn default() -> Self {
+        Self {
+            heuristic_fraction: 0.1,
+            heuristic_max_secs: 24 * 3600,
+            stale_while_revalidate_secs: 0,
+            stale_if_error_secs: 300,
+            cache_set_cookie: false,
+            max_object_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl CacheRules {
+    fn heuristic(&self) -> Heuristic {
+        Heuristic {
+            fraction: self.heuristic_fraction,
+            max: Duration::from_secs(self.heuristic_max_secs),
+        }
+    }
+}
+
+/// Why a response is not stored; named as in the `detail` of Cache-Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncacheable {
+    Method,
+    Status,
+    NoStore,
+    Private,
+    Authorization,
+    SetCookie,
+    VaryStar,
+    NoFreshness,
+    TooLarge,
+}
+
+impl Uncacheable {
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::Status => "status",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::VaryStar => "vary-star",
+            Self::NoFreshness => "no-freshness",
+            Self::TooLarge => "too-large",
+        }
+    }
+}
+
+/// The reuse policy fixed when a response is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub timing: Timing,
+    pub lifetime: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// must-revalidate, proxy-revalidate or no-cache: never served stale.
+    pub forbids_stale: bool,
+    /// no-cache: revalidated before every reuse.
+    pub no_cache: bool,
+    /// The response explicitly allows serving requests that carry Authorization.
+    pub allows_authorization: bool,
+}
+
+/// What a stored response is good for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Serve it as it is.
+    Fresh,
+    /// Serve it stale and refresh it in the background.
+    StaleWhileRevalidate,
+    /// Ask upstream first (with its validators).
+    Revalidate,
+}
+
+/// Decides whether a response to `method` with `request` headers may be stored.
+pub fn storability(
+    method: &Method,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    rules: &CacheRules,
+    timing: Timing,
+) -> Result<StoredPolicy, Uncacheable> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Uncacheable::Method);
+    }
+    // Only final, complete responses we understand; 206 is never stored (we fetch whole).
+    if !(status.is_success() || status.is_redirection() || status.is_client_error())
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Err(Uncacheable::Status);
+    }
+    let (directives, _) = ResponseDirectives::for_cdn(response);
+    if directives.no_store {
+        return Err(Uncacheable::NoStore);
+    }
+    if directives.private {
+        return Err(Uncacheable::Private);
+    }
+    let allows_authorization =
+        directives.public || directives.s_maxage.is_some() || directives.must_revalidate;
+    if request.contains_key(header::AUTHORIZATION) && !allows_authorization {
+        return Err(Uncacheable::Authorization);
+    }
+    if response.contains_key(header::SET_COOKIE) && !rules.cache_set_cookie {
+        return Err(Uncacheable::SetCookie);
+    }
+    if response
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|f| f.trim() == "*"))
+    {
+        return Err(Uncacheable::VaryStar);
+    }
+    if response
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > rules.max_object_bytes)
+    {
+        return Err(Uncacheable::TooLarge);
+    }
+    let lifetime = freshness::lifetime(
+        status,
+        response,
+        &directives,
+        &rules.heuristic(),
+        timing.response_time,
+    );
+    let has_validator =
+        response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    let lifetime = match lifetime {
+        Some(lifetime) => lifetime,
+        // Worth keeping only to revalidate cheaply.
+        None if has_validator && directives.no_cache => Duration::ZERO,
+        None => return Err(Uncacheable::NoFreshness),
+    };
+    if lifetime.is_zero() && !has_validator && directives.stale_if_error.is_none() {
+        return Err(Uncacheable::NoFreshness);
+    }
+    Ok(StoredPolicy {
+        timing,
+        lifetime,
+        stale_while_revalidate: directives
+            .stale_while_revalidate
+            .unwrap_or(Duration::from_secs(rules.stale_while_revalidate_secs)),
+        stale_if_error: directives
+            .stale_if_error
+            .unwrap_or(Duration::from_secs(rules.stale_if_error_secs)),
+        forbids_stale: directives.forbids_stale(),
+        no_cache: directives.no_cache,
+        allows_authorization,
+    })
+}
+
+impl StoredPolicy {
+    /// Remaining freshness in whole seconds; negative once stale. A soft purge at `purged_at`
+    /// ends freshness there.
+    pub fn ttl(&self, now: SystemTime, purged_at: Option<SystemTime>) -> i64 {
+        let natural = secs(self.lifetime) - secs(self.timing.current_age(now));
+        match purged_at {
+            Some(purged_at) => {
+                let since_purge = now.duration_since(purged_at).unwrap_or(Duration::ZERO);
+                natural.min(-secs(since_purge))
+            }
+            None => natural,
+        }
+    }
+
+    fn staleness(&self, now: SystemTime, purged_at: Option<SystemTime>) -> Option<Duration> {
+        let age = self.timing.current_age(now);
+        let natural = age.checked_sub(self.lifetime);
+        let purged = purged_at.map(|at| now.duration_since(at).unwrap_or(Duration::ZERO));
+        match (natural, purged) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What the stored response is good for at `now`.
+    pub fn reuse(&self, now: SystemTime, purged_at: Option<SystemTime>) -> Reuse {
+        if self.no_cache {
+            return Reuse::Revalidate;
+        }
+        match self.staleness(now, purged_at) {
+            None => Reuse::Fresh,
+            Some(stale) if !self.forbids_stale && stale <= self.stale_while_revalidate => {
+                Reuse::StaleWhileRevalidate
+            }
+            Some(_) => Reuse::Revalidate,
+        }
+    }
+
+    /// Whether the stored response may stand in for an upstream error at `now`.
+    pub fn serves_stale_on_error(&self, now: SystemTime, purged_at: Option<SystemTime>) -> bool {
+        if self.forbids_stale {
+            return false;
+        }
+        match self.staleness(now, purged_at) {
+            None => true,
+            Some(stale) => stale <= self.stale_if_error,
+        }
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn response(cc: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if !cc.is_empty() {
+            h.insert("cache-control", HeaderValue::from_str(cc).unwrap());
+        }
+        h.insert(
+            "date",
+            HeaderValue::from_str(&httpdate::fmt_http_date(at(0))).unwrap(),
+        );
+        h
+    }
+
+    fn store(req: &HeaderMap, status: u16, resp: &HeaderMap) -> Result<StoredPolicy, Uncacheable> {
+        let timing = Timing::from_headers(resp, at(0), at(0));
+        storability(
+            &Method::GET,
+            req,
+            StatusCode::from_u16(status).unwrap(),
+            resp,
+            &CacheRules::default(),
+            timing,
+        )
+    }
+
+    #[test]
+    fn refuses_what_a_shared_cache_must_not_store() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            store(&none, 200, &response("no-store, max-age=60")),
+            Err(Uncacheable::NoStore)
+        );
+        assert_eq!(
+            store(&none, 200, &response("private, max-age=60")),
+            Err(Uncacheable::Private)
+        );
+        assert_eq!(
+            store(&none, 200, &response("")),
+            Err(Uncacheable::NoFreshness)
+        );
+        assert_eq!(
+            store(&none, 500, &response("max-age=60")),
+            Err(Uncacheable::Status)
+        );
+        assert_eq!(
+            store(&none, 206, &response("max-age=60")),
+            Err(Uncacheable::Status)
+        );
+        let mut vary = response("max-age=60");
+        vary.insert("vary", HeaderValue::from_static("accept, *"));
+        assert_eq!(store(&none, 200, &vary), Err(Uncacheable::VaryStar));
+        let mut cookie = response("max-age=60");
+        cookie.insert("set-cookie", HeaderValue::from_static("a=b"));
+        assert_eq!(store(&none, 200, &cookie), Err(Uncacheable::SetCookie));
+        let policy = storability(
+            &Method::POST,
+            &none,
+            StatusCode::OK,
+            &response("max-age=60"),
+            &CacheRules::default(),
+            Timing::from_headers(&none, at(0), at(0)),
+        );
+        assert_eq!(policy, Err(Uncacheable::Method));
+    }
+
+    #[test]
+    fn authorization_needs_explicit_permission() {
+        let mut auth = HeaderMap::new();
+        auth.insert("authorization", HeaderValue::from_static("Bearer x"));
+        assert_eq!(
+            store(&auth, 200, &response("max-age=60")),
+            Err(Uncacheable::Authorization)
+        );
+        assert!(
+            store(&auth, 200, &response("public, max-age=60"))
+                .unwrap()
+                .allows_authorization
+        );
+        assert!(store(&auth, 200, &response("s-maxage=60")).is_ok());
+        assert!(store(&auth, 200, &response("max-age=60, must-revalidate")).is_ok());
+    }
+
+    #[test]
+    fn fresh_then_swr_then_revalidate() {
+        let p = store(
+            &HeaderMap::new(),
+            200,
+            &response("max-age=10, stale-while-revalidate=5"),
+        )
+        .unwrap();
+        assert_eq!(p.reuse(at(5), None), Reuse::Fresh);
+        assert_eq!(p.ttl(at(5), None), 5);
+        assert_eq!(p.reuse(at(12), None), Reuse::StaleWhileRevalidate);
+        assert_eq!(p.reuse(at(16), None), Reuse::Revalidate);
+        assert_eq!(p.ttl(at(16), None), -6);
+        // default stale-if-error of 300 s applies
+        assert!(p.serves_stale_on_error(at(300), None));
+        assert!(!p.serves_stale_on_error(at(311), None));
+    }
+
+    #[test]
+    fn must_revalidate_and_no_cache_never_serve_stale() {
+        let p = store(
+            &HeaderMap::new(),
+            200,
+            &response("max-age=10, must-revalidate, stale-while-revalidate=60"),
+        )
+        .unwrap();
+        assert_eq!(p.reuse(at(11), None), Reuse::Revalidate);
+        assert!(!p.serves_stale_on_error(at(11), None));
+        let mut etag = response("no-cache");
+        etag.insert("etag", HeaderValue::from_static("\"v1\""));
+        let p = store(&HeaderMap::new(), 200, &etag).unwrap();
+        assert_eq!(p.reuse(at(0), None), Reuse::Revalidate);
+    }
+
+    #[test]
+    fn soft_purge_makes_stale_but_keeps_stale_windows() {
+        let p = store(
+            &HeaderMap::new(),
+            200,
+            &response("max-age=600, stale-while-revalidate=30"),
+        )
+        .unwrap();
+        assert_eq!(p.reuse(at(10), Some(at(5))), Reuse::StaleWhileRevalidate);
+        assert!(p.ttl(at(10), Some(at(5))) <= -5);
+        assert_eq!(p.reuse(at(100), Some(at(5))), Reuse::Revalidate);
+        assert!(p.serves_stale_on_error(at(100), Some(at(5))));
+    }
+}

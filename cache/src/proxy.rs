@@ -1,0 +1,934 @@
+//! The pipeline from a downstream request to an upstream fetch: look up, serve a hit, serve
+//! stale while revalidating, revalidate, coalesce misses, pass what cannot be cached, and
+//! invalidate on unsafe methods.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use outpost_server::admin::{Purge, PurgeRequest};
+use outpost_server::body::{self as bodies, Body};
+use outpost_server::{Handler, Peer};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+use crate::coalesce::{BodyBroken, Fill, FillHead, InFlight, Joined, StreamHead};
+use crate::config::CacheConfig;
+use crate::freshness::Timing;
+use crate::headers;
+use crate::key::{self, CacheKey};
+use crate::metrics::{CacheMetrics, OutcomeLabel};
+use crate::policy::{self, CacheRules, Reuse, Uncacheable};
+use crate::status::{self, CacheOutcome, Forward};
+use crate::store::{Lookup, Store, StoredObject};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// The path every node answers itself on its data port, for health checks.
+pub const HEALTH_PATH: &str = "/_outpost/health";
+
+const SUPPORTED: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::OPTIONS,
+];
+
+/// Whether a node faces clients (an edge) or other CDN nodes (a parent). Only a client-facing
+/// node removes the CDN-only headers; a parent passes them on to the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Edge,
+    Parent,
+}
+
+/// A caching reverse proxy in front of an [`Upstream`]: the engine both tiers run.
+pub struct CacheNode<U: Upstream> {
+    inner: Arc<Inner<U>>,
+}
+
+impl<U: Upstream> Clone for CacheNode<U> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<U> {
+    name: Arc<str>,
+    tier: Tier,
+    store: Store,
+    inflight: InFlight,
+    /// Keys whose last response was uncacheable: fetched without coalescing for a while.
+    pass_keys: moka::sync::Cache<Arc<str>, ()>,
+    rules: CacheRules,
+    body_idle_timeout: Duration,
+    upstream: U,
+    metrics: CacheMetrics,
+}
+
+/// The parts of a request a fetch needs after the handler has returned.
+#[derive(Debug, Clone)]
+struct RequestHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    peer: Peer,
+}
+
+type Released = (Response<Incoming>, Uncacheable);
+
+impl<U: Upstream> CacheNode<U> {
+    /// A node called `name`, caching in front of `upstream`, its metrics registered on
+    /// `registry`.
+    pub fn new(
+        name: &str,
+        tier: Tier,
+        config: &CacheConfig,
+        upstream: U,
+        registry: &mut Registry,
+    ) -> Self {
+        let pass_keys = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(config.hit_for_pass_secs.max(1)))
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                tier,
+                store: Store::new(config.capacity_mib << 20),
+                inflight: InFlight::default(),
+                pass_keys,
+                rules: config.rules(),
+                body_idle_timeout: config.body_idle_timeout(),
+                upstream,
+                metrics: CacheMetrics::register(registry),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn upstream(&self) -> &U {
+        &self.inner.upstream
+    }
+}
+
+impl<U: Upstream> Handler for CacheNode<U> {
+    async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+        let response = self.inner.clone().respond(request, peer).await;
+        self.inner.metrics.response(response.status());
+        response
+    }
+}
+
+impl<U: Upstream> Purge for CacheNode<U> {
+    fn purge(&self, request: &PurgeRequest) -> u64 {
+        let store = &self.inner.store;
+        let mut purged = 0;
+        for url in &request.urls {
+            if url.starts_with('/') {
+                purged += store.purge_target(url, request.soft);
+            } else if let Some(key) = CacheKey::from_url(url) {
+                purged += store.purge_key(&key, request.soft);
+            }
+        }
+        for tag in &request.tags {
+            purged += store.purge_tag(tag, request.soft);
+        }
+        purged
+    }
+}
+
+impl<U: Upstream> Inner<U> {
+    async fn respond(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        if parts.uri.path() == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
+            return bodies::text(StatusCode::OK, "ok");
+        }
+        if !SUPPORTED.contains(&parts.method) {
+            let mut response = bodies::text(StatusCode::METHOD_NOT_ALLOWED, "method not supported");
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+            return response;
+        }
+        if headers::cdn_loop_contains(&parts.headers, &self.name) {
+            tracing::warn!(node = %self.name, uri = %parts.uri, "request loop refused");
+            return bodies::text(
+                StatusCode::LOOP_DETECTED,
+                format!("request loop: already passed through {}", self.name),
+            );
+        }
+        let Some(key) = CacheKey::from_request(&parts) else {
+            return bodies::text(StatusCode::BAD_REQUEST, "a Host header is required");
+        };
+        let head = RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            peer,
+        };
+        if head.method == Method::GET || head.method == Method::HEAD {
+            self.serve_cacheable(head, key).await
+        } else {
+            self.pass_method(head, body, key).await
+        }
+    }
+
+    /// GET and HEAD: from the cache when possible, else through a (coalesced) fetch.
+    async fn serve_cacheable(self: Arc<Self>, head: RequestHead, key: CacheKey) -> Response<Body> {
+        let now = SystemTime::now();
+        let has_authorization = head.headers.contains_key(header::AUTHORIZATION);
+        let mut fwd = Forward::UriMiss;
+        let mut stale = None;
+        match self.store.lookup(&key, &head.headers) {
+            Lookup::Found(object) if has_authorization && !object.policy.allows_authorization => {
+                fwd = Forward::Request;
+            }
+            Lookup::Found(object) => {
+                let purged_at = object.purged_at();
+                match object.policy.reuse(now, purged_at) {
+                    Reuse::Fresh => {
+                        let ttl = object.policy.ttl(now, purged_at);
+                        return self.serve_object(&head, &object, CacheOutcome::Hit { ttl });
+                    }
+                    Reuse::StaleWhileRevalidate => {
+                        let ttl = object.policy.ttl(now, purged_at);
+                        self.clone()
+                            .refresh_in_background(&head, &key, object.clone());
+                        return self.serve_object(
+                            &head,
+                            &object,
+                            CacheOutcome::StaleWhileRevalidate { ttl },
+                        );
+                    }
+                    Reuse::Revalidate => {
+                        fwd = Forward::Stale;
+                        stale = Some(object);
+                    }
+                }
+            }
+            Lookup::VaryMiss => fwd = Forward::VaryMiss,
+            Lookup::Miss => {}
+        }
+
+        let shared_key = key.shared();
+        if has_authorization {
+            // Answers to authenticated requests are never shared while in flight.
+            return self.solo_fetch(head, key, stale, Forward::Request).await;
+        }
+        if self.pass_keys.contains_key(&shared_key) {
+            return self.solo_fetch(head, key, stale, Forward::Bypass).await;
+        }
+        match self.inflight.join(&shared_key) {
+            Joined::Leader(fill) => {
+                let (leader, released) = oneshot::channel();
+                self.clone().spawn_fill(
+                    fill.clone(),
+                    true,
+                    head.clone(),
+                    key.clone(),
+                    stale,
+                    fwd,
+                    Some(leader),
+                );
+                match self
+                    .serve_from_fill(&head, &fill, Some(released), fwd, false)
+                    .await
+                {
+                    Some(response) => response,
+                    None => self.solo_fetch(head, key, None, fwd).await,
+                }
+            }
+            Joined::Waiter(fill) => {
+                self.metrics.coalesced.inc();
+                match self.serve_from_fill(&head, &fill, None, fwd, true).await {
+                    Some(response) => response,
+                    None => self.solo_fetch(head, key, None, fwd).await,
+                }
+            }
+        }
+    }
+
+    /// A fetch no other request joins.
+    async fn solo_fetch(
+        self: Arc<Self>,
+        head: RequestHead,
+        key: CacheKey,
+        stale: Option<Arc<StoredObject>>,
+        fwd: Forward,
+    ) -> Response<Body> {
+        let fill = InFlight::solo();
+        let (leader, released) = oneshot::channel();
+        self.clone().spawn_fill(
+            fill.clone(),
+            false,
+            head.clone(),
+            key,
+            stale,
+            fwd,
+            Some(leader),
+        );
+        match self
+            .serve_from_fill(&head, &fill, Some(released), fwd, false)
+            .await
+        {
+            Some(response) => response,
+            None => self.error_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream fetch abandoned",
+                fwd,
+                false,
+            ),
+        }
+    }
+
+    fn refresh_in_background(
+        self: Arc<Self>,
+        head: &RequestHead,
+        key: &CacheKey,
+        stale: Arc<StoredObject>,
+    ) {
+        let shared_key = key.shared();
+        if self.inflight.is_in_flight(&shared_key) {
+            return;
+        }
+        if let Joined::Leader(fill) = self.inflight.join(&shared_key) {
+            self.spawn_fill(
+                fill,
+                true,
+                head.clone(),
+                key.clone(),
+                Some(stale),
+                Forward::Stale,
+                None,
+            );
+        }
+    }
+
+    /// Starts the upstream fetch that writes into `fill`.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_fill(
+        self: Arc<Self>,
+        fill: Arc<Fill>,
+        registered: bool,
+        head: RequestHead,
+        key: CacheKey,
+        stale: Option<Arc<StoredObject>>,
+        fwd: Forward,
+        leader: Option<oneshot::Sender<Released>>,
+    ) {
+        tokio::spawn(async move {
+            self.fill_from_upstream(&fill, registered, &head, &key, stale, fwd, leader)
+                .await;
+            if registered {
+                self.inflight.leave(&key.shared(), &fill);
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_from_upstream(
+        &self,
+        fill: &Arc<Fill>,
+        registered: bool,
+        head: &RequestHead,
+        key: &CacheKey,
+        stale: Option<Arc<StoredObject>>,
+        fwd: Forward,
+        leader: Option<oneshot::Sender<Released>>,
+    ) {
+        let request_time = SystemTime::now();
+        let request = self.upstream_request(head, bodies::empty(), true, stale.as_deref());
+        let result = self.send(request, key).await;
+        let response_time = SystemTime::now();
+        let stand_in = |status: Option<StatusCode>| {
+            let stale = stale.as_ref()?;
+            let purged_at = stale.purged_at();
+            stale
+                .policy
+                .serves_stale_on_error(response_time, purged_at)
+                .then(|| {
+                    let outcome = CacheOutcome::StaleIfError {
+                        fwd,
+                        status: status.map(|s| s.as_u16()),
+                        ttl: stale.policy.ttl(response_time, purged_at),
+                    };
+                    FillHead::Object(stale.clone(), outcome)
+                })
+        };
+        let response = match result {
+            Err(error) => {
+                tracing::warn!(node = %self.name, key = key.as_str(), %error, "upstream fetch failed");
+                let head = stand_in(None)
+                    .unwrap_or_else(|| FillHead::Failed(error.status(), error.to_string().into()));
+                fill.publish_head(head);
+                return;
+            }
+            Ok(response) => response,
+        };
+        let status = response.status();
+        if status.is_server_error()
+            && let Some(stand_in) = stand_in(Some(status))
+        {
+            fill.publish_head(stand_in);
+            return;
+        }
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(stale) = &stale
+        {
+            self.refresh_after_304(
+                fill,
+                head,
+                key,
+                stale,
+                response.headers(),
+                request_time,
+                response_time,
+            );
+            return;
+        }
+
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        let timing = Timing::from_headers(&parts.headers, request_time, response_time);
+        let vary = key::vary_fields(&parts.headers);
+        let storable = match &vary {
+            None => Err(Uncacheable::VaryStar),
+            Some(_) => policy::storability(
+                &Method::GET,
+                &head.headers,
+                status,
+                &parts.headers,
+                &self.rules,
+                timing,
+            ),
+        };
+        let policy = match storable {
+            Ok(policy) => policy,
+            Err(reason) => {
+                if registered {
+                    self.pass_keys.insert(key.shared(), ());
+                }
+                fill.publish_head(FillHead::Released);
+                if let Some(leader) = leader {
+                    let _ = leader.send((Response::from_parts(parts, body), reason));
+                }
+                return;
+            }
+        };
+        let vary = vary.unwrap_or_default();
+        let variant = key::variant_key(&vary, &head.headers);
+        let ttl = policy.ttl(response_time, None);
+        fill.publish_head(FillHead::Streaming(Arc::new(StreamHead {
+            status,
+            headers: parts.headers.clone(),
+            policy: policy.clone(),
+            vary: vary.clone(),
+            variant: variant.clone(),
+            outcome: CacheOutcome::Forwarded {
+                fwd,
+                status: Some(status.as_u16()),
+                stored: true,
+                collapsed: false,
+                ttl: Some(ttl),
+                detail: None,
+            },
+        })));
+        drop(leader);
+
+        match self.stream_body(fill, body).await {
+            Ok(length) if length <= self.rules.max_object_bytes => {
+                let object = StoredObject::new(
+                    status,
+                    parts.headers,
+                    fill.collected(),
+                    policy,
+                    vary,
+                    variant,
+                );
+                self.store.insert(key, Arc::new(object));
+                fill.finish(Ok(()));
+            }
+            Ok(_) => fill.finish(Ok(())),
+            Err(broken) => {
+                tracing::warn!(node = %self.name, key = key.as_str(), error = %broken, "upstream body broke; not stored");
+                fill.finish(Err(broken));
+            }
+        }
+    }
+
+    /// Copies the upstream body into the fill; the length on success.
+    async fn stream_body(&self, fill: &Fill, mut body: Incoming) -> Result<u64, BodyBroken> {
+        let mut length = 0u64;
+        loop {
+            match tokio::time::timeout(self.body_idle_timeout, body.frame()).await {
+                Err(_) => return Err(BodyBroken("upstream body stalled".into())),
+                Ok(None) => return Ok(length),
+                Ok(Some(Err(error))) => return Err(BodyBroken(error.to_string().into())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        length += data.len() as u64;
+                        fill.push(data);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_after_304(
+        &self,
+        fill: &Fill,
+        head: &RequestHead,
+        key: &CacheKey,
+        stale: &Arc<StoredObject>,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) {
+        let mut merged = stale.headers.clone();
+        for name in not_modified.keys() {
+            if matches!(
+                name.as_str(),
+                "content-length"
+                    | "transfer-encoding"
+                    | "content-range"
+                    | "connection"
+                    | "keep-alive"
+            ) {
+                continue;
+            }
+            merged.remove(name);
+            for value in not_modified.get_all(name) {
+                merged.append(name.clone(), value.clone());
+            }
+        }
+        let timing = Timing::from_headers(&merged, request_time, response_time);
+        match policy::storability(
+            &Method::GET,
+            &head.headers,
+            stale.status,
+            &merged,
+            &self.rules,
+            timing,
+        ) {
+            Ok(policy) => {
+                let ttl = policy.ttl(response_time, None);
+                let object = Arc::new(StoredObject::new(
+                    stale.status,
+                    merged,
+                    stale.body.clone(),
+                    policy,
+                    stale.vary.clone(),
+                    stale.variant.clone(),
+                ));
+                self.store.insert(key, object.clone());
+                fill.publish_head(FillHead::Object(
+                    object,
+                    CacheOutcome::Forwarded {
+                        fwd: Forward::Stale,
+                        status: Some(304),
+                        stored: true,
+                        collapsed: false,
+                        ttl: Some(ttl),
+                        detail: None,
+                    },
+                ));
+            }
+            Err(reason) => {
+                self.store.purge_key(key, false);
+                fill.publish_head(FillHead::Object(
+                    stale.clone(),
+                    CacheOutcome::Forwarded {
+                        fwd: Forward::Stale,
+                        status: Some(304),
+                        stored: false,
+                        collapsed: false,
+                        ttl: None,
+                        detail: Some(reason.detail()),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Answers a request from a fill. `None`: this request must fetch on its own (the
+    /// response was uncacheable, or varies differently for this request).
+    async fn serve_from_fill(
+        &self,
+        head: &RequestHead,
+        fill: &Arc<Fill>,
+        released: Option<oneshot::Receiver<Released>>,
+        fwd: Forward,
+        collapsed: bool,
+    ) -> Option<Response<Body>> {
+        match fill.head().await {
+            FillHead::Pending => None,
+            FillHead::Released => {
+                let (response, reason) = released?.await.ok()?;
+                let status = response.status().as_u16();
+                let outcome = CacheOutcome::Forwarded {
+                    fwd,
+                    status: Some(status),
+                    stored: false,
+                    collapsed: false,
+                    ttl: None,
+                    detail: Some(reason.detail()),
+                };
+                Some(self.relay(head, response, outcome))
+            }
+            FillHead::Failed(status, message) => {
+                Some(self.error_response(status, &message, fwd, collapsed))
+            }
+            FillHead::Object(object, mut outcome) => {
+                if let CacheOutcome::Forwarded {
+                    collapsed: c,
+                    stored,
+                    ..
+                } = &mut outcome
+                    && collapsed
+                {
+                    *c = true;
+                    *stored = false;
+                }
+                Some(self.serve_object(head, &object, outcome))
+            }
+            FillHead::Streaming(stream) => {
+                if collapsed
+                    && !stream.vary.is_empty()
+                    && key::variant_key(&stream.vary, &head.headers) != stream.variant
+                {
+                    return None;
+                }
+                let mut outcome = stream.outcome.clone();
+                if let CacheOutcome::Forwarded {
+                    collapsed: c,
+                    stored,
+                    ..
+                } = &mut outcome
+                    && collapsed
+                {
+                    *c = true;
+                    *stored = false;
+                }
+                Some(self.serve_stream(head, fill, &stream, outcome).await)
+            }
+        }
+    }
+
+    /// Serves a response whose body is still arriving.
+    async fn serve_stream(
+        &self,
+        head: &RequestHead,
+        fill: &Arc<Fill>,
+        stream: &StreamHead,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let wants_part = head.headers.contains_key(header::RANGE);
+        let preconditions = [
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|h| head.headers.contains_key(h));
+        if wants_part || preconditions {
+            // Ranges and preconditions are answered from the whole object.
+            return match fill.complete().await {
+                Ok(body) => {
+                    let object = StoredObject::new(
+                        stream.status,
+                        stream.headers.clone(),
+                        body,
+                        stream.policy.clone(),
+                        stream.vary.clone(),
+                        stream.variant.clone(),
+                    );
+                    self.serve_object(head, &object, outcome)
+                }
+                Err(broken) => self.error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &broken.to_string(),
+                    Forward::UriMiss,
+                    false,
+                ),
+            };
+        }
+        let mut headers = stream.headers.clone();
+        let age = stream.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, &outcome, Some(age));
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            let bytes = self.metrics.bytes.clone();
+            fill.clone().body(move |n| {
+                bytes.inc_by(n as u64);
+            })
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = stream.status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Serves a complete object, answering the client's own preconditions and ranges.
+    fn serve_object(
+        &self,
+        head: &RequestHead,
+        object: &StoredObject,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let mut headers = object.headers.clone();
+        let age = object.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, &outcome, Some(age));
+        let (status, body) = if object.status == StatusCode::OK {
+            let selection = outpost_representation::evaluate(
+                &head.method,
+                &head.headers,
+                &headers,
+                object.body.len() as u64,
+            );
+            outpost_representation::render(&selection, object.status, &mut headers, &object.body)
+        } else {
+            (object.status, object.body.clone())
+        };
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            self.metrics.bytes.inc_by(body.len() as u64);
+            bodies::full(body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Passes an upstream response through unchanged but for the proxy's headers.
+    fn relay(
+        &self,
+        head: &RequestHead,
+        response: Response<Incoming>,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        self.finish_headers(&mut parts.headers, head.version, &outcome, None);
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            let bytes = self.metrics.bytes.clone();
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    bytes.inc_by(data.len() as u64);
+                }
+                frame
+            })
+            .map_err(Into::into)
+            .boxed_unsync()
+        };
+        Response::from_parts(parts, body)
+    }
+
+    /// Unsafe and other uncacheable methods go upstream as they are; a success invalidates the
+    /// target URI and the Location / Content-Location of the same host (RFC 9111 section 4.4).
+    async fn pass_method(
+        self: Arc<Self>,
+        head: RequestHead,
+        body: Body,
+        key: CacheKey,
+    ) -> Response<Body> {
+        let request = self.upstream_request(&head, body, false, None);
+        match self.send(request, &key).await {
+            Err(error) => {
+                self.error_response(error.status(), &error.to_string(), Forward::Method, false)
+            }
+            Ok(response) => {
+                let unsafe_method = head.method != Method::OPTIONS;
+                if unsafe_method
+                    && (response.status().is_success() || response.status().is_redirection())
+                {
+                    self.invalidate(&key, response.headers());
+                }
+                let outcome = CacheOutcome::Forwarded {
+                    fwd: Forward::Method,
+                    status: Some(response.status().as_u16()),
+                    stored: false,
+                    collapsed: false,
+                    ttl: None,
+                    detail: None,
+                };
+                self.relay(&head, response, outcome)
+            }
+        }
+    }
+
+    fn invalidate(&self, key: &CacheKey, response: &HeaderMap) {
+        self.store.purge_key(key, false);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let target = if location.starts_with('/') {
+                Some(CacheKey::new(key.host(), location))
+            } else {
+                CacheKey::from_url(location).filter(|other| other.host() == key.host())
+            };
+            if let Some(target) = target {
+                self.store.purge_key(&target, false);
+            }
+        }
+    }
+
+    /// The request sent upstream. A cache fill asks for the whole object with GET and only
+    /// our own validators; a pass sends the client's request as it is.
+    fn upstream_request(
+        &self,
+        head: &RequestHead,
+        body: Body,
+        for_cache: bool,
+        stale: Option<&StoredObject>,
+    ) -> Request<Body> {
+        let mut headers = head.headers.clone();
+        headers::remove_hop_by_hop(&mut headers);
+        if for_cache {
+            for name in [
+                header::RANGE,
+                header::IF_RANGE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_UNMODIFIED_SINCE,
+            ] {
+                headers.remove(name);
+            }
+            if let Some(stale) = stale {
+                if let Some(etag) = stale.headers.get(header::ETAG) {
+                    headers.insert(header::IF_NONE_MATCH, etag.clone());
+                }
+                if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+                    headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+                }
+            }
+        }
+        if !headers.contains_key(header::HOST)
+            && let Some(authority) = head.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, host);
+        }
+        headers::add_forwarding(&mut headers, &self.name, head.version, head.peer.remote);
+        let mut request = Request::new(body);
+        *request.method_mut() = if for_cache {
+            Method::GET
+        } else {
+            head.method.clone()
+        };
+        *request.uri_mut() = head
+            .uri
+            .path_and_query()
+            .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+            .unwrap_or_else(|| Uri::from_static("/"));
+        *request.headers_mut() = headers;
+        request
+    }
+
+    async fn send(
+        &self,
+        request: Request<Body>,
+        key: &CacheKey,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = self.upstream.send(request, key).await;
+        match &result {
+            Ok(_) => self
+                .metrics
+                .upstream_latency
+                .observe(started.elapsed().as_secs_f64()),
+            Err(_) => {
+                self.metrics.upstream_errors.inc();
+            }
+        }
+        result
+    }
+
+    /// Adds Age, Cache-Status and Via, and removes the CDN-only headers at the edge.
+    fn finish_headers(
+        &self,
+        headers: &mut HeaderMap,
+        version: Version,
+        outcome: &CacheOutcome,
+        age: Option<Duration>,
+    ) {
+        if let Some(age) = age
+            && let Ok(value) = HeaderValue::from_str(&age.as_secs().to_string())
+        {
+            headers.insert(header::AGE, value);
+        }
+        status::append(headers, &self.name, outcome);
+        headers::append_via(headers, version, &self.name);
+        if self.tier == Tier::Edge {
+            headers::strip_cdn_only(headers);
+        }
+    }
+
+    fn error_response(
+        &self,
+        status: StatusCode,
+        message: &str,
+        fwd: Forward,
+        collapsed: bool,
+    ) -> Response<Body> {
+        let outcome = CacheOutcome::Forwarded {
+            fwd,
+            status: None,
+            stored: false,
+            collapsed,
+            ttl: None,
+            detail: Some(if status == StatusCode::GATEWAY_TIMEOUT {
+                "upstream-timeout"
+            } else {
+                "upstream-error"
+            }),
+        };
+        let mut response = bodies::text(status, message);
+        self.finish_headers(response.headers_mut(), Version::HTTP_11, &outcome, None);
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome: "error" })
+            .inc();
+        response
+    }
+
+    fn count(&self, outcome: &CacheOutcome) {
+        let label = outcome.label();
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
+        match label {
+            "hit" => self.metrics.hits.inc(),
+            "stale" => self.metrics.stale.inc(),
+            _ => self.metrics.misses.inc(),
+        };
+    }
+}

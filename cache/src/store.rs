@@ -1,0 +1,325 @@
+//! Cached objects in memory (moka), weighted by size, with every variant of a key kept together
+//! so a purge by URL removes them all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
+use moka::ops::compute::Op;
+
+use crate::key::{self, CacheKey};
+use crate::policy::StoredPolicy;
+
+/// One stored response: head, complete body and the policy that governs its reuse.
+#[derive(Debug)]
+pub struct StoredObject {
+    pub status: StatusCode,
+    /// Headers as received from upstream, hop-by-hop headers removed.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub policy: StoredPolicy,
+    /// The request headers this response varies on, and their values for this variant.
+    pub vary: Vec<HeaderName>,
+    pub variant: String,
+    /// Surrogate keys / cache tags, for purge by tag.
+    pub tags: Vec<String>,
+    /// Milliseconds since the epoch of a soft purge; 0 when none.
+    purged_at: AtomicU64,
+}
+
+impl StoredObject {
+    pub fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        policy: StoredPolicy,
+        vary: Vec<HeaderName>,
+        variant: String,
+    ) -> Self {
+        let tags = crate::headers::surrogate_keys(&headers);
+        Self {
+            status,
+            headers,
+            body,
+            policy,
+            vary,
+            variant,
+            tags,
+            purged_at: AtomicU64::new(0),
+        }
+    }
+
+    /// When this object was soft-purged, if it was.
+    pub fn purged_at(&self) -> Option<SystemTime> {
+        match self.purged_at.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    fn soft_purge(&self, now: SystemTime) {
+        let ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        // Keep the earliest purge.
+        let _ = self
+            .purged_at
+            .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        (self.body.len() + headers + self.variant.len() + 256) as u64
+    }
+
+    /// Whether this variant is the one `request` selects.
+    pub fn matches(&self, request: &HeaderMap) -> bool {
+        self.vary.is_empty() || key::variant_key(&self.vary, request) == self.variant
+    }
+}
+
+/// Every stored variant of one primary key.
+#[derive(Debug, Default)]
+struct Variants {
+    objects: Vec<Arc<StoredObject>>,
+}
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        let total: u64 = self.objects.iter().map(|o| o.weight()).sum();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Found(Arc<StoredObject>),
+    /// The key is stored, but not the variant this request selects.
+    VaryMiss,
+    Miss,
+}
+
+/// The in-memory object store of one node.
+#[derive(Clone)]
+pub struct Store {
+    objects: moka::sync::Cache<Arc<str>, Arc<Variants>>,
+}
+
+impl Store {
+    /// A store holding up to `capacity_bytes` of objects (bodies plus headers).
+    pub fn new(capacity_bytes: u64) -> Self {
+        let objects = moka::sync::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_key: &Arc<str>, variants: &Arc<Variants>| variants.weight())
+            .build();
+        Self { objects }
+    }
+
+    pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Lookup {
+        match self.objects.get(key.as_str()) {
+            None => Lookup::Miss,
+            Some(variants) => variants
+                .objects
+                .iter()
+                .find(|object| object.matches(request))
+                .map_or(Lookup::VaryMiss, |object| Lookup::Found(object.clone())),
+        }
+    }
+
+    /// Stores `object`, replacing the variant with the same secondary key.
+    pub fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) {
+        self.objects
+            .entry(key.shared())
+            .and_compute_with(|existing| {
+                let mut objects: Vec<Arc<StoredObject>> = existing
+                    .map(|entry| entry.into_value().objects.clone())
+                    .unwrap_or_default();
+                // A changed Vary makes older variants unreachable: drop them.
+                objects.retain(|o| o.vary == object.vary && o.variant != object.variant);
+                objects.push(object);
+                Op::Put(Arc::new(Variants { objects }))
+            });
+    }
+
+    /// Removes (or, when `soft`, marks stale) every variant of `key`. Returns how many.
+    pub fn purge_key(&self, key: &CacheKey, soft: bool) -> u64 {
+        let Some(variants) = self.objects.get(key.as_str()) else {
+            return 0;
+        };
+        if soft {
+            let now = SystemTime::now();
+            variants.objects.iter().for_each(|o| o.soft_purge(now));
+        } else {
+            self.objects.invalidate(key.as_str());
+        }
+        variants.objects.len() as u64
+    }
+
+    /// Purges every object whose key satisfies `matches` (a scan of the store).
+    fn purge_where(&self, soft: bool, matches: impl Fn(&str, &StoredObject) -> bool) -> u64 {
+        let now = SystemTime::now();
+        let mut purged = 0;
+        for (key, variants) in self.objects.iter() {
+            let hits: Vec<&Arc<StoredObject>> = variants
+                .objects
+                .iter()
+                .filter(|o| matches(&key, o))
+                .collect();
+            if hits.is_empty() {
+                continue;
+            }
+            purged += hits.len() as u64;
+            if soft {
+                hits.iter().for_each(|o| o.soft_purge(now));
+            } else if hits.len() == variants.objects.len() {
+                self.objects.invalidate(&*key);
+            } else {
+                let keep: Vec<Arc<StoredObject>> = variants
+                    .objects
+                    .iter()
+                    .filter(|o| !matches(&key, o))
+                    .cloned()
+                    .collect();
+                self.objects
+                    .insert((*key).clone(), Arc::new(Variants { objects: keep }));
+            }
+        }
+        purged
+    }
+
+    /// Purges `target` (path and query) under every host.
+    pub fn purge_target(&self, target: &str, soft: bool) -> u64 {
+        self.purge_where(soft, |key, _| {
+            key.find('/').is_some_and(|slash| &key[slash..] == target)
+        })
+    }
+
+    /// Purges every object tagged `tag` (Surrogate-Key / Cache-Tag).
+    pub fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
+        self.purge_where(soft, |_, object| object.tags.iter().any(|t| t == tag))
+    }
+
+    /// Objects (variants) currently stored, and their total weight in bytes.
+    pub fn usage(&self) -> (u64, u64) {
+        self.objects.run_pending_tasks();
+        let objects = self
+            .objects
+            .iter()
+            .map(|(_, v)| v.objects.len() as u64)
+            .sum();
+        (objects, self.objects.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::Timing;
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    fn object(
+        vary: &[HeaderName],
+        request: &HeaderMap,
+        body: &'static str,
+        tags: &str,
+    ) -> Arc<StoredObject> {
+        let now = SystemTime::now();
+        let mut headers = HeaderMap::new();
+        if !tags.is_empty() {
+            headers.insert("surrogate-key", HeaderValue::from_str(tags).unwrap());
+        }
+        let policy = StoredPolicy {
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                date: None,
+                age: Duration::ZERO,
+            },
+            lifetime: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            forbids_stale: false,
+            no_cache: false,
+            allows_authorization: false,
+        };
+        Arc::new(StoredObject::new(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(body.as_bytes()),
+            policy,
+            vary.to_vec(),
+            key::variant_key(vary, request),
+        ))
+    }
+
+    fn lang(l: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("accept-language", HeaderValue::from_static(l));
+        h
+    }
+
+    #[test]
+    fn variants_live_side_by_side_and_purge_together() {
+        let store = Store::new(1 << 20);
+        let key = CacheKey::new("a.test", "/x");
+        let vary = [http::header::ACCEPT_LANGUAGE];
+        store.insert(&key, object(&vary, &lang("en"), "hello", "t1"));
+        store.insert(&key, object(&vary, &lang("fr"), "bonjour", "t2"));
+        let Lookup::Found(en) = store.lookup(&key, &lang("en")) else {
+            panic!("en missing")
+        };
+        assert_eq!(en.body, "hello");
+        let Lookup::Found(fr) = store.lookup(&key, &lang("fr")) else {
+            panic!("fr missing")
+        };
+        assert_eq!(fr.body, "bonjour");
+        assert!(matches!(store.lookup(&key, &lang("de")), Lookup::VaryMiss));
+        assert_eq!(store.purge_key(&key, false), 2);
+        assert!(matches!(store.lookup(&key, &lang("en")), Lookup::Miss));
+    }
+
+    #[test]
+    fn purge_by_tag_and_target_and_soft() {
+        let store = Store::new(1 << 20);
+        let none = HeaderMap::new();
+        let a = CacheKey::new("a.test", "/p");
+        let b = CacheKey::new("b.test", "/p");
+        let c = CacheKey::new("a.test", "/q");
+        store.insert(&a, object(&[], &none, "a", "red"));
+        store.insert(&b, object(&[], &none, "b", "blue"));
+        store.insert(&c, object(&[], &none, "c", "red blue"));
+        assert_eq!(store.purge_tag("red", true), 2);
+        let Lookup::Found(soft) = store.lookup(&a, &none) else {
+            panic!()
+        };
+        assert!(soft.purged_at().is_some());
+        assert_eq!(store.purge_target("/p", false), 2);
+        assert!(matches!(store.lookup(&a, &none), Lookup::Miss));
+        assert!(matches!(store.lookup(&b, &none), Lookup::Miss));
+        assert_eq!(store.purge_tag("blue", false), 1);
+        assert!(matches!(store.lookup(&c, &none), Lookup::Miss));
+    }
+
+    #[test]
+    fn capacity_is_bounded_by_weight() {
+        let store = Store::new(64 * 1024);
+        let none = HeaderMap::new();
+        let big: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
+        for i in 0..50 {
+            store.insert(
+                &CacheKey::new("a.test", &format!("/{i}")),
+                object(&[], &none, big, ""),
+            );
+        }
+        let (_, bytes) = store.usage();
+        assert!(bytes <= 64 * 1024, "weighted size {bytes} over capacity");
+    }
+}

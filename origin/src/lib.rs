@@ -1,0 +1,327 @@
+//! The origin server: the content provider's side of Outpost. It answers GET and HEAD for the
+//! files under one root directory (the demo site in `origin/demo/` by default) with a
+//! content-derived strong ETag, Last-Modified, a Content-Type from the extension, and a
+//! Cache-Control chosen by the first matching [`CacheRule`]; conditional requests and byte
+//! ranges are answered through `outpost-representation`. URL paths are decoded and checked so
+//! that nothing outside the root (by `..`, encoded separators, backslashes, NUL or symlinks) is
+//! ever served.
+//!
+//! It does not listen on sockets, authenticate callers, compress, cache responses or list
+//! directories: the listener and the CLI wrap [`Origin::handle`], and caching is the tiers' job.
+
+mod content_type;
+mod path;
+mod rules;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG, LAST_MODIFIED, LOCATION,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+pub use content_type::content_type;
+pub use rules::default_rules;
+
+use path::UrlPath;
+use rules::CompiledRule;
+
+/// How the origin is set up: which directory it serves and how long its answers may be cached.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// The directory whose files are served; the built-in demo site by default.
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+    /// Cache-Control by URL path; the first rule whose glob matches wins, and a path no rule
+    /// matches gets no Cache-Control at all.
+    #[serde(default = "default_rules")]
+    pub cache_rules: Vec<CacheRule>,
+}
+
+/// One Cache-Control rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// A glob on the decoded URL path in globset syntax, e.g. `**/*.html` or
+    /// `/assets/*.[0-9a-f][0-9a-f]*.js`. `*` stays within one path segment; `**` crosses them.
+    /// A directory request (`/docs/`) also matches as its index file (`/docs/index.html`).
+    pub path: String,
+    /// The Cache-Control value to send, e.g. `public, max-age=60`; empty sends none.
+    pub cache_control: String,
+}
+
+/// The demo site shipped with the crate.
+pub fn default_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/demo"))
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            root: default_root(),
+            cache_rules: default_rules(),
+        }
+    }
+}
+
+/// Why an [`OriginConfig`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("origin root {}: {source}", path.display())]
+    Root { path: PathBuf, source: io::Error },
+    #[error("origin root {} is not a directory", path.display())]
+    RootNotDirectory { path: PathBuf },
+    #[error("cache rule {index} (path {pattern:?}) is not a valid glob: {source}")]
+    BadGlob {
+        index: usize,
+        pattern: String,
+        source: globset::Error,
+    },
+    #[error(
+        "cache rule {index} (path {pattern:?}): cache_control {value:?} is not a valid header value"
+    )]
+    BadCacheControl {
+        index: usize,
+        pattern: String,
+        value: String,
+    },
+}
+
+/// The origin server for one root directory. Cheap to clone: clones share the same state.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The canonical root: every served file's canonical path must lie under it.
+    root: PathBuf,
+    rules: Vec<CompiledRule>,
+    etags: Mutex<HashMap<PathBuf, CachedTag>>,
+}
+
+/// A computed ETag, valid while the file keeps this modification time and length.
+#[derive(Debug, Clone)]
+struct CachedTag {
+    modified: Option<SystemTime>,
+    len: u64,
+    etag: HeaderValue,
+}
+
+/// Past this many remembered ETags the memo is cleared rather than grown.
+const MAX_CACHED_TAGS: usize = 10_000;
+
+type Body = Full<Bytes>;
+
+impl Origin {
+    /// Check the configuration (root exists and is a directory, rules compile) and build the
+    /// server.
+    pub fn new(config: &OriginConfig) -> Result<Origin, OriginError> {
+        let root = std::fs::canonicalize(&config.root).map_err(|source| OriginError::Root {
+            path: config.root.clone(),
+            source,
+        })?;
+        let meta = std::fs::metadata(&root).map_err(|source| OriginError::Root {
+            path: config.root.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(OriginError::RootNotDirectory {
+                path: config.root.clone(),
+            });
+        }
+        let rules = rules::compile(&config.cache_rules)?;
+        Ok(Origin {
+            inner: Arc::new(Inner {
+                root,
+                rules,
+                etags: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The canonical root directory being served.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The Cache-Control value for a decoded URL path, from the first matching rule.
+    pub fn cache_control_for(&self, url_path: &str) -> Option<HeaderValue> {
+        rules::lookup(&self.inner.rules, &[url_path])
+    }
+
+    /// Answer one request. The request body is ignored. Never panics on any input.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+        let head = req.method() == Method::HEAD;
+        let mut response = self.respond(&req).await;
+        if head {
+            *response.body_mut() = Full::new(Bytes::new());
+        }
+        response
+    }
+
+    async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let url = match UrlPath::parse(req.uri().path()) {
+            Ok(url) => url,
+            Err(reason) => {
+                tracing::debug!(path = req.uri().path(), reason, "refused request path");
+                return text(StatusCode::FORBIDDEN, "403 Forbidden\n");
+            }
+        };
+        match self.serve(req, &url).await {
+            Ok(response) => response,
+            Err(err) => match err.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(),
+                io::ErrorKind::PermissionDenied => text(StatusCode::FORBIDDEN, "403 Forbidden\n"),
+                _ => {
+                    tracing::warn!(path = req.uri().path(), error = %err, "origin read failed");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "500 Internal Server Error\n",
+                    )
+                }
+            },
+        }
+    }
+
+    async fn serve<B>(&self, req: &Request<B>, url: &UrlPath) -> io::Result<Response<Body>> {
+        let root = &self.inner.root;
+        let mut file = self.contained(&url.fs_path(root)).await?;
+        let mut meta = tokio::fs::metadata(&file).await?;
+        let mut rule_paths = vec![url.decoded()];
+        if meta.is_dir() {
+            if !url.trailing_slash {
+                return Ok(redirect(&url.directory_location(req.uri().query())));
+            }
+            file = self.contained(&file.join("index.html")).await?;
+            meta = tokio::fs::metadata(&file).await?;
+            rule_paths.push(format!("{}index.html", url.decoded()));
+        } else if url.trailing_slash {
+            // `/file.txt/` names a directory that is not there.
+            return Ok(not_found());
+        }
+        if !meta.is_file() {
+            // Directories without an index, sockets, FIFOs, devices: nothing to serve.
+            return Ok(not_found());
+        }
+
+        let modified = meta.modified().ok();
+        let content = Bytes::from(tokio::fs::read(&file).await?);
+
+        let mut headers = HeaderMap::new();
+        let now = SystemTime::now();
+        headers.insert(DATE, http_date(now));
+        headers.insert(CONTENT_TYPE, content_type(&file));
+        headers.insert(ETAG, self.etag(&file, modified, &content));
+        if let Some(modified) = modified {
+            headers.insert(LAST_MODIFIED, http_date(modified.min(now)));
+        }
+        let paths: Vec<&str> = rule_paths.iter().map(String::as_str).collect();
+        if let Some(cache_control) = rules::lookup(&self.inner.rules, &paths) {
+            headers.insert(CACHE_CONTROL, cache_control);
+        }
+
+        let selection = outpost_representation::evaluate(
+            req.method(),
+            req.headers(),
+            &headers,
+            content.len() as u64,
+        );
+        let (status, body) =
+            outpost_representation::render(&selection, StatusCode::OK, &mut headers, &content);
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    /// Canonicalize `path` and make sure it is still under the root (symlinks may point
+    /// anywhere). Escaping the root reads as "not found".
+    async fn contained(&self, path: &Path) -> io::Result<PathBuf> {
+        let canonical = tokio::fs::canonicalize(path).await?;
+        if canonical.starts_with(&self.inner.root) {
+            Ok(canonical)
+        } else {
+            tracing::debug!(path = %path.display(), target = %canonical.display(), "path escapes the origin root");
+            Err(io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn etag(&self, file: &Path, modified: Option<SystemTime>, content: &[u8]) -> HeaderValue {
+        let len = content.len() as u64;
+        if let Ok(tags) = self.inner.etags.lock()
+            && let Some(cached) = tags.get(file)
+            && modified.is_some()
+            && cached.modified == modified
+            && cached.len == len
+        {
+            return cached.etag.clone();
+        }
+        let etag = outpost_representation::strong_etag(content);
+        if let Ok(mut tags) = self.inner.etags.lock() {
+            if tags.len() >= MAX_CACHED_TAGS {
+                tags.clear();
+            }
+            tags.insert(
+                file.to_path_buf(),
+                CachedTag {
+                    modified,
+                    len,
+                    etag: etag.clone(),
+                },
+            );
+        }
+        etag
+    }
+}
+
+fn http_date(time: SystemTime) -> HeaderValue {
+    HeaderValue::try_from(httpdate::fmt_http_date(time))
+        .expect("an HTTP date is a valid header value")
+}
+
+/// A small plain-text response (errors and redirects).
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(DATE, http_date(SystemTime::now()));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "404 Not Found\n")
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = text(StatusCode::MOVED_PERMANENTLY, "301 Moved Permanently\n");
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            response.headers_mut().insert(LOCATION, value);
+            response
+        }
+        Err(_) => not_found(),
+    }
+}

@@ -1,0 +1,167 @@
+//! The admin listener of a node: `GET /health`, `GET /metrics` (Prometheus text format) and
+//! `POST /purge` (JSON [`PurgeRequest`], bearer token required). Its token is never logged.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::body::{self, Body};
+use crate::listener::{Handler, Peer};
+
+/// What to purge: URLs (`http://host/path` for one host, or `/path` for that path on every
+/// host) and surrogate keys / cache tags. A soft purge marks objects stale instead of removing
+/// them, so stale-while-revalidate and stale-if-error still apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub soft: bool,
+}
+
+/// What a purge did on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    pub node: String,
+    /// Cached objects removed or marked stale.
+    pub purged: u64,
+}
+
+/// A node role that keeps a cache implements this to take purges from its admin listener.
+pub trait Purge: Send + Sync + 'static {
+    fn purge(&self, request: &PurgeRequest) -> u64;
+}
+
+/// The admin handler of one node.
+pub struct Admin {
+    node: String,
+    token: Option<String>,
+    registry: Arc<Registry>,
+    purge: Option<Arc<dyn Purge>>,
+}
+
+impl Admin {
+    /// `token`: the bearer token purge requires; with `None`, purge is refused altogether.
+    pub fn new(
+        node: impl Into<String>,
+        token: Option<String>,
+        registry: Arc<Registry>,
+        purge: Option<Arc<dyn Purge>>,
+    ) -> Self {
+        Self {
+            node: node.into(),
+            token,
+            registry,
+            purge,
+        }
+    }
+
+    fn authorized(&self, request: &Request<Body>) -> bool {
+        let Some(token) = &self.token else {
+            return false;
+        };
+        let Some(given) = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            return body::text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");
+        }
+        let mut response = Response::new(body::full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        response
+    }
+
+    async fn purge(&self, request: Request<Body>) -> Response<Body> {
+        if !self.authorized(&request) {
+            let mut response =
+                body::text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"outpost-admin\""),
+            );
+            return response;
+        }
+        let Some(purge) = &self.purge else {
+            return body::text(StatusCode::NOT_FOUND, "this node keeps no cache");
+        };
+        let bytes = match request.into_body().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return body::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {error}"),
+                );
+            }
+        };
+        let purge_request: PurgeRequest = match serde_json::from_slice(&bytes) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                return body::text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "expected JSON {{\"urls\": [..], \"tags\": [..], \"soft\": bool}}: {error}"
+                    ),
+                );
+            }
+        };
+        let purged = purge.purge(&purge_request);
+        tracing::info!(node = %self.node, urls = ?purge_request.urls, tags = ?purge_request.tags,
+            soft = purge_request.soft, purged, "purge");
+        let report = PurgeReport {
+            node: self.node.clone(),
+            purged,
+        };
+        let mut response =
+            Response::new(body::full(serde_json::to_vec(&report).unwrap_or_default()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(&self, request: Request<Body>, _peer: Peer) -> Response<Body> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/health") => body::text(StatusCode::OK, "ok"),
+            (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),
+            (&Method::POST, "/purge") => self.purge(request).await,
+            (_, "/health" | "/metrics" | "/purge") => {
+                body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+            }
+            _ => body::text(
+                StatusCode::NOT_FOUND,
+                "admin endpoints: GET /health, GET /metrics, POST /purge",
+            ),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,38 @@
+//! The one body type every handler answers with.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+
+/// Errors carried by bodies: a body that errors is a body that broke, and the connection that
+/// carries it is aborted rather than ended as if complete.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response or request body: streamed, possibly failing.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A small plain-text response, for errors and simple endpoints.
+pub fn text(status: http::StatusCode, message: impl Into<String>) -> http::Response<Body> {
+    let mut message = message.into();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    let mut response = http::Response::new(full(message));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,18 @@
+//! The HTTP listener every Outpost node runs: accepting connections on a socket, serving a
+//! [`Handler`] over HTTP/1.1 and HTTP/2 (prior knowledge) with hyper, enforcing the limits that
+//! protect a node from its peers (header size and count, header read time, request body size),
+//! writing the access log, and draining connections on shutdown. It also serves the admin
+//! listener (health, Prometheus metrics, purge).
+//!
+//! It knows nothing of caching, routing or content: what a request means is the handler's
+//! business. TLS termination is not here yet.
+
+mod access_log;
+pub mod admin;
+pub mod body;
+mod listener;
+mod shutdown;
+
+pub use body::{Body, BoxError};
+pub use listener::{Handler, Limits, Peer, serve};
+pub use shutdown::{Shutdown, ShutdownSignal};

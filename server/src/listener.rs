@@ -1,0 +1,194 @@
+//! Accepting connections and serving a [`Handler`] on them with limits and graceful drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::access_log::{self, AccessRecord};
+use crate::body::{self, Body};
+use crate::shutdown::ShutdownSignal;
+
+/// What a node accepts from a peer before it refuses the request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line plus headers) in bytes; past it, 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; past it, 431.
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head (slowloris); past it the connection is
+    /// closed.
+    pub header_read_timeout: Duration,
+    /// Largest request body in bytes; past it, 413.
+    pub max_body_bytes: u64,
+    /// Time open connections get to finish after shutdown begins.
+    pub drain_timeout: Duration,
+    /// Write one access-log line per request.
+    pub access_log: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(10),
+            access_log: true,
+        }
+    }
+}
+
+/// Who sent a request, and on which of our addresses it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// The meaning of requests: one per node role (edge, parent, origin, admin).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: Request<Body>,
+        peer: Peer,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Serves `handler` on `listener` until `shutdown` fires, then stops accepting and gives open
+/// connections `limits.drain_timeout` to finish.
+pub async fn serve<H: Handler>(
+    node: Arc<str>,
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    mut shutdown: ShutdownSignal,
+) {
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => {
+            tracing::error!(%node, %error, "listener has no local address");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let limits = Arc::new(limits);
+
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(%node, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = shutdown.triggered() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = Peer { remote, local };
+        let handler = handler.clone();
+        let limits = limits.clone();
+        let node = node.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let handler = handler.clone();
+            let limits = limits.clone();
+            let node = node.clone();
+            async move {
+                Ok::<_, Infallible>(handle_one(&node, &*handler, &limits, request, peer).await)
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!(%node, %local, "listener drained"),
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(%node, %local, "drain timeout: closing remaining connections");
+        }
+    }
+}
+
+async fn handle_one<H: Handler>(
+    node: &str,
+    handler: &H,
+    limits: &Limits,
+    request: Request<Incoming>,
+    peer: Peer,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let version = request.version();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().to_string(), |pq| pq.to_string());
+
+    let declared_length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let response = if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
+        body::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes", limits.max_body_bytes),
+        )
+    } else {
+        let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let request = request.map(|incoming| Limited::new(incoming, max).boxed_unsync());
+        handler.handle(request, peer).await
+    };
+
+    if limits.access_log {
+        let length = http_body::Body::size_hint(response.body()).exact();
+        let cache_status = response
+            .headers()
+            .get("cache-status")
+            .and_then(|value| value.to_str().ok());
+        access_log::log(&AccessRecord {
+            node,
+            peer: peer.remote,
+            method: &method,
+            target: &target,
+            version,
+            status: response.status(),
+            length,
+            cache_status,
+            elapsed: started.elapsed(),
+        });
+    }
+    response
+}
