@@ -1,1 +1,321 @@
-fn main() {}
+//! `outpost`: the command line of the Outpost CDN. Argument parsing and wiring only; every
+//! node role lives in its own crate.
+
+mod config;
+mod nodes;
+mod purge;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use outpost_edge::ParentTarget;
+use outpost_server::Shutdown;
+use tokio::task::JoinSet;
+
+use crate::config::{DEFAULT_TOPOLOGY, Topology};
+use crate::nodes::{Bound, Shared};
+
+/// Outpost: a content delivery network you can run yourself.
+#[derive(Parser)]
+#[command(name = "outpost", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole CDN in one process: origin, parents and edges of the topology.
+    Up(UpArgs),
+    /// Run one edge node in front of an upstream (like `varnishd -b`), or one edge of a topology.
+    Edge(NodeArgs),
+    /// Run one parent node in front of an origin, or one parent of a topology.
+    Parent(NodeArgs),
+    /// Run the origin server: the content provider's files.
+    Origin(OriginArgs),
+    /// Purge URLs or tags on every edge and parent of the topology.
+    Purge(purge::PurgeArgs),
+    /// Check a topology file and report what it describes.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Topology file (TOML); default: the built-in loopback topology.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the default topology as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Address of the data listener.
+    #[arg(long, default_value = "127.0.0.1:8080", conflicts_with = "config")]
+    listen: SocketAddr,
+    /// Upstream URL (`http://host:port`) to cache in front of.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    upstream: Option<http::Uri>,
+    /// Address of the admin listener (health, metrics, purge).
+    #[arg(long, default_value = "127.0.0.1:9090", conflicts_with = "config")]
+    admin: SocketAddr,
+    /// Node name, used in Cache-Status, Via and CDN-Loop; with --config, the node to run.
+    #[arg(long)]
+    name: Option<String>,
+    /// Admin bearer token for purge [env: OUTPOST_ADMIN_TOKEN].
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Run the node called --name from this topology file instead.
+    #[arg(long, short, requires = "name")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct OriginArgs {
+    /// Directory to serve; default: the demo site shipped in origin/demo.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Address of the data listener.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Address of the admin listener (health, metrics).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The topology file to check.
+    file: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => up(args).await,
+        Command::Edge(args) => node(args, Role::Edge).await,
+        Command::Parent(args) => node(args, Role::Parent).await,
+        Command::Origin(args) => origin(args).await,
+        Command::Purge(args) => purge::run(args).await,
+        Command::Validate(args) => {
+            let topology = Topology::load(&args.file)?;
+            outpost_origin::Origin::new(&topology.origin.origin_config())
+                .with_context(|| format!("{}: origin", args.file.display()))?;
+            println!(
+                "{}: ok: origin, {} parents, {} edges",
+                args.file.display(),
+                topology.parents.len(),
+                topology.edges.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
+    Shared {
+        token: topology.admin.token.clone(),
+        cache: topology.cache.clone(),
+        health: topology.health.clone(),
+        limits: topology.limits.limits(true),
+        shutdown: shutdown.clone(),
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        print!("{DEFAULT_TOPOLOGY}");
+        return Ok(());
+    }
+    let topology = match &args.config {
+        Some(path) => Topology::load(path)?,
+        None => Topology::default_topology(),
+    };
+    let shutdown = Shutdown::new();
+    let shared = shared(&topology, &shutdown);
+    let mut tasks = JoinSet::new();
+
+    // Bind everything first, so port 0 works and a taken address fails before anything runs.
+    let origin = Bound::bind(
+        &topology.origin.name,
+        topology.origin.listen,
+        topology.origin.admin,
+    )
+    .await?;
+    let mut parents = Vec::new();
+    for parent in &topology.parents {
+        parents.push(Bound::bind(&parent.name, parent.listen, parent.admin).await?);
+    }
+    let mut edges = Vec::new();
+    for edge in &topology.edges {
+        edges.push((
+            edge,
+            Bound::bind(&edge.name, edge.listen, edge.admin).await?,
+        ));
+    }
+
+    let origin_url = origin.data_url();
+    nodes::start_origin(
+        &mut tasks,
+        &shared,
+        origin,
+        &topology.origin.origin_config(),
+    )?;
+    let parent_urls: Vec<(String, http::Uri)> = parents
+        .iter()
+        .map(|p| (p.name.clone(), p.data_url()))
+        .collect();
+    for parent in parents {
+        nodes::start_parent(&mut tasks, &shared, parent, origin_url.clone());
+    }
+    for (settings, bound) in edges {
+        let targets = topology
+            .parents_of(settings)
+            .into_iter()
+            .filter_map(|p| parent_urls.iter().find(|(name, _)| *name == p.name))
+            .map(|(name, url)| ParentTarget {
+                name: name.clone(),
+                url: url.clone(),
+            })
+            .collect();
+        nodes::start_edge(
+            &mut tasks,
+            &shared,
+            bound,
+            targets,
+            Some(origin_url.clone()),
+        );
+    }
+    tracing::info!(target: "outpost", "outpost up: {} parents, {} edges; Ctrl-C to stop", topology.parents.len(), topology.edges.len());
+    wait_and_drain(shutdown, tasks).await
+}
+
+enum Role {
+    Edge,
+    Parent,
+}
+
+async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    if let Some(path) = &args.config {
+        let topology = Topology::load(path)?;
+        let shared = shared(&topology, &shutdown);
+        let name = args.name.clone().unwrap_or_default();
+        let origin_url: http::Uri = format!("http://{}", topology.origin.listen).parse()?;
+        match role {
+            Role::Edge => {
+                let settings = topology
+                    .edges
+                    .iter()
+                    .find(|e| e.name == name)
+                    .with_context(|| {
+                        format!("{}: no edge named {name:?} under [[edges]]", path.display())
+                    })?;
+                let targets = topology
+                    .parents_of(settings)
+                    .into_iter()
+                    .map(|p| -> anyhow::Result<ParentTarget> {
+                        Ok(ParentTarget {
+                            name: p.name.clone(),
+                            url: format!("http://{}", p.listen).parse()?,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
+                nodes::start_edge(&mut tasks, &shared, bound, targets, Some(origin_url));
+            }
+            Role::Parent => {
+                let settings = topology
+                    .parents
+                    .iter()
+                    .find(|p| p.name == name)
+                    .with_context(|| {
+                        format!(
+                            "{}: no parent named {name:?} under [[parents]]",
+                            path.display()
+                        )
+                    })?;
+                let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
+                nodes::start_parent(&mut tasks, &shared, bound, origin_url);
+            }
+        }
+        return wait_and_drain(shutdown, tasks).await;
+    }
+
+    let upstream = args
+        .upstream
+        .context("--upstream URL is required without --config")?;
+    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+        anyhow::bail!(
+            "--upstream {upstream}: expected an http:// URL with a host, such as http://127.0.0.1:8000"
+        );
+    }
+    let topology = Topology::default_topology();
+    let mut shared = shared(&topology, &shutdown);
+    shared.token = args.token.clone();
+    let name = args.name.unwrap_or_else(|| match role {
+        Role::Edge => "edge".into(),
+        Role::Parent => "parent".into(),
+    });
+    let bound = Bound::bind(&name, args.listen, args.admin).await?;
+    match role {
+        Role::Edge => nodes::start_edge(&mut tasks, &shared, bound, Vec::new(), Some(upstream)),
+        Role::Parent => nodes::start_parent(&mut tasks, &shared, bound, upstream),
+    }
+    wait_and_drain(shutdown, tasks).await
+}
+
+async fn origin(args: OriginArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let topology = Topology::default_topology();
+    let shared = shared(&topology, &shutdown);
+    let mut config = topology.origin.origin_config();
+    if let Some(root) = args.root {
+        config.root = root;
+    }
+    let mut tasks = JoinSet::new();
+    let bound = Bound::bind(&topology.origin.name, args.listen, args.admin).await?;
+    nodes::start_origin(&mut tasks, &shared, bound, &config)?;
+    wait_and_drain(shutdown, tasks).await
+}
+
+/// Waits for Ctrl-C or SIGTERM, then stops accepting and lets open requests finish.
+async fn wait_and_drain(shutdown: Shutdown, mut tasks: JoinSet<()>) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(target: "outpost", "interrupted: draining"),
+        _ = terminate.recv() => tracing::info!(target: "outpost", "terminated: draining"),
+        Some(_) = tasks.join_next() => tracing::error!(target: "outpost", "a listener stopped unexpectedly: draining"),
+    }
+    shutdown.trigger();
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(target: "outpost", "drain took too long; exiting");
+    }
+    tracing::info!(target: "outpost", "stopped");
+    Ok(())
+}

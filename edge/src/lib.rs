@@ -1,1 +1,24 @@
-//! placeholder
+//! The edge node: the tier clients talk to. It runs the shared cache engine
+//! ([`outpost_cache::CacheNode`]) in front of a [`ParentSet`]: each object's parent is chosen by
+//! consistent (rendezvous) hashing of its cache key, so every object is cached at one parent;
+//! parents are health-checked actively, a parent that is down is skipped for the next one in
+//! the object's order, and when no parent is healthy the edge goes to the origin itself.
+//!
+//! TLS, ESI and workers are not here yet; caching rules live in `outpost-cache`.
+
+mod health;
+mod parents;
+
+pub use health::{HealthCheck, spawn_health_checks};
+pub use parents::{ParentSet, ParentTarget};
+
+use outpost_cache::{CacheConfig, CacheNode, Tier};
+use outpost_server::admin::Registry;
+
+/// An edge node's cache engine over its parents.
+pub type Edge = CacheNode<ParentSet>;
+
+/// Builds the edge `name` in front of `parents` (and `origin` as the last resort).
+pub fn edge(name: &str, config: &CacheConfig, parents: ParentSet, registry: &mut Registry) -> Edge {
+    CacheNode::new(name, Tier::Edge, config, parents, registry)
+}

@@ -1,1 +1,51 @@
-//! placeholder
+//! The parent tier: a regional cache between the edges and the origin. It runs the shared
+//! cache engine ([`outpost_cache::CacheNode`]) with the origin as its only upstream, so a miss
+//! at many edges for one object becomes one coalesced request here and one at the origin
+//! (origin shielding).
+//!
+//! Authentication to the origin (mutual TLS) is not here yet; caching rules live in
+//! `outpost-cache`, parent selection in `outpost-edge`.
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use outpost_cache::{CacheConfig, CacheKey, CacheNode, HttpClient, Tier, Upstream, UpstreamError};
+use outpost_server::Body;
+use outpost_server::admin::Registry;
+
+/// The origin a parent pulls from.
+#[derive(Clone)]
+pub struct OriginUpstream {
+    origin: Uri,
+    client: HttpClient,
+}
+
+impl OriginUpstream {
+    pub fn new(origin: Uri, client: HttpClient) -> Self {
+        Self { origin, client }
+    }
+}
+
+impl Upstream for OriginUpstream {
+    async fn send(
+        &self,
+        request: Request<Body>,
+        _key: &CacheKey,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.client.send_to(&self.origin, request).await
+    }
+}
+
+/// A parent node's cache engine over the origin.
+pub type Parent = CacheNode<OriginUpstream>;
+
+/// Builds the parent `name` in front of `origin`.
+pub fn parent(name: &str, config: &CacheConfig, origin: Uri, registry: &mut Registry) -> Parent {
+    let client = HttpClient::new(config.timeouts());
+    CacheNode::new(
+        name,
+        Tier::Parent,
+        config,
+        OriginUpstream::new(origin, client),
+        registry,
+    )
+}

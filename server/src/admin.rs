@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
+pub use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Body};

@@ -1,0 +1,77 @@
+//! Active health checks of an edge's parents, with rise and fall thresholds.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use outpost_cache::{HEALTH_PATH, HttpClient, UpstreamTimeouts};
+use outpost_server::{ShutdownSignal, body};
+use serde::{Deserialize, Serialize};
+
+use crate::parents::ParentSet;
+
+/// How parents are probed: `GET /_outpost/health` every `interval_ms`; `fall` failures in a
+/// row mark a parent down, `rise` successes in a row mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Probes every parent of `parents` until `shutdown` fires.
+pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown: ShutdownSignal) {
+    if parents.parents.is_empty() {
+        return;
+    }
+    let timeout = Duration::from_millis(check.timeout_ms.max(1));
+    let client = HttpClient::new(UpstreamTimeouts {
+        connect: timeout,
+        first_byte: timeout,
+    });
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(check.interval_ms.max(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.triggered() => return,
+            }
+            for parent in parents.parents.iter() {
+                let request = Request::get(HEALTH_PATH)
+                    .header(http::header::HOST, "health.outpost")
+                    .body(body::empty())
+                    .unwrap_or_default();
+                let ok = matches!(
+                    client.send_to(&parent.target.url, request).await,
+                    Ok(response) if response.status() == StatusCode::OK
+                );
+                let healthy = parent.healthy.load(Ordering::Relaxed);
+                if ok == healthy {
+                    parent.streak.store(0, Ordering::Relaxed);
+                    continue;
+                }
+                let streak = parent.streak.fetch_add(1, Ordering::Relaxed) + 1;
+                let threshold = if healthy { check.fall } else { check.rise };
+                if streak >= threshold.max(1) {
+                    parent.healthy.store(ok, Ordering::Relaxed);
+                    parent.streak.store(0, Ordering::Relaxed);
+                    tracing::warn!(parent = %parent.target.name, healthy = ok, "parent health changed");
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,285 @@
+//! The topology file (TOML): every node of the CDN, its addresses, and the settings they share.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use outpost_cache::CacheConfig;
+use outpost_edge::HealthCheck;
+use outpost_origin::{CacheRule, OriginConfig};
+use outpost_server::Limits;
+use serde::{Deserialize, Serialize};
+
+/// The default topology of `outpost up`, as shipped.
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../config/outpost.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub health: HealthCheck,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    pub origin: OriginNode,
+    #[serde(default)]
+    pub parents: Vec<CacheNodeSettings>,
+    #[serde(default)]
+    pub edges: Vec<EdgeNodeSettings>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for purge; without one, purge is refused.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout_ms: u64,
+    pub max_body_bytes: u64,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,
+            max_body_bytes: limits.max_body_bytes,
+            drain_timeout_ms: limits.drain_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn limits(&self, access_log: bool) -> Limits {
+        Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            access_log,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginNode {
+    #[serde(default = "origin_name")]
+    pub name: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Directory served; default: the demo site shipped with Outpost.
+    pub root: Option<PathBuf>,
+    /// Cache-Control by path, first match wins; default: the demo's rules.
+    pub cache_rules: Option<Vec<CacheRule>>,
+}
+
+fn origin_name() -> String {
+    "origin".into()
+}
+
+impl OriginNode {
+    pub fn origin_config(&self) -> OriginConfig {
+        let mut config = OriginConfig::default();
+        if let Some(root) = &self.root {
+            config.root = root.clone();
+        }
+        if let Some(rules) = &self.cache_rules {
+            config.cache_rules = rules.clone();
+        }
+        config
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheNodeSettings {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Latitude and longitude, for request routing.
+    pub location: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeNodeSettings {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub location: Option<[f64; 2]>,
+    /// Names of the parents this edge pulls through; default: every parent.
+    pub parents: Option<Vec<String>>,
+}
+
+impl Topology {
+    /// Reads and checks a topology file; errors name the file, the key and what is expected.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn default_topology() -> Self {
+        Self::parse(DEFAULT_TOPOLOGY, "the built-in default config").unwrap_or_else(|error| {
+            unreachable!("the shipped default config is checked by tests: {error:#}")
+        })
+    }
+
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+        let topology: Self = toml::from_str(text)
+            .map_err(|error| anyhow::anyhow!("{source}: {}", error.to_string().trim_end()))?;
+        topology
+            .check()
+            .map_err(|error| anyhow::anyhow!("{source}: {error}"))?;
+        Ok(topology)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if let Err((key, expected)) = self.cache.validate() {
+            bail!("cache.{key}: expected {expected}");
+        }
+        if self.health.rise == 0 || self.health.fall == 0 {
+            bail!("health.rise and health.fall: expected thresholds of at least 1");
+        }
+        if self.limits.max_headers == 0 || self.limits.max_header_bytes < 1024 {
+            bail!(
+                "limits.max_headers / limits.max_header_bytes: expected at least 1 header and 1024 bytes"
+            );
+        }
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        let mut claim = |key: String, name: &str, addrs: [SocketAddr; 2]| -> anyhow::Result<()> {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                bail!(
+                    "{key}.name: expected a node name of letters, digits, '-', '_' or '.', got {name:?}"
+                );
+            }
+            if !names.insert(name.to_owned()) {
+                bail!("{key}.name: the name {name:?} is used twice; expected unique node names");
+            }
+            for addr in addrs {
+                if addr.port() != 0 && !addresses.insert(addr) {
+                    bail!(
+                        "{key}: the address {addr} is used twice; expected a free address per listener"
+                    );
+                }
+            }
+            Ok(())
+        };
+        claim(
+            "origin".into(),
+            &self.origin.name,
+            [self.origin.listen, self.origin.admin],
+        )?;
+        for (i, parent) in self.parents.iter().enumerate() {
+            claim(
+                format!("parents[{i}]"),
+                &parent.name,
+                [parent.listen, parent.admin],
+            )?;
+            check_location(&format!("parents[{i}]"), parent.location)?;
+        }
+        for (i, edge) in self.edges.iter().enumerate() {
+            claim(format!("edges[{i}]"), &edge.name, [edge.listen, edge.admin])?;
+            check_location(&format!("edges[{i}]"), edge.location)?;
+            for parent in edge.parents.iter().flatten() {
+                if !self.parents.iter().any(|p| &p.name == parent) {
+                    let known: Vec<&str> = self.parents.iter().map(|p| p.name.as_str()).collect();
+                    bail!(
+                        "edges[{i}].parents: unknown parent {parent:?}; expected one of {known:?}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The parents an edge pulls through.
+    pub fn parents_of(&self, edge: &EdgeNodeSettings) -> Vec<&CacheNodeSettings> {
+        self.parents
+            .iter()
+            .filter(|p| {
+                edge.parents
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&p.name))
+            })
+            .collect()
+    }
+}
+
+fn check_location(key: &str, location: Option<[f64; 2]>) -> anyhow::Result<()> {
+    if let Some([lat, lon]) = location
+        && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
+    {
+        bail!(
+            "{key}.location: expected [latitude, longitude] within [-90, 90] and [-180, 180], got [{lat}, {lon}]"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_design() {
+        let topology = Topology::default_topology();
+        assert_eq!(topology.origin.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(topology.parents.len(), 2);
+        assert_eq!(topology.edges.len(), 3);
+        assert_eq!(topology.cache, CacheConfig::default());
+        assert_eq!(topology.health, HealthCheck::default());
+        let ams = &topology.edges[0];
+        assert_eq!(ams.name, "edge-ams");
+        assert_eq!(topology.parents_of(ams).len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_is_expected() {
+        let bad = DEFAULT_TOPOLOGY.replace("capacity_mib = 256", "capacity_mb = 256");
+        let error = Topology::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(
+            error.contains("x.toml") && error.contains("line") && error.contains("capacity_mb"),
+            "{error}"
+        );
+        let bad = DEFAULT_TOPOLOGY.replace("listen = \"127.0.0.22:8080\"", "listen = \"nowhere\"");
+        let error = Topology::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(
+            error.contains("line 58") || error.contains("listen"),
+            "{error}"
+        );
+        let bad = DEFAULT_TOPOLOGY.replace("name = \"edge-nyc\"", "name = \"edge-ams\"");
+        let error = Topology::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(error.contains("edges[1].name"), "{error}");
+        let bad = DEFAULT_TOPOLOGY.replace("location = [1.35, 103.8]", "location = [1.35, 203.8]");
+        let error = Topology::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(error.contains("edges[2].location"), "{error}");
+        let bad = DEFAULT_TOPOLOGY.replace("interval_ms = 2000\n", "interval_ms = \"2s\"\n");
+        let error = Topology::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(
+            error.contains("interval_ms") || error.contains("line 31"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Wiring: binds each node's listeners and starts its data and admin services.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use outpost_cache::{CacheConfig, HttpClient};
+use outpost_edge::{HealthCheck, ParentSet, ParentTarget};
+use outpost_origin::{Origin, OriginConfig};
+use outpost_server::admin::{Admin, Purge, Registry};
+use outpost_server::{Body, Handler, Limits, Peer, Shutdown};
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A node's two listeners, bound.
+pub struct Bound {
+    pub name: String,
+    pub data: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Bound {
+    pub async fn bind(name: &str, data: SocketAddr, admin: SocketAddr) -> anyhow::Result<Self> {
+        let data_listener = TcpListener::bind(data)
+            .await
+            .with_context(|| format!("{name}: binding the data listener on {data}"))?;
+        let admin_listener = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("{name}: binding the admin listener on {admin}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            data: data_listener,
+            admin: admin_listener,
+        })
+    }
+
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn data_url(&self) -> http::Uri {
+        format!("http://{}", self.data_addr())
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1"))
+    }
+
+    fn announce(&self, role: &str) {
+        tracing::info!(
+            target: "outpost",
+            "ready node={} role={role} data=http://{} admin=http://{}",
+            self.name,
+            self.data_addr(),
+            self.admin_addr()
+        );
+    }
+}
+
+/// Everything a node needs besides its own addresses.
+pub struct Shared {
+    pub token: Option<String>,
+    pub cache: CacheConfig,
+    pub health: HealthCheck,
+    pub limits: Limits,
+    pub shutdown: Shutdown,
+}
+
+fn serve_admin(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    name: &str,
+    admin: TcpListener,
+    registry: Registry,
+    purge: Option<Arc<dyn Purge>>,
+) {
+    let handler = Admin::new(name, shared.token.clone(), Arc::new(registry), purge);
+    let mut limits = shared.limits.clone();
+    limits.access_log = false;
+    tasks.spawn(outpost_server::serve(
+        name.into(),
+        admin,
+        Arc::new(handler),
+        limits,
+        shared.shutdown.signal(),
+    ));
+}
+
+/// Starts an edge pulling through `parents`, with `origin` as the last resort.
+pub fn start_edge(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    bound: Bound,
+    parents: Vec<ParentTarget>,
+    origin: Option<http::Uri>,
+) {
+    bound.announce("edge");
+    let mut registry = node_registry(&bound.name);
+    let client = HttpClient::new(shared.cache.timeouts());
+    let set = ParentSet::new(&bound.name, parents, origin, client);
+    outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
+    let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
+    serve_admin(
+        tasks,
+        shared,
+        &bound.name,
+        bound.admin,
+        registry,
+        Some(Arc::new(edge.clone())),
+    );
+    tasks.spawn(outpost_server::serve(
+        bound.name.into(),
+        bound.data,
+        Arc::new(edge),
+        shared.limits.clone(),
+        shared.shutdown.signal(),
+    ));
+}
+
+/// Starts a parent pulling from `origin`.
+pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, origin: http::Uri) {
+    bound.announce("parent");
+    let mut registry = node_registry(&bound.name);
+    let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, &mut registry);
+    serve_admin(
+        tasks,
+        shared,
+        &bound.name,
+        bound.admin,
+        registry,
+        Some(Arc::new(parent.clone())),
+    );
+    tasks.spawn(outpost_server::serve(
+        bound.name.into(),
+        bound.data,
+        Arc::new(parent),
+        shared.limits.clone(),
+        shared.shutdown.signal(),
+    ));
+}
+
+/// Starts the origin server.
+pub fn start_origin(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    bound: Bound,
+    config: &OriginConfig,
+) -> anyhow::Result<()> {
+    let origin =
+        Origin::new(config).with_context(|| format!("{}: starting the origin", bound.name))?;
+    bound.announce("origin");
+    tracing::info!(target: "outpost", "origin serves {}", origin.root().display());
+    let mut registry = node_registry(&bound.name);
+    let requests = Counter::default();
+    registry.register(
+        "outpost_origin_requests",
+        "Requests the origin answered",
+        requests.clone(),
+    );
+    serve_admin(tasks, shared, &bound.name, bound.admin, registry, None);
+    let handler = OriginService { origin, requests };
+    tasks.spawn(outpost_server::serve(
+        bound.name.into(),
+        bound.data,
+        Arc::new(handler),
+        shared.limits.clone(),
+        shared.shutdown.signal(),
+    ));
+    Ok(())
+}
+
+fn node_registry(name: &str) -> Registry {
+    Registry::with_labels(
+        [(
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(name.to_owned()),
+        )]
+        .into_iter(),
+    )
+}
+
+struct OriginService {
+    origin: Origin,
+    requests: Counter,
+}
+
+impl Handler for OriginService {
+    async fn handle(&self, request: Request<Body>, _peer: Peer) -> Response<Body> {
+        self.requests.inc();
+        if request.uri().path() == outpost_cache::HEALTH_PATH {
+            return outpost_server::body::text(http::StatusCode::OK, "ok");
+        }
+        // The origin reads no request bodies.
+        self.origin.handle(request.map(|_| ())).await.map(|body| {
+            body.map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync()
+        })
+    }
+}
