@@ -81,8 +81,11 @@ impl LimitSettings {
 pub struct OriginNode {
     #[serde(default = "origin_name")]
     pub name: String,
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
+    /// An origin that already exists (`http://host:port`): Outpost runs none of its own.
+    pub url: Option<String>,
+    /// Where Outpost's own origin server listens (unless `url` is set).
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     /// Directory served; default: the demo site shipped with Outpost.
     pub root: Option<PathBuf>,
     /// Cache-Control by path, first match wins; default: the demo's rules.
@@ -94,6 +97,15 @@ fn origin_name() -> String {
 }
 
 impl OriginNode {
+    /// The URL the parents pull from.
+    pub fn upstream_url(&self) -> Option<http::Uri> {
+        match (&self.url, self.listen) {
+            (Some(url), _) => url.parse().ok(),
+            (None, Some(listen)) => format!("http://{listen}").parse().ok(),
+            (None, None) => None,
+        }
+    }
+
     pub fn origin_config(&self) -> OriginConfig {
         let mut config = OriginConfig::default();
         if let Some(root) = &self.root {
@@ -186,11 +198,22 @@ impl Topology {
             }
             Ok(())
         };
-        claim(
-            "origin".into(),
-            &self.origin.name,
-            [self.origin.listen, self.origin.admin],
-        )?;
+        match (&self.origin.url, self.origin.listen, self.origin.admin) {
+            (Some(url), None, None) => {
+                let uri: http::Uri = url.parse().map_err(|e| {
+                    anyhow::anyhow!("origin.url: expected an http:// URL, got {url:?}: {e}")
+                })?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    bail!("origin.url: expected an http://host:port URL, got {url:?}");
+                }
+            }
+            (None, Some(listen), Some(admin)) => {
+                claim("origin".into(), &self.origin.name, [listen, admin])?;
+            }
+            _ => bail!(
+                "origin: expected either `url` (an origin you already run) or both `listen` and `admin` (Outpost's own origin server)"
+            ),
+        }
         for (i, parent) in self.parents.iter().enumerate() {
             claim(
                 format!("parents[{i}]"),
@@ -245,7 +268,10 @@ mod tests {
     #[test]
     fn shipped_config_parses_and_matches_design() {
         let topology = Topology::default_topology();
-        assert_eq!(topology.origin.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(
+            topology.origin.listen,
+            Some("127.0.0.1:8000".parse().unwrap())
+        );
         assert_eq!(topology.parents.len(), 2);
         assert_eq!(topology.edges.len(), 3);
         assert_eq!(topology.cache, CacheConfig::default());

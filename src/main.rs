@@ -101,6 +101,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,8 +119,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Purge(args) => purge::run(args).await,
         Command::Validate(args) => {
             let topology = Topology::load(&args.file)?;
-            outpost_origin::Origin::new(&topology.origin.origin_config())
-                .with_context(|| format!("{}: origin", args.file.display()))?;
+            if topology.origin.url.is_none() {
+                outpost_origin::Origin::new(&topology.origin.origin_config())
+                    .with_context(|| format!("{}: origin", args.file.display()))?;
+            }
             println!(
                 "{}: ok: origin, {} parents, {} edges",
                 args.file.display(),
@@ -155,12 +158,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
 
     // Bind everything first, so port 0 works and a taken address fails before anything runs.
-    let origin = Bound::bind(
-        &topology.origin.name,
-        topology.origin.listen,
-        topology.origin.admin,
-    )
-    .await?;
+    let origin = match (topology.origin.listen, topology.origin.admin) {
+        (Some(listen), Some(admin)) => {
+            Some(Bound::bind(&topology.origin.name, listen, admin).await?)
+        }
+        _ => None,
+    };
     let mut parents = Vec::new();
     for parent in &topology.parents {
         parents.push(Bound::bind(&parent.name, parent.listen, parent.admin).await?);
@@ -173,13 +176,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let origin_url = origin.data_url();
-    nodes::start_origin(
-        &mut tasks,
-        &shared,
-        origin,
-        &topology.origin.origin_config(),
-    )?;
+    let origin_url = match origin {
+        Some(origin) => {
+            let url = origin.data_url();
+            nodes::start_origin(
+                &mut tasks,
+                &shared,
+                origin,
+                &topology.origin.origin_config(),
+            )?;
+            url
+        }
+        None => topology.origin.upstream_url().context("origin.url")?,
+    };
     let parent_urls: Vec<(String, http::Uri)> = parents
         .iter()
         .map(|p| (p.name.clone(), p.data_url()))
@@ -221,7 +230,10 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
         let topology = Topology::load(path)?;
         let shared = shared(&topology, &shutdown);
         let name = args.name.clone().unwrap_or_default();
-        let origin_url: http::Uri = format!("http://{}", topology.origin.listen).parse()?;
+        let origin_url = topology
+            .origin
+            .upstream_url()
+            .context("origin: no address")?;
         match role {
             Role::Edge => {
                 let settings = topology
@@ -294,7 +306,7 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
         config.root = root;
     }
     let mut tasks = JoinSet::new();
-    let bound = Bound::bind(&topology.origin.name, args.listen, args.admin).await?;
+    let bound = Bound::bind("origin", args.listen, args.admin).await?;
     nodes::start_origin(&mut tasks, &shared, bound, &config)?;
     wait_and_drain(shutdown, tasks).await
 }

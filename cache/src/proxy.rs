@@ -26,8 +26,7 @@ use crate::status::{self, CacheOutcome, Forward};
 use crate::store::{Lookup, Store, StoredObject};
 use crate::upstream::{Upstream, UpstreamError};
 
-/// The path every node answers itself on its data port, for health checks.
-pub const HEALTH_PATH: &str = "/_outpost/health";
+pub use outpost_server::HEALTH_PATH;
 
 const SUPPORTED: [Method; 7] = [
     Method::GET,

@@ -14,5 +14,9 @@ mod listener;
 mod shutdown;
 
 pub use body::{Body, BoxError};
+
+/// The path every node answers itself on its data port, for health checks; it is left out of
+/// the access log.
+pub const HEALTH_PATH: &str = "/_outpost/health";
 pub use listener::{Handler, Limits, Peer, serve};
 pub use shutdown::{Shutdown, ShutdownSignal};

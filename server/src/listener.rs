@@ -172,7 +172,7 @@ async fn handle_one<H: Handler>(
         handler.handle(request, peer).await
     };
 
-    if limits.access_log {
+    if limits.access_log && target != crate::HEALTH_PATH {
         let length = http_body::Body::size_hint(response.body()).exact();
         let cache_status = response
             .headers()

@@ -1,0 +1,428 @@
+//! Shared test harness: spawns the real `outpost` binary on port 0, reads the bound addresses
+//! from its log and kills it on Drop; and a scriptable origin on a real loopback socket that
+//! can also misbehave (hang, break a body, send garbage).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// A running `outpost` process.
+pub struct Outpost {
+    child: Child,
+    pub nodes: HashMap<String, Node>,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub role: String,
+    /// `http://addr` of the data listener.
+    pub data: String,
+    pub admin: String,
+}
+
+impl Outpost {
+    /// `outpost up --config` with `toml`, waiting for `expect` nodes to be ready.
+    pub fn up(toml: &str, expect: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outpost.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut outpost = Self::spawn(&["up", "--config", path.to_str().unwrap()], expect);
+        outpost._dir = Some(dir);
+        outpost
+    }
+
+    /// Runs `outpost ARGS`, waiting for `expect` "ready" lines.
+    pub fn spawn(args: &[&str], expect: usize) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning outpost");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(node) = parse_ready(&line) {
+                    let _ = ready_tx.send(node);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut nodes = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while nodes.len() < expect {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ready_rx.recv_timeout(left) {
+                Ok((name, node)) => {
+                    nodes.insert(name, node);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "outpost did not get ready; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            nodes,
+            log,
+            _dir: None,
+        }
+    }
+
+    pub fn data(&self, node: &str) -> &str {
+        &self
+            .nodes
+            .get(node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .data
+    }
+
+    pub fn admin(&self, node: &str) -> &str {
+        &self.nodes[node].admin
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Outpost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_ready(line: &str) -> Option<(String, Node)> {
+    let rest = &line[line.find("ready node=")?..];
+    let mut fields = HashMap::new();
+    for part in rest.split_whitespace() {
+        if let Some((k, v)) = part.split_once('=') {
+            fields.insert(k, v);
+        }
+    }
+    Some((
+        fields.get("node")?.to_string(),
+        Node {
+            role: fields.get("role")?.to_string(),
+            data: fields.get("data")?.to_string(),
+            admin: fields.get("admin")?.to_string(),
+        },
+    ))
+}
+
+/// A topology with an external origin at `origin`, `parents` parents and `edges` edges, all on
+/// 127.0.0.1 port 0, followed by `extra` TOML (e.g. a `[cache]` table).
+pub fn topology(origin: &str, parents: usize, edges: usize, extra: &str) -> String {
+    let mut toml = String::from("[admin]\ntoken = \"test-token\"\n\n");
+    toml.push_str(extra);
+    toml.push_str(&format!("\n[origin]\nurl = \"{origin}\"\n"));
+    for i in 0..parents {
+        toml.push_str(&format!(
+            "\n[[parents]]\nname = \"parent-{i}\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
+        ));
+    }
+    for i in 0..edges {
+        toml.push_str(&format!(
+            "\n[[edges]]\nname = \"edge-{i}\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
+        ));
+    }
+    toml
+}
+
+/// A request as the test origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the test origin does with a request.
+pub enum Reply {
+    /// A complete response.
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Declares `declared` bytes, sends `sent`, then closes the connection.
+    Broken {
+        headers: Vec<(String, String)>,
+        declared: usize,
+        sent: Vec<u8>,
+    },
+    /// Sends `first`, waits for `release`, then sends `rest`.
+    Held {
+        headers: Vec<(String, String)>,
+        first: Vec<u8>,
+        release: Arc<Notify>,
+        rest: Vec<u8>,
+    },
+    /// Never answers.
+    Hang,
+    /// Bytes that are not HTTP, then close.
+    Garbage(Vec<u8>),
+}
+
+impl Reply {
+    pub fn ok(headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Self {
+        Self::Full {
+            status: 200,
+            headers: owned(headers),
+            body: body.into(),
+        }
+    }
+
+    pub fn status(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Self {
+        Self::Full {
+            status,
+            headers: owned(headers),
+            body: body.into(),
+        }
+    }
+}
+
+pub fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+/// A scriptable origin: `script(request, n)` decides the reply to the n-th request (from 1).
+pub struct TestOrigin {
+    pub url: String,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TestOrigin {
+    pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let (h, s) = (hits.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(stream, script.clone(), h.clone(), s.clone()));
+            }
+        });
+        Self { url, hits, seen }
+    }
+
+    /// Requests answered, health checks excluded.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    script: Arc<Script>,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut stream, &mut buffer).await else {
+            return;
+        };
+        if request.target == "/_outpost/health" {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            continue;
+        }
+        let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.lock().unwrap().push(request.clone());
+        match script(&request, n) {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!("HTTP/1.1 {status} X\r\n");
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                if status != 304 {
+                    head.push_str(&format!("content-length: {}\r\n", body.len()));
+                }
+                head.push_str("\r\n");
+                let mut bytes = head.into_bytes();
+                if request.method != "HEAD" && status != 304 {
+                    bytes.extend_from_slice(&body);
+                }
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Broken {
+                headers,
+                declared,
+                sent,
+            } => {
+                let mut head = String::from("HTTP/1.1 200 OK\r\n");
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str(&format!("content-length: {declared}\r\n\r\n"));
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&sent).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            Reply::Held {
+                headers,
+                first,
+                release,
+                rest,
+            } => {
+                let mut head = String::from("HTTP/1.1 200 OK\r\n");
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str(&format!(
+                    "content-length: {}\r\n\r\n",
+                    first.len() + rest.len()
+                ));
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&first).await;
+                let _ = stream.flush().await;
+                release.notified().await;
+                if stream.write_all(&rest).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Reply::Garbage(bytes) => {
+                let _ = stream.write_all(&bytes).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Seen> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head_len)) = request.parse(buffer) {
+            let seen_headers: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let method = request.method?.to_owned();
+            let target = request.path?.to_owned();
+            let length: usize = seen_headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            while buffer.len() < head_len + length {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = buffer[head_len..head_len + length].to_vec();
+            buffer.drain(..head_len + length);
+            return Some(Seen {
+                method,
+                target,
+                headers: seen_headers,
+                body,
+            });
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The Cache-Status header of a response.
+pub fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
