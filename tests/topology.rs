@@ -10,7 +10,10 @@ use common::{Outpost, Reply, TestOrigin, cache_status, client, topology};
 
 #[tokio::test]
 async fn each_object_is_fetched_once_from_the_origin_however_many_edges_ask() {
-    let origin = TestOrigin::start(|seen, _| Reply::ok(&[("cache-control", "max-age=600")], seen.target.clone())).await;
+    let origin = TestOrigin::start(|seen, _| {
+        Reply::ok(&[("cache-control", "max-age=600")], seen.target.clone())
+    })
+    .await;
     let cdn = Outpost::up(&topology(&origin.url, 2, 3, ""), 5);
     let http = client();
     let mut parent_of: HashMap<String, String> = HashMap::new();
@@ -28,7 +31,10 @@ async fn each_object_is_fetched_once_from_the_origin_however_many_edges_ask() {
             let parent = status.split(';').next().unwrap().to_owned();
             assert!(parent.starts_with("parent-"), "{status}");
             // Every edge picks the same parent for the same object.
-            assert_eq!(parent_of.entry(path.clone()).or_insert(parent.clone()), &parent);
+            assert_eq!(
+                parent_of.entry(path.clone()).or_insert(parent.clone()),
+                &parent
+            );
             assert_eq!(response.text().await.unwrap(), path);
         }
     }
@@ -39,16 +45,32 @@ async fn each_object_is_fetched_once_from_the_origin_however_many_edges_ask() {
 
 #[tokio::test]
 async fn an_edge_fails_over_to_the_next_parent_and_then_to_the_origin() {
-    let origin = TestOrigin::start(|seen, _| Reply::ok(&[("cache-control", "no-store")], seen.target.clone())).await;
+    let origin = TestOrigin::start(|seen, _| {
+        Reply::ok(&[("cache-control", "no-store")], seen.target.clone())
+    })
+    .await;
     // One live parent in its own process, one address where nothing listens.
     let mut live = Outpost::spawn(
-        &["parent", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--upstream", &origin.url, "--name", "parent-live"],
+        &[
+            "parent",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            &origin.url,
+            "--name",
+            "parent-live",
+        ],
         1,
     );
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let live_addr = live.data("parent-live").trim_start_matches("http://").to_owned();
+    let live_addr = live
+        .data("parent-live")
+        .trim_start_matches("http://")
+        .to_owned();
     let config = format!(
         "[health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 1\nfall = 1\n\n[origin]\nurl = \"{}\"\n\n\
          [[parents]]\nname = \"parent-dead\"\nlisten = \"{dead_addr}\"\nadmin = \"127.0.0.1:0\"\n\n\
@@ -59,33 +81,70 @@ async fn an_edge_fails_over_to_the_next_parent_and_then_to_the_origin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, config).unwrap();
-    let edge = Outpost::spawn(&["edge", "--config", path.to_str().unwrap(), "--name", "edge-0"], 1);
+    let edge = Outpost::spawn(
+        &[
+            "edge",
+            "--config",
+            path.to_str().unwrap(),
+            "--name",
+            "edge-0",
+        ],
+        1,
+    );
     let http = client();
     for i in 0..10 {
-        let response = http.get(format!("{}/o/{i}", edge.data("edge-0"))).send().await.unwrap();
+        let response = http
+            .get(format!("{}/o/{i}", edge.data("edge-0")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(cache_status(&response).starts_with("parent-live"), "{}", cache_status(&response));
+        assert!(
+            cache_status(&response).starts_with("parent-live"),
+            "{}",
+            cache_status(&response)
+        );
     }
     // With no parent left, the edge goes to the origin itself.
     assert!(live.terminate());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let response = http.get(format!("{}/o/after", edge.data("edge-0"))).send().await.unwrap();
+    let response = http
+        .get(format!("{}/o/after", edge.data("edge-0")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(cache_status(&response).starts_with("edge-0"), "{}", cache_status(&response));
+    assert!(
+        cache_status(&response).starts_with("edge-0"),
+        "{}",
+        cache_status(&response)
+    );
     assert!(edge.log().contains("no healthy parent"));
 }
 
 #[tokio::test]
 async fn purge_by_url_and_tag_reaches_every_node_and_needs_the_token() {
     let origin = TestOrigin::start(|seen, n| {
-        Reply::ok(&[("cache-control", "max-age=600"), ("surrogate-key", "catalog")], format!("{}#{n}", seen.target))
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=600"),
+                ("surrogate-key", "catalog"),
+            ],
+            format!("{}#{n}", seen.target),
+        )
     })
     .await;
     let cdn = Outpost::up(&topology(&origin.url, 1, 1, ""), 2);
     let http = client();
     let edge = cdn.data("edge-0").to_owned();
     for path in ["/a", "/b"] {
-        http.get(format!("{edge}{path}")).send().await.unwrap().text().await.unwrap();
+        http.get(format!("{edge}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     }
     assert_eq!(origin.hits(), 2);
     let admins = [cdn.admin("edge-0"), cdn.admin("parent-0")];
@@ -95,7 +154,11 @@ async fn purge_by_url_and_tag_reaches_every_node_and_needs_the_token() {
         for admin in admins {
             command.args(["--admin", admin]);
         }
-        command.args(args).env_remove("OUTPOST_ADMIN_TOKEN").output().unwrap()
+        command
+            .args(args)
+            .env_remove("OUTPOST_ADMIN_TOKEN")
+            .output()
+            .unwrap()
     };
     let refused = purge(&["--token", "wrong", "/a"]);
     assert!(!refused.status.success());
@@ -104,24 +167,45 @@ async fn purge_by_url_and_tag_reaches_every_node_and_needs_the_token() {
     assert!(cache_status(&hit).contains("edge-0; hit"));
 
     let purged = purge(&["--token", "test-token", "/a"]);
-    assert!(purged.status.success(), "{}", String::from_utf8_lossy(&purged.stderr));
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
     let stdout = String::from_utf8_lossy(&purged.stdout);
-    assert!(stdout.contains("edge-0: purged 1") && stdout.contains("parent-0: purged 1"), "{stdout}");
+    assert!(
+        stdout.contains("edge-0: purged 1") && stdout.contains("parent-0: purged 1"),
+        "{stdout}"
+    );
     let miss = http.get(format!("{edge}/a")).send().await.unwrap();
-    assert!(cache_status(&miss).starts_with("parent-0; fwd=uri-miss"), "{}", cache_status(&miss));
+    assert!(
+        cache_status(&miss).starts_with("parent-0; fwd=uri-miss"),
+        "{}",
+        cache_status(&miss)
+    );
     assert_eq!(origin.hits(), 3);
 
     let purged = purge(&["--token", "test-token", "--tag", "catalog"]);
     assert!(purged.status.success());
     assert!(String::from_utf8_lossy(&purged.stdout).contains("edge-0: purged 2"));
-    http.get(format!("{edge}/b")).send().await.unwrap().text().await.unwrap();
+    http.get(format!("{edge}/b"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(origin.hits(), 4);
 
     // Soft purge keeps the copy for stale-if-error while marking it stale.
     let purged = purge(&["--token", "test-token", "--soft", &format!("{edge}/b")]);
     assert!(purged.status.success());
     let after = http.get(format!("{edge}/b")).send().await.unwrap();
-    assert!(cache_status(&after).contains("edge-0; fwd=stale"), "{}", cache_status(&after));
+    assert!(
+        cache_status(&after).contains("edge-0; fwd=stale"),
+        "{}",
+        cache_status(&after)
+    );
 }
 
 #[tokio::test]
@@ -130,11 +214,28 @@ async fn nodes_expose_health_and_prometheus_metrics() {
     let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
     let http = client();
     for _ in 0..3 {
-        http.get(format!("{}/m", cdn.data("edge-0"))).send().await.unwrap().text().await.unwrap();
+        http.get(format!("{}/m", cdn.data("edge-0")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     }
-    let health = http.get(format!("{}/health", cdn.admin("edge-0"))).send().await.unwrap();
+    let health = http
+        .get(format!("{}/health", cdn.admin("edge-0")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = http.get(format!("{}/metrics", cdn.admin("edge-0"))).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", cdn.admin("edge-0")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "outpost_cache_hits_total{node=\"edge-0\"} 2",
         "outpost_cache_misses_total{node=\"edge-0\"} 1",
@@ -156,7 +257,10 @@ async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm()
     let edge = cdn.data("edge-0").to_owned();
     let page = http.get(format!("{edge}/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert_eq!(page.headers()["cache-control"], "public, max-age=60, stale-while-revalidate=30");
+    assert_eq!(
+        page.headers()["cache-control"],
+        "public, max-age=60, stale-while-revalidate=30"
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("Outpost demo"));
     let asset = html
@@ -165,10 +269,16 @@ async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm()
         .unwrap()
         .to_owned();
     let js = http.get(format!("{edge}{asset}")).send().await.unwrap();
-    assert_eq!(js.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     let again = http.get(format!("{edge}{asset}")).send().await.unwrap();
     assert!(cache_status(&again).contains("edge-0; hit"));
-    assert!(cdn.log().contains("\"GET / HTTP/1.1\" 200"), "access log line");
+    assert!(
+        cdn.log().contains("\"GET / HTTP/1.1\" 200"),
+        "access log line"
+    );
     assert!(cdn.terminate(), "outpost exits cleanly on SIGTERM");
     assert!(cdn.log().contains("stopped"));
 }

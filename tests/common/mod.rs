@@ -385,16 +385,16 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Se
                 .find(|(k, _)| k == "content-length")
                 .and_then(|(_, v)| v.parse().ok())
                 .unwrap_or(0);
-            while buffer.len() < head_len + length {
-                let mut chunk = [0u8; 8192];
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buffer.extend_from_slice(&chunk[..n]);
-            }
-            let body = buffer[head_len..head_len + length].to_vec();
-            buffer.drain(..head_len + length);
+            let chunked = seen_headers
+                .iter()
+                .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+            buffer.drain(..head_len);
+            let body = if chunked {
+                read_chunked(stream, buffer).await?
+            } else {
+                fill(stream, buffer, length).await?;
+                buffer.drain(..length).collect()
+            };
             return Some(Seen {
                 method,
                 target,
@@ -408,6 +408,41 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Se
             return None;
         }
         buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>, want: usize) -> Option<()> {
+    while buffer.len() < want {
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    Some(())
+}
+
+/// Decodes a chunked body (no trailers) from the front of `buffer`.
+async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buffer.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            let have = buffer.len();
+            fill(stream, buffer, have + 1).await?;
+        };
+        let size_text = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        buffer.drain(..line_end + 2);
+        fill(stream, buffer, size + 2).await?;
+        body.extend(buffer.drain(..size));
+        buffer.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
     }
 }
 
