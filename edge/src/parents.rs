@@ -80,7 +80,7 @@ impl ParentSet {
                 (xxhash_rust::xxh3::xxh3_64(&input), parent)
             })
             .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        ranked.sort_by_key(|b| std::cmp::Reverse(b.0));
         ranked.into_iter().map(|(_, p)| p).collect()
     }
 
