@@ -16,6 +16,11 @@ use outpost_server::Shutdown;
 use tokio::task::JoinSet;
 
 use crate::config::{DEFAULT_TOPOLOGY, Topology};
+
+/// A proxy allocates and frees many small buffers per request; mimalloc does that faster than
+/// the system allocator (measured in bench/hit-throughput.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::nodes::{Bound, Shared};
 
 /// Outpost: a content delivery network you can run yourself.

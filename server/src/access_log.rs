@@ -16,6 +16,11 @@ pub(crate) struct AccessRecord<'a> {
     pub elapsed: Duration,
 }
 
+/// Whether access lines are wanted at all (`RUST_LOG` may turn them off).
+pub(crate) fn enabled() -> bool {
+    tracing::enabled!(target: "outpost::access", tracing::Level::INFO)
+}
+
 pub(crate) fn log(record: &AccessRecord<'_>) {
     let time = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
     let length = record

@@ -151,10 +151,7 @@ async fn handle_one<H: Handler>(
     let started = Instant::now();
     let method = request.method().clone();
     let version = request.version();
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| request.uri().to_string(), |pq| pq.to_string());
+    let uri = request.uri().clone();
 
     let declared_length = request
         .headers()
@@ -172,7 +169,10 @@ async fn handle_one<H: Handler>(
         handler.handle(request, peer).await
     };
 
-    if limits.access_log && target != crate::HEALTH_PATH {
+    if limits.access_log && uri.path() != crate::HEALTH_PATH && access_log::enabled() {
+        let target = uri
+            .path_and_query()
+            .map_or_else(|| uri.to_string(), |pq| pq.to_string());
         let length = http_body::Body::size_hint(response.body()).exact();
         let cache_status = response
             .headers()

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Cache-hit throughput of an Outpost edge beside Varnish and nginx (proxy_cache), each in front
+# of the same Outpost origin on this machine, in the same run. wrk drives each in turn, several
+# rounds interleaved; the summary gives medians and the ratios to each peer.
+#
+#   bench/hit-throughput.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#
+# Needs: wrk, varnishd, nginx (apt-get install wrk varnish nginx) and a release build
+# (cargo build --release). Uses fixed ports on 127.0.0.51; writes bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-10}
+CONNECTIONS=${3:-64}
+IP=127.0.0.51
+ORIGIN=$IP:18000
+OUTPOST=$IP:18080
+VARNISH=$IP:18081
+NGINX=$IP:18082
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+BIN=target/release/outpost
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+for tool in wrk varnishd nginx; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk varnish nginx" >&2; exit 1; }
+done
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN" origin --listen $ORIGIN --admin $IP:19000 & pids+=($!)
+RUST_LOG=warn "$BIN" edge --listen $OUTPOST --admin $IP:19080 --upstream http://$ORIGIN --name edge-bench & pids+=($!)
+varnishd -a $VARNISH -b $ORIGIN -s malloc,256m -n "$WORK/varnish" -p thread_pool_min=50 >/dev/null
+cat > "$WORK/nginx.conf" <<NGINX
+user root;
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  proxy_cache_path $WORK/nginx-cache keys_zone=edge:64m max_size=256m;
+  upstream origin { server $ORIGIN; keepalive 64; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache edge;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf"
+sleep 1
+
+ASSET=$(curl -s http://$ORIGIN/ | grep -o '/assets/app\.[0-9a-f]*\.js' | head -1)
+PATHS=("/" "$ASSET")
+for target in $OUTPOST $VARNISH $NGINX; do
+  for path in "${PATHS[@]}"; do
+    curl -s -o /dev/null "http://$target$path"; curl -s -o /dev/null "http://$target$path"
+  done
+done
+echo "hit check:"
+curl -sI "http://$OUTPOST$ASSET" | grep -i cache-status || true
+curl -sI "http://$VARNISH$ASSET" | grep -i -E "^(age|x-varnish)" || true
+curl -sI "http://$NGINX$ASSET" | grep -i x-cache-status || true
+
+RAW="$RESULTS/hit-throughput-$(date +%Y%m%d-%H%M%S).txt"
+for round in $(seq 1 "$ROUNDS"); do
+  for path in "${PATHS[@]}"; do
+    for name in outpost varnish nginx; do
+      case $name in outpost) target=$OUTPOST;; varnish) target=$VARNISH;; nginx) target=$NGINX;; esac
+      rps=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "http://$target$path" | awk '/Requests\/sec/ {print $2}')
+      echo "$round $name $path $rps" | tee -a "$RAW"
+    done
+  done
+done
+
+echo
+echo "median requests/s over $ROUNDS rounds (wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s), raw: $RAW"
+python3 - "$RAW" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+paths = sorted({r[2] for r in rows})
+for path in paths:
+    med = {n: statistics.median(float(r[3]) for r in rows if r[1] == n and r[2] == path)
+           for n in ("outpost", "varnish", "nginx")}
+    print(f"{path}: outpost {med['outpost']:.0f}  varnish {med['varnish']:.0f}  nginx {med['nginx']:.0f}"
+          f"  | outpost/varnish {med['outpost']/med['varnish']:.2f}  outpost/nginx {med['outpost']/med['nginx']:.2f}")
+PY
