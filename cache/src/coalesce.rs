@@ -106,6 +106,26 @@ impl Fill {
         self.bump();
     }
 
+    /// Marks whatever is still pending as failed: a head that never came, a body that never
+    /// ended. Does nothing to a fill that completed.
+    pub fn abandon(&self) {
+        let mut state = self.lock();
+        let mut changed = false;
+        if matches!(state.head, FillHead::Pending) {
+            state.head =
+                FillHead::Failed(StatusCode::BAD_GATEWAY, "upstream fetch abandoned".into());
+            changed = true;
+        }
+        if matches!(state.head, FillHead::Streaming(_)) && state.end.is_none() {
+            state.end = Some(Err(BodyBroken("upstream fetch abandoned".into())));
+            changed = true;
+        }
+        drop(state);
+        if changed {
+            self.bump();
+        }
+    }
+
     /// Waits for the response head.
     pub async fn head(&self) -> FillHead {
         let mut changes = self.version.subscribe();
@@ -271,6 +291,51 @@ mod tests {
         assert!(late.frame().await.unwrap().is_err());
         assert!(body.frame().await.unwrap().is_err());
         assert!(fill.complete().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_fill_fails_its_readers_instead_of_hanging() {
+        let fill = Fill::new();
+        fill.abandon();
+        assert!(matches!(
+            fill.head().await,
+            FillHead::Failed(StatusCode::BAD_GATEWAY, _)
+        ));
+        let streaming = Fill::new();
+        let mut body = streaming.clone().body(|_| {});
+        streaming.push(Bytes::from_static(b"part"));
+        streaming.publish_head(FillHead::Released);
+        streaming.abandon();
+        // Released fills have no body to break; a streaming one does.
+        let stream_head = Fill::new();
+        stream_head.lock().head = FillHead::Streaming(Arc::new(StreamHead {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            policy: crate::policy::StoredPolicy {
+                timing: crate::freshness::Timing {
+                    request_time: std::time::SystemTime::now(),
+                    response_time: std::time::SystemTime::now(),
+                    date: None,
+                    age: std::time::Duration::ZERO,
+                },
+                lifetime: std::time::Duration::ZERO,
+                stale_while_revalidate: std::time::Duration::ZERO,
+                stale_if_error: std::time::Duration::ZERO,
+                forbids_stale: false,
+                no_cache: false,
+                allows_authorization: false,
+            },
+            vary: Vec::new(),
+            variant: String::new(),
+            outcome: CacheOutcome::Hit { ttl: 0 },
+        }));
+        let mut reader = stream_head.clone().body(|_| {});
+        stream_head.abandon();
+        assert!(reader.frame().await.unwrap().is_err());
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "part"
+        );
     }
 
     #[tokio::test]

@@ -148,6 +148,16 @@ impl<U: Upstream> Purge for CacheNode<U> {
     }
 }
 
+/// Ends a fill that its task left unfinished (a panic or a cancelled task): a pending head
+/// becomes a 502 and an unfinished body breaks.
+struct AbandonGuard(Arc<Fill>);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
 impl<U: Upstream> Inner<U> {
     async fn respond(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         let (parts, body) = request.into_parts();
@@ -330,6 +340,8 @@ impl<U: Upstream> Inner<U> {
         leader: Option<oneshot::Sender<Released>>,
     ) {
         tokio::spawn(async move {
+            // Whatever happens to this task, readers of the fill are never left waiting.
+            let _abandon = AbandonGuard(fill.clone());
             self.fill_from_upstream(&fill, registered, &head, &key, stale, fwd, leader)
                 .await;
             if registered {
