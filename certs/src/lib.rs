@@ -1,0 +1,217 @@
+//! Certificates for Outpost: a local certificate authority created on first start in the
+//! state directory, server and client certificates it issues, and loading PEM files that
+//! operators bring themselves. Private keys are written readable by their owner only, and
+//! nothing that exists is ever overwritten.
+//!
+//! It does not configure TLS (that is the listener's business) and it does not talk to a
+//! public CA.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// What went wrong with a certificate or key, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no PEM private key in the file (expected -----BEGIN PRIVATE KEY-----)")]
+    NoPrivateKey { path: PathBuf },
+    #[error("{path}: not a usable PEM file: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{name:?} is not a valid certificate name")]
+    BadName { name: String },
+}
+
+/// Where a certificate and its key live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The local certificate authority in a state directory.
+pub struct LocalCa {
+    dir: PathBuf,
+    issuer: Certificate,
+    key: KeyPair,
+}
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+
+impl LocalCa {
+    /// Loads the CA from `dir`, creating it (and `dir`) on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
+        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.to_owned(), source })?;
+        let cert_path = dir.join(CA_CERT);
+        let key_path = dir.join(CA_KEY);
+        if cert_path.exists() && key_path.exists() {
+            let cert_pem = read(&cert_path)?;
+            let key_pem = read(&key_path)?;
+            let key = KeyPair::from_pem(&key_pem).map_err(|e| CertError::Pem {
+                path: key_path.clone(),
+                reason: e.to_string(),
+            })?;
+            let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| CertError::Pem {
+                path: cert_path.clone(),
+                reason: e.to_string(),
+            })?;
+            // Same subject and key as the file: what it signs verifies against the file.
+            let issuer = params.self_signed(&key)?;
+            return Ok(Self { dir: dir.to_owned(), issuer, key });
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "Outpost local CA");
+        name.push(DnType::OrganizationName, "Outpost");
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+        let issuer = params.self_signed(&key)?;
+        write_new(&cert_path, issuer.pem().as_bytes(), false)?;
+        write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
+        Ok(Self { dir: dir.to_owned(), issuer, key })
+    }
+
+    /// The CA certificate clients trust (`curl --cacert`).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join(CA_CERT)
+    }
+
+    /// A server certificate `file_stem.pem` / `file_stem.key` for `names` (DNS names, wildcards
+    /// and IP addresses), issued once and kept.
+    pub fn ensure_server_cert(&self, file_stem: &str, names: &[String]) -> Result<CertPaths, CertError> {
+        self.ensure(file_stem, names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate (for mutual TLS) with `name` as its subject.
+    pub fn ensure_client_cert(&self, file_stem: &str, name: &str) -> Result<CertPaths, CertError> {
+        self.ensure(file_stem, &[name.to_owned()], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn ensure(&self, file_stem: &str, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<CertPaths, CertError> {
+        let paths = CertPaths {
+            cert: self.dir.join(format!("{file_stem}.pem")),
+            key: self.dir.join(format!("{file_stem}.key")),
+        };
+        if paths.cert.exists() && paths.key.exists() {
+            return Ok(paths);
+        }
+        let mut params = CertificateParams::default();
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name = subject;
+        for name in names {
+            let san = match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    name.clone().try_into().map_err(|_| CertError::BadName { name: name.clone() })?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![usage];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(397);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        write_new(&paths.cert, cert.pem().as_bytes(), false)?;
+        write_new(&paths.key, key.serialize_pem().as_bytes(), true)?;
+        Ok(paths)
+    }
+}
+
+/// Reads every certificate of a PEM file (leaf first).
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let text = fs::read(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem { path: path.to_owned(), reason: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate { path: path.to_owned() });
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let text = fs::read(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => CertError::NoPrivateKey { path: path.to_owned() },
+        other => CertError::Pem { path: path.to_owned(), reason: other.to_string() },
+    })
+}
+
+fn read(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|source| CertError::Io { path: path.to_owned(), source })
+}
+
+/// Writes a file that must not exist yet; a private one is created with mode 0600.
+fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
+    file.write_all(contents).map_err(|source| CertError::Io { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_once_keeps_keys_private_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let names = vec!["outpost.test".to_owned(), "*.outpost.test".to_owned(), "127.0.0.11".to_owned()];
+        let paths = ca.ensure_server_cert("edge", &names).unwrap();
+        let mode = fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::metadata(dir.path().join(CA_KEY)).unwrap().permissions().mode() & 0o777, 0o600);
+        let ca_pem = fs::read(ca.ca_cert_path()).unwrap();
+        let leaf_pem = fs::read(&paths.cert).unwrap();
+        // A second start loads what is there and changes nothing.
+        let again = LocalCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.ensure_server_cert("edge", &names).unwrap(), paths);
+        assert_eq!(fs::read(again.ca_cert_path()).unwrap(), ca_pem);
+        assert_eq!(fs::read(&paths.cert).unwrap(), leaf_pem);
+        assert_eq!(load_certificates(&paths.cert).unwrap().len(), 1);
+        load_private_key(&paths.key).unwrap();
+        // A certificate issued after a reload still chains to the same CA file.
+        again.ensure_client_cert("client", "parent-eu").unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        fs::write(&garbage, "not a certificate").unwrap();
+        let error = load_certificates(&garbage).unwrap_err().to_string();
+        assert!(error.contains("garbage.pem") && error.contains("no PEM certificate"), "{error}");
+        let error = load_private_key(&garbage).unwrap_err().to_string();
+        assert!(error.contains("garbage.pem") && error.contains("private key"), "{error}");
+        let error = load_certificates(&dir.path().join("missing.pem")).unwrap_err().to_string();
+        assert!(error.contains("missing.pem"), "{error}");
+    }
+}
