@@ -26,6 +26,8 @@ pub struct Topology {
     pub health: HealthCheck,
     #[serde(default)]
     pub limits: LimitSettings,
+    #[serde(default)]
+    pub tls: TlsSection,
     pub origin: OriginNode,
     #[serde(default)]
     pub parents: Vec<CacheNodeSettings>,
@@ -38,6 +40,52 @@ pub struct Topology {
 pub struct AdminSettings {
     /// Bearer token for purge; without one, purge is refused.
     pub token: Option<String>,
+}
+
+/// The `[tls]` table: where the local CA lives and which certificates the edges serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// State directory: the local CA and the certificates it issues (`--state-dir` overrides).
+    pub state_dir: PathBuf,
+    /// Time a client has to complete its TLS handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Certificates to serve, by hostname; empty: the local CA issues one for the topology.
+    pub certificates: Vec<CertificateSettings>,
+    /// For a ClientHello with an unknown or no SNI name: "default" serves the first
+    /// certificate, "refuse" fails the handshake.
+    pub unknown_names: UnknownNames,
+    /// How often certificate files are checked for changes, in milliseconds (SIGHUP reloads
+    /// at once).
+    pub reload_check_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(".outpost"),
+            handshake_timeout_ms: 10_000,
+            certificates: Vec::new(),
+            unknown_names: UnknownNames::Default,
+            reload_check_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownNames {
+    Default,
+    Refuse,
+}
+
+/// A certificate an operator brings: PEM files and the names they serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSettings {
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +181,8 @@ pub struct CacheNodeSettings {
 pub struct EdgeNodeSettings {
     pub name: String,
     pub listen: SocketAddr,
+    /// Address of the HTTPS listener, if the edge serves HTTPS.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub location: Option<[f64; 2]>,
     /// Names of the parents this edge pulls through; default: every parent.
@@ -176,7 +226,7 @@ impl Topology {
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
-        let mut claim = |key: String, name: &str, addrs: [SocketAddr; 2]| -> anyhow::Result<()> {
+        let mut claim = |key: String, name: &str, addrs: &[SocketAddr]| -> anyhow::Result<()> {
             if name.is_empty()
                 || !name
                     .bytes()
@@ -189,7 +239,7 @@ impl Topology {
             if !names.insert(name.to_owned()) {
                 bail!("{key}.name: the name {name:?} is used twice; expected unique node names");
             }
-            for addr in addrs {
+            for &addr in addrs {
                 if addr.port() != 0 && !addresses.insert(addr) {
                     bail!(
                         "{key}: the address {addr} is used twice; expected a free address per listener"
@@ -208,7 +258,7 @@ impl Topology {
                 }
             }
             (None, Some(listen), Some(admin)) => {
-                claim("origin".into(), &self.origin.name, [listen, admin])?;
+                claim("origin".into(), &self.origin.name, &[listen, admin])?;
             }
             _ => bail!(
                 "origin: expected either `url` (an origin you already run) or both `listen` and `admin` (Outpost's own origin server)"
@@ -218,12 +268,14 @@ impl Topology {
             claim(
                 format!("parents[{i}]"),
                 &parent.name,
-                [parent.listen, parent.admin],
+                &[parent.listen, parent.admin],
             )?;
             check_location(&format!("parents[{i}]"), parent.location)?;
         }
         for (i, edge) in self.edges.iter().enumerate() {
-            claim(format!("edges[{i}]"), &edge.name, [edge.listen, edge.admin])?;
+            let mut addrs = vec![edge.listen, edge.admin];
+            addrs.extend(edge.https);
+            claim(format!("edges[{i}]"), &edge.name, &addrs)?;
             check_location(&format!("edges[{i}]"), edge.location)?;
             for parent in edge.parents.iter().flatten() {
                 if !self.parents.iter().any(|p| &p.name == parent) {

@@ -4,6 +4,7 @@
 mod config;
 mod nodes;
 mod purge;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,19 @@ enum Command {
     Purge(purge::PurgeArgs),
     /// Check a topology file and report what it describes.
     Validate(ValidateArgs),
+    /// Show where the local certificate authority is and how to trust it (creating it if
+    /// needed).
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// State directory holding the local CA [default: the config's tls.state_dir, .outpost].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Topology file whose state directory and edges to use.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -55,6 +69,10 @@ struct UpArgs {
     /// Print the default topology as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// State directory (local CA and certificates) [default: the config's tls.state_dir,
+    /// .outpost].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,6 +140,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Parent(args) => node(args, Role::Parent).await,
         Command::Origin(args) => origin(args).await,
         Command::Purge(args) => purge::run(args).await,
+        Command::Certs(args) => {
+            let topology = match &args.config {
+                Some(path) => Topology::load(path)?,
+                None => Topology::default_topology(),
+            };
+            let state_dir = args
+                .state_dir
+                .unwrap_or_else(|| topology.tls.state_dir.clone());
+            let https = topology.edges.iter().find_map(|e| e.https);
+            print!("{}", tls::explain(&state_dir, https)?);
+            Ok(())
+        }
         Command::Validate(args) => {
             let topology = Topology::load(&args.file)?;
             if topology.origin.url.is_none() {
@@ -142,6 +172,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
     Shared {
         token: topology.admin.token.clone(),
+        edge_tls: None,
         cache: topology.cache.clone(),
         health: topology.health.clone(),
         limits: topology.limits.limits(true),
@@ -159,8 +190,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => Topology::default_topology(),
     };
     let shutdown = Shutdown::new();
-    let shared = shared(&topology, &shutdown);
+    let mut shared = shared(&topology, &shutdown);
     let mut tasks = JoinSet::new();
+    if topology.edges.iter().any(|e| e.https.is_some()) {
+        let state_dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| topology.tls.state_dir.clone());
+        shared.edge_tls = Some(start_tls(&topology, &state_dir, &shutdown)?);
+    }
 
     // Bind everything first, so port 0 works and a taken address fails before anything runs.
     let origin = match (topology.origin.listen, topology.origin.admin) {
@@ -177,7 +215,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     for edge in &topology.edges {
         edges.push((
             edge,
-            Bound::bind(&edge.name, edge.listen, edge.admin).await?,
+            Bound::bind(&edge.name, edge.listen, edge.admin)
+                .await?
+                .with_https(edge.https)
+                .await?,
         ));
     }
 
@@ -223,6 +264,28 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     wait_and_drain(shutdown, tasks).await
 }
 
+/// Loads the edges' certificates and starts reloading them on SIGHUP or file changes.
+fn start_tls(
+    topology: &Topology,
+    state_dir: &std::path::Path,
+    shutdown: &Shutdown,
+) -> anyhow::Result<std::sync::Arc<outpost_server::tls::TlsTerminator>> {
+    let settings = tls::edge_settings(topology, state_dir)?;
+    let files = settings
+        .certificates
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect();
+    let terminator = tls::terminator(settings)?;
+    tls::spawn_reloader(
+        vec![terminator.clone()],
+        files,
+        Duration::from_millis(topology.tls.reload_check_ms),
+        shutdown.signal(),
+    );
+    Ok(terminator)
+}
+
 enum Role {
     Edge,
     Parent,
@@ -258,7 +321,15 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
                         })
                     })
                     .collect::<anyhow::Result<_>>()?;
-                let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
+                let mut shared = shared;
+                if settings.https.is_some() {
+                    shared.edge_tls =
+                        Some(start_tls(&topology, &topology.tls.state_dir, &shutdown)?);
+                }
+                let bound = Bound::bind(&settings.name, settings.listen, settings.admin)
+                    .await?
+                    .with_https(settings.https)
+                    .await?;
                 nodes::start_edge(&mut tasks, &shared, bound, targets, Some(origin_url));
             }
             Role::Parent => {

@@ -11,6 +11,7 @@ use outpost_cache::{CacheConfig, HttpClient};
 use outpost_edge::{HealthCheck, ParentSet, ParentTarget};
 use outpost_origin::{Origin, OriginConfig};
 use outpost_server::admin::{Admin, Purge, Registry};
+use outpost_server::tls::TlsTerminator;
 use outpost_server::{Body, Handler, Limits, Peer, Shutdown};
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
@@ -21,6 +22,8 @@ pub struct Bound {
     pub name: String,
     pub data: TcpListener,
     pub admin: TcpListener,
+    /// The HTTPS listener, for edges that serve HTTPS.
+    pub https: Option<TcpListener>,
 }
 
 impl Bound {
@@ -35,7 +38,19 @@ impl Bound {
             name: name.to_owned(),
             data: data_listener,
             admin: admin_listener,
+            https: None,
         })
+    }
+
+    /// Also binds an HTTPS listener on `https`.
+    pub async fn with_https(mut self, https: Option<SocketAddr>) -> anyhow::Result<Self> {
+        if let Some(addr) = https {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{}: binding the HTTPS listener on {addr}", self.name))?;
+            self.https = Some(listener);
+        }
+        Ok(self)
     }
 
     pub fn data_addr(&self) -> SocketAddr {
@@ -57,9 +72,15 @@ impl Bound {
     }
 
     fn announce(&self, role: &str) {
+        let https = self
+            .https
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!(" https=https://{a}"))
+            .unwrap_or_default();
         tracing::info!(
             target: "outpost",
-            "ready node={} role={role} data=http://{} admin=http://{}",
+            "ready node={} role={role} data=http://{} admin=http://{}{https}",
             self.name,
             self.data_addr(),
             self.admin_addr()
@@ -70,6 +91,8 @@ impl Bound {
 /// Everything a node needs besides its own addresses.
 pub struct Shared {
     pub token: Option<String>,
+    /// TLS for the edges' HTTPS listeners.
+    pub edge_tls: Option<Arc<TlsTerminator>>,
     pub cache: CacheConfig,
     pub health: HealthCheck,
     pub limits: Limits,
@@ -118,6 +141,16 @@ pub fn start_edge(
         registry,
         Some(Arc::new(edge.clone())),
     );
+    if let (Some(https), Some(tls)) = (bound.https, &shared.edge_tls) {
+        tasks.spawn(outpost_server::serve_tls(
+            bound.name.as_str().into(),
+            https,
+            tls.clone(),
+            Arc::new(edge.clone()),
+            shared.limits.clone(),
+            shared.shutdown.signal(),
+        ));
+    }
     tasks.spawn(outpost_server::serve(
         bound.name.into(),
         bound.data,

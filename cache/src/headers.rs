@@ -93,7 +93,9 @@ pub fn add_forwarding(
     node: &str,
     version: http::Version,
     client: SocketAddr,
+    tls: bool,
 ) {
+    let proto = if tls { "https" } else { "http" };
     append(headers, HeaderName::from_static("cdn-loop"), node);
     append_via(headers, version, node);
     append(
@@ -114,7 +116,7 @@ pub fn add_forwarding(
     append(
         headers,
         header::FORWARDED,
-        &format!("for={forwarded_for};by={node};proto=http{host}"),
+        &format!("for={forwarded_for};by={node};proto={proto}{host}"),
     );
 }
 
@@ -177,12 +179,14 @@ mod tests {
             "edge-ams",
             http::Version::HTTP_11,
             "127.0.1.5:5000".parse().unwrap(),
+            false,
         );
         add_forwarding(
             &mut h,
             "parent-eu",
             http::Version::HTTP_11,
             "127.0.0.11:4000".parse().unwrap(),
+            false,
         );
         assert!(cdn_loop_contains(&h, "edge-ams"));
         assert!(cdn_loop_contains(&h, "PARENT-EU"));

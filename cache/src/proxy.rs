@@ -847,7 +847,13 @@ impl<U: Upstream> Inner<U> {
         {
             headers.insert(header::HOST, host);
         }
-        headers::add_forwarding(&mut headers, &self.name, head.version, head.peer.remote);
+        headers::add_forwarding(
+            &mut headers,
+            &self.name,
+            head.version,
+            head.peer.remote,
+            head.peer.tls,
+        );
         let mut request = Request::new(body);
         *request.method_mut() = if for_cache {
             Method::GET

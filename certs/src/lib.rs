@@ -22,7 +22,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate { path: PathBuf },
     #[error("{path}: no PEM private key in the file (expected -----BEGIN PRIVATE KEY-----)")]
@@ -31,6 +34,14 @@ pub enum CertError {
     Pem { path: PathBuf, reason: String },
     #[error("generating a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error(
+        "{path}: the certificate is not valid now (valid from {not_before} to {not_after}); renew it"
+    )]
+    OutOfDate {
+        path: PathBuf,
+        not_before: String,
+        not_after: String,
+    },
     #[error("{name:?} is not a valid certificate name")]
     BadName { name: String },
 }
@@ -55,7 +66,10 @@ const CA_KEY: &str = "ca.key";
 impl LocalCa {
     /// Loads the CA from `dir`, creating it (and `dir`) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.to_owned(), source })?;
+        fs::create_dir_all(dir).map_err(|source| CertError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
         if cert_path.exists() && key_path.exists() {
@@ -65,13 +79,18 @@ impl LocalCa {
                 path: key_path.clone(),
                 reason: e.to_string(),
             })?;
-            let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| CertError::Pem {
-                path: cert_path.clone(),
-                reason: e.to_string(),
-            })?;
+            let params =
+                CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| CertError::Pem {
+                    path: cert_path.clone(),
+                    reason: e.to_string(),
+                })?;
             // Same subject and key as the file: what it signs verifies against the file.
             let issuer = params.self_signed(&key)?;
-            return Ok(Self { dir: dir.to_owned(), issuer, key });
+            return Ok(Self {
+                dir: dir.to_owned(),
+                issuer,
+                key,
+            });
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -80,13 +99,21 @@ impl LocalCa {
         name.push(DnType::OrganizationName, "Outpost");
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
         let issuer = params.self_signed(&key)?;
         write_new(&cert_path, issuer.pem().as_bytes(), false)?;
         write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
-        Ok(Self { dir: dir.to_owned(), issuer, key })
+        Ok(Self {
+            dir: dir.to_owned(),
+            issuer,
+            key,
+        })
     }
 
     /// The CA certificate clients trust (`curl --cacert`).
@@ -96,16 +123,29 @@ impl LocalCa {
 
     /// A server certificate `file_stem.pem` / `file_stem.key` for `names` (DNS names, wildcards
     /// and IP addresses), issued once and kept.
-    pub fn ensure_server_cert(&self, file_stem: &str, names: &[String]) -> Result<CertPaths, CertError> {
+    pub fn ensure_server_cert(
+        &self,
+        file_stem: &str,
+        names: &[String],
+    ) -> Result<CertPaths, CertError> {
         self.ensure(file_stem, names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate (for mutual TLS) with `name` as its subject.
     pub fn ensure_client_cert(&self, file_stem: &str, name: &str) -> Result<CertPaths, CertError> {
-        self.ensure(file_stem, &[name.to_owned()], ExtendedKeyUsagePurpose::ClientAuth)
+        self.ensure(
+            file_stem,
+            &[name.to_owned()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     }
 
-    fn ensure(&self, file_stem: &str, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<CertPaths, CertError> {
+    fn ensure(
+        &self,
+        file_stem: &str,
+        names: &[String],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<CertPaths, CertError> {
         let paths = CertPaths {
             cert: self.dir.join(format!("{file_stem}.pem")),
             key: self.dir.join(format!("{file_stem}.key")),
@@ -115,18 +155,26 @@ impl LocalCa {
         }
         let mut params = CertificateParams::default();
         let mut subject = DistinguishedName::new();
-        subject.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        subject.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.distinguished_name = subject;
         for name in names {
             let san = match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(
-                    name.clone().try_into().map_err(|_| CertError::BadName { name: name.clone() })?,
+                    name.clone()
+                        .try_into()
+                        .map_err(|_| CertError::BadName { name: name.clone() })?,
                 ),
             };
             params.subject_alt_names.push(san);
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![usage];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(397);
@@ -140,27 +188,68 @@ impl LocalCa {
 
 /// Reads every certificate of a PEM file (leaf first).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let text = fs::read(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
+    let text = fs::read(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Pem { path: path.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| CertError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(CertError::NoCertificate { path: path.to_owned() });
+        return Err(CertError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
+/// Checks that the leaf certificate read from `path` is valid now.
+pub fn check_validity(path: &Path, certs: &[CertificateDer<'_>]) -> Result<(), CertError> {
+    let Some(leaf) = certs.first() else {
+        return Err(CertError::NoCertificate {
+            path: path.to_owned(),
+        });
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| CertError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let validity = parsed.validity();
+    if !validity.is_valid() {
+        return Err(CertError::OutOfDate {
+            path: path.to_owned(),
+            not_before: validity.not_before.to_string(),
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads the private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    let text = fs::read(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
+    let text = fs::read(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => CertError::NoPrivateKey { path: path.to_owned() },
-        other => CertError::Pem { path: path.to_owned(), reason: other.to_string() },
+        rustls_pki_types::pem::Error::NoItemsFound => CertError::NoPrivateKey {
+            path: path.to_owned(),
+        },
+        other => CertError::Pem {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
     })
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    fs::read_to_string(path).map_err(|source| CertError::Io { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes a file that must not exist yet; a private one is created with mode 0600.
@@ -171,8 +260,14 @@ fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), CertErro
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|source| CertError::Io { path: path.to_owned(), source })?;
-    file.write_all(contents).map_err(|source| CertError::Io { path: path.to_owned(), source })
+    let mut file = options.open(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.write_all(contents).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -184,11 +279,22 @@ mod tests {
     fn creates_once_keeps_keys_private_and_never_overwrites() {
         let dir = tempfile::tempdir().unwrap();
         let ca = LocalCa::load_or_create(dir.path()).unwrap();
-        let names = vec!["outpost.test".to_owned(), "*.outpost.test".to_owned(), "127.0.0.11".to_owned()];
+        let names = vec![
+            "outpost.test".to_owned(),
+            "*.outpost.test".to_owned(),
+            "127.0.0.11".to_owned(),
+        ];
         let paths = ca.ensure_server_cert("edge", &names).unwrap();
         let mode = fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(fs::metadata(dir.path().join(CA_KEY)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dir.path().join(CA_KEY))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         let ca_pem = fs::read(ca.ca_cert_path()).unwrap();
         let leaf_pem = fs::read(&paths.cert).unwrap();
         // A second start loads what is there and changes nothing.
@@ -208,10 +314,18 @@ mod tests {
         let garbage = dir.path().join("garbage.pem");
         fs::write(&garbage, "not a certificate").unwrap();
         let error = load_certificates(&garbage).unwrap_err().to_string();
-        assert!(error.contains("garbage.pem") && error.contains("no PEM certificate"), "{error}");
+        assert!(
+            error.contains("garbage.pem") && error.contains("no PEM certificate"),
+            "{error}"
+        );
         let error = load_private_key(&garbage).unwrap_err().to_string();
-        assert!(error.contains("garbage.pem") && error.contains("private key"), "{error}");
-        let error = load_certificates(&dir.path().join("missing.pem")).unwrap_err().to_string();
+        assert!(
+            error.contains("garbage.pem") && error.contains("private key"),
+            "{error}"
+        );
+        let error = load_certificates(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("missing.pem"), "{error}");
     }
 }

@@ -4,19 +4,22 @@
 //! writing the access log, and draining connections on shutdown. It also serves the admin
 //! listener (health, Prometheus metrics, purge).
 //!
+//! TLS termination ([`tls`]) happens here too: rustls, SNI, ALPN, resumption and reload.
+//!
 //! It knows nothing of caching, routing or content: what a request means is the handler's
-//! business. TLS termination is not here yet.
+//! business.
 
 mod access_log;
 pub mod admin;
 pub mod body;
 mod listener;
 mod shutdown;
+pub mod tls;
 
 pub use body::{Body, BoxError};
 
 /// The path every node answers itself on its data port, for health checks; it is left out of
 /// the access log.
 pub const HEALTH_PATH: &str = "/_outpost/health";
-pub use listener::{Handler, Limits, Peer, serve};
+pub use listener::{Handler, Limits, Peer, serve, serve_tls};
 pub use shutdown::{Shutdown, ShutdownSignal};

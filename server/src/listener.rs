@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::access_log::{self, AccessRecord};
 use crate::body::{self, Body};
 use crate::shutdown::ShutdownSignal;
+use crate::tls::TlsTerminator;
 
 /// What a node accepts from a peer before it refuses the request.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ impl Default for Limits {
 pub struct Peer {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The request arrived over TLS.
+    pub tls: bool,
 }
 
 /// The meaning of requests: one per node role (edge, parent, origin, admin).
@@ -71,6 +74,29 @@ pub trait Handler: Send + Sync + 'static {
 pub async fn serve<H: Handler>(
     node: Arc<str>,
     listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+) {
+    serve_with(node, listener, None, handler, limits, shutdown).await;
+}
+
+/// [`serve`] behind TLS: every connection completes a handshake with `tls` first.
+pub async fn serve_tls<H: Handler>(
+    node: Arc<str>,
+    listener: TcpListener,
+    tls: Arc<TlsTerminator>,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: ShutdownSignal,
+) {
+    serve_with(node, listener, Some(tls), handler, limits, shutdown).await;
+}
+
+async fn serve_with<H: Handler>(
+    node: Arc<str>,
+    listener: TcpListener,
+    tls: Option<Arc<TlsTerminator>>,
     handler: Arc<H>,
     limits: Limits,
     mut shutdown: ShutdownSignal,
@@ -110,7 +136,11 @@ pub async fn serve<H: Handler>(
             () = shutdown.triggered() => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer { remote, local };
+        let peer = Peer {
+            remote,
+            local,
+            tls: tls.is_some(),
+        };
         let handler = handler.clone();
         let limits = limits.clone();
         let node = node.clone();
@@ -122,12 +152,30 @@ pub async fn serve<H: Handler>(
                 Ok::<_, Infallible>(handle_one(&node, &*handler, &limits, request, peer).await)
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => {
+                    let stream = match tls.accept(stream).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }
         });

@@ -1,0 +1,154 @@
+//! Wiring of TLS for `outpost up` and single nodes: the local CA in the state directory, the
+//! edges' certificate settings, and reloading on SIGHUP or a change of the files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use outpost_certs::LocalCa;
+use outpost_server::ShutdownSignal;
+use outpost_server::tls::{CertSource, TlsSettings, TlsTerminator};
+
+use crate::config::{Topology, UnknownNames};
+
+/// Names the local certificate covers: the CDN's zone, localhost, and every address an edge or
+/// the anycast address serves HTTPS on.
+pub fn local_names(topology: &Topology) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "outpost.test",
+        "*.outpost.test",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "127.0.0.10",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for edge in &topology.edges {
+        for addr in edge.https.iter().chain(std::iter::once(&edge.listen)) {
+            let ip = addr.ip().to_string();
+            if !addr.ip().is_unspecified() && !names.contains(&ip) {
+                names.push(ip);
+            }
+        }
+    }
+    names
+}
+
+/// The TLS settings of the edges: the operator's certificates, or one the local CA issues.
+pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
+    let section = &topology.tls;
+    let certificates = if section.certificates.is_empty() {
+        let ca = LocalCa::load_or_create(state_dir)
+            .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+        let names = local_names(topology);
+        let paths = ca
+            .ensure_server_cert("edge", &names)
+            .context("issuing the edge certificate")?;
+        tracing::info!(target: "outpost", "local CA: {} (trust it with `outpost certs`)", ca.ca_cert_path().display());
+        vec![CertSource {
+            names,
+            cert: paths.cert,
+            key: paths.key,
+        }]
+    } else {
+        section
+            .certificates
+            .iter()
+            .map(|c| CertSource {
+                names: c.names.clone(),
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect()
+    };
+    Ok(TlsSettings {
+        certificates,
+        default: (section.unknown_names == UnknownNames::Default).then_some(0),
+        handshake_timeout: Duration::from_millis(section.handshake_timeout_ms.max(1)),
+        client_ca: None,
+    })
+}
+
+/// Builds the terminator, naming the certificate files in errors.
+pub fn terminator(settings: TlsSettings) -> anyhow::Result<Arc<TlsTerminator>> {
+    Ok(Arc::new(
+        TlsTerminator::new(settings).context("loading TLS certificates")?,
+    ))
+}
+
+/// Reloads `terminators` on SIGHUP and whenever one of `files` changes; a failed reload keeps
+/// the certificates in use and logs why.
+pub fn spawn_reloader(
+    terminators: Vec<Arc<TlsTerminator>>,
+    files: Vec<PathBuf>,
+    check_every: Duration,
+    mut shutdown: ShutdownSignal,
+) {
+    tokio::spawn(async move {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "no SIGHUP handler: certificates reload on file changes only");
+                None
+            }
+        };
+        let mut seen = modified(&files);
+        let mut ticker = tokio::time::interval(check_every.max(Duration::from_millis(50)));
+        loop {
+            let reason = tokio::select! {
+                () = shutdown.triggered() => return,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                _ = ticker.tick() => {
+                    let now = modified(&files);
+                    if now == seen { continue; }
+                    seen = now;
+                    "certificate files changed"
+                }
+            };
+            for terminator in &terminators {
+                match terminator.reload() {
+                    Ok(()) => tracing::info!(target: "outpost", "certificates reloaded ({reason})"),
+                    Err(error) => {
+                        tracing::error!(target: "outpost", "certificate reload failed ({reason}); keeping the certificates in use: {error}")
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// `outpost certs`: where the CA is and how to trust it.
+pub fn explain(state_dir: &Path, https: Option<SocketAddr>) -> anyhow::Result<String> {
+    let ca = LocalCa::load_or_create(state_dir)
+        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+    let ca_path = std::fs::canonicalize(ca.ca_cert_path()).unwrap_or_else(|_| ca.ca_cert_path());
+    let ca_path = ca_path.display();
+    let edge = https.map_or_else(|| "127.0.0.11:8443".to_owned(), |a| a.to_string());
+    let (ip, port) = edge.rsplit_once(':').unwrap_or(("127.0.0.11", "8443"));
+    Ok(format!(
+        "Outpost local certificate authority: {ca_path}\n\
+         \n\
+         curl:\n  curl --cacert {ca_path} --resolve www.outpost.test:{port}:{ip} https://www.outpost.test:{port}/\n\
+         \n\
+         Chromium / Chrome (Linux, NSS store):\n  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n outpost-local-ca -i {ca_path}\n\
+         Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import {ca_path}\n\
+         \n\
+         System store (Debian/Ubuntu):\n  sudo cp {ca_path} /usr/local/share/ca-certificates/outpost-local-ca.crt && sudo update-ca-certificates\n\
+         System store (macOS):\n  sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca_path}\n\
+         \n\
+         Then open https://www.outpost.test:{port}/ with www.outpost.test resolving to {ip}\n\
+         (e.g. `chromium --host-resolver-rules=\"MAP www.outpost.test {ip}\"`).\n"
+    ))
+}
