@@ -309,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_certificate_is_refused_with_its_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = CertificateParams::new(vec!["old.test".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.path().join("old.pem");
+        fs::write(&path, cert.pem()).unwrap();
+        let certs = load_certificates(&path).unwrap();
+        let error = check_validity(&path, &certs).unwrap_err().to_string();
+        assert!(
+            error.contains("old.pem") && error.contains("not valid now"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn bad_files_are_named_in_errors() {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.pem");

@@ -29,6 +29,8 @@ pub struct Node {
     /// `http://addr` of the data listener.
     pub data: String,
     pub admin: String,
+    /// `https://addr` of the HTTPS listener, for edges that serve HTTPS.
+    pub https: Option<String>,
 }
 
 impl Outpost {
@@ -97,6 +99,16 @@ impl Outpost {
             .data
     }
 
+    /// The HTTPS address (`host:port`) of an edge.
+    pub fn https(&self, node: &str) -> String {
+        self.nodes[node]
+            .https
+            .clone()
+            .expect("node serves no HTTPS")
+            .trim_start_matches("https://")
+            .to_owned()
+    }
+
     pub fn admin(&self, node: &str) -> &str {
         &self.nodes[node].admin
     }
@@ -141,6 +153,7 @@ fn parse_ready(line: &str) -> Option<(String, Node)> {
             role: fields.get("role")?.to_string(),
             data: fields.get("data")?.to_string(),
             admin: fields.get("admin")?.to_string(),
+            https: fields.get("https").map(|s| s.to_string()),
         },
     ))
 }

@@ -1,0 +1,329 @@
+//! TLS at the edge, driven by real TLS clients (rustls): HTTP/1.1 and HTTP/2 by ALPN, SNI
+//! choosing the certificate, resumption, reload while an old connection keeps working, and
+//! what a misbehaving client gets.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Outpost, Reply, TestOrigin};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in outpost_certs::load_certificates(ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn connect(
+    addr: &str,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    TlsConnector::from(config)
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+}
+
+/// Sends one HTTP/1.1 request on `stream` (kept open) and returns the response head and body.
+async fn http1(stream: &mut TlsStream<TcpStream>, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: www.outpost.test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        response.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+        if n == 0 {
+            return text.into_owned();
+        }
+    }
+}
+
+fn leaf_names(stream: &TlsStream<TcpStream>) -> String {
+    let cert = &stream.get_ref().1.peer_certificates().unwrap()[0];
+    // The SAN strings are visible in the DER; enough to tell certificates apart.
+    String::from_utf8_lossy(cert.as_ref()).into_owned()
+}
+
+fn edge_topology(origin: &str, state: &Path, tls: &str) -> String {
+    format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\nhandshake_timeout_ms = 500\nreload_check_ms = 100\n{tls}\n\
+         [origin]\nurl = \"{origin}\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
+        state.display()
+    )
+}
+
+#[tokio::test]
+async fn https_serves_http1_and_http2_by_alpn_and_resumes_sessions() {
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "secure")).await;
+    let state = tempfile::tempdir().unwrap();
+    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), ""), 1);
+    let addr = cdn.https("edge-0");
+    let ca = state.path().join("ca.pem");
+    assert!(ca.exists(), "the local CA is created on first start");
+
+    let h1 = client_config(&ca, &[b"http/1.1"]);
+    let mut stream = connect(&addr, "www.outpost.test", h1.clone())
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let response = http1(&mut stream, "/page").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("secure"));
+
+    // The same client config remembers the session: the second handshake resumes.
+    let again = connect(&addr, "www.outpost.test", h1.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+
+    // HTTP/2 when the client offers h2.
+    let h2 = client_config(&ca, &[b"h2", b"http/1.1"]);
+    let stream = connect(&addr, "www.outpost.test", h2).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("https://www.outpost.test/page")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let status = response.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(status.contains("edge-0; hit"), "{status}");
+    assert_eq!(origin.hits(), 1);
+    // The origin learns the client came over HTTPS.
+    assert!(
+        origin.seen()[0]
+            .header("forwarded")
+            .unwrap()
+            .contains("proto=https")
+    );
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_unknown_names_can_be_refused() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[], "x")).await;
+    let state = tempfile::tempdir().unwrap();
+    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
+    let a = ca
+        .ensure_server_cert("a", &["alpha.test".to_owned()])
+        .unwrap();
+    let b = ca
+        .ensure_server_cert("b", &["*.beta.test".to_owned()])
+        .unwrap();
+    let tls = format!(
+        "unknown_names = \"refuse\"\n\
+         [[tls.certificates]]\nnames = [\"alpha.test\"]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[tls.certificates]]\nnames = [\"*.beta.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        a.cert.display(),
+        a.key.display(),
+        b.cert.display(),
+        b.key.display()
+    );
+    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), &tls), 1);
+    let addr = cdn.https("edge-0");
+    let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
+    let alpha = connect(&addr, "alpha.test", config.clone()).await.unwrap();
+    assert!(leaf_names(&alpha).contains("alpha.test"));
+    let beta = connect(&addr, "www.beta.test", config.clone())
+        .await
+        .unwrap();
+    assert!(leaf_names(&beta).contains("beta.test"));
+    // A wildcard covers one label only, and unknown names are refused cleanly.
+    assert!(
+        connect(&addr, "a.b.beta.test", config.clone())
+            .await
+            .is_err()
+    );
+    assert!(connect(&addr, "unknown.test", config).await.is_err());
+    // The node keeps serving.
+    assert!(
+        connect(&addr, "alpha.test", client_config(&ca.ca_cert_path(), &[]))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn certificates_reload_without_dropping_open_connections_and_bad_files_keep_the_old_one() {
+    let origin =
+        TestOrigin::start(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("n{n}")))
+            .await;
+    let state = tempfile::tempdir().unwrap();
+    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
+    let first = ca
+        .ensure_server_cert("site", &["www.outpost.test".to_owned()])
+        .unwrap();
+    let tls = format!(
+        "[[tls.certificates]]\nnames = [\"www.outpost.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        first.cert.display(),
+        first.key.display()
+    );
+    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), &tls), 1);
+    let addr = cdn.https("edge-0");
+    let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
+    let mut old = connect(&addr, "www.outpost.test", config.clone())
+        .await
+        .unwrap();
+    let old_cert = old.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert!(http1(&mut old, "/1").await.starts_with("HTTP/1.1 200"));
+
+    // Garbage in place of the certificate: the reload fails, the old certificate stays.
+    let pem = std::fs::read(&first.cert).unwrap();
+    std::fs::write(&first.cert, "garbage").unwrap();
+    wait_for_log(&cdn, "certificate reload failed").await;
+    let during = connect(&addr, "www.outpost.test", config.clone())
+        .await
+        .unwrap();
+    assert_eq!(during.get_ref().1.peer_certificates().unwrap()[0], old_cert);
+    std::fs::write(&first.cert, pem).unwrap();
+
+    // A new certificate for the same name replaces it for new connections.
+    let renewed = ca
+        .ensure_server_cert("renewed", &["www.outpost.test".to_owned()])
+        .unwrap();
+    std::fs::copy(&renewed.key, &first.key).unwrap();
+    std::fs::copy(&renewed.cert, &first.cert).unwrap();
+    let mut swapped = false;
+    for _ in 0..100 {
+        let fresh_config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
+        if let Ok(new) = connect(&addr, "www.outpost.test", fresh_config).await
+            && new.get_ref().1.peer_certificates().unwrap()[0] != old_cert
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swapped, "new connections get the new certificate");
+    // The connection opened before the reload still works.
+    assert!(http1(&mut old, "/2").await.starts_with("HTTP/1.1 200"));
+}
+
+async fn wait_for_log(cdn: &Outpost, needle: &str) {
+    for _ in 0..100 {
+        if cdn.log().contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("log never said {needle:?}:\n{}", cdn.log());
+}
+
+#[tokio::test]
+async fn plain_http_and_stalled_handshakes_on_the_tls_port_are_cut_off() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[], "x")).await;
+    let state = tempfile::tempdir().unwrap();
+    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), ""), 1);
+    let addr = cdn.https("edge-0");
+    // Plain HTTP on the TLS port: the connection is closed, nothing is served.
+    let mut plain = TcpStream::connect(&addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "closed");
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    // A client that stalls mid-handshake is timed out (handshake_timeout_ms = 500).
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x50])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut sink)).await;
+    assert!(
+        read.is_ok(),
+        "the stalled handshake must be closed by the server"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A ClientHello without SNI gets the default certificate.
+    let config = client_config(&state.path().join("ca.pem"), &[]);
+    let ip = connect(&addr, "127.0.0.1", config).await;
+    assert!(
+        ip.is_ok(),
+        "IP addresses are in the local certificate: {:?}",
+        ip.err()
+    );
+}
+
+#[test]
+fn a_missing_or_garbage_certificate_is_a_clear_error_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    let garbage = state.path().join("garbage.pem");
+    std::fs::write(&garbage, "not pem").unwrap();
+    for (cert, expected) in [
+        (state.path().join("missing.pem"), "missing.pem"),
+        (garbage, "garbage.pem"),
+    ] {
+        let tls = format!(
+            "[[tls.certificates]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            cert.display()
+        );
+        let path = state.path().join("c.toml");
+        std::fs::write(
+            &path,
+            edge_topology("http://127.0.0.1:1", state.path(), &tls),
+        )
+        .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["up", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
