@@ -138,6 +138,10 @@ pub struct OriginNode {
     pub root: Option<PathBuf>,
     /// Cache-Control by path, first match wins; default: the demo's rules.
     pub cache_rules: Option<Vec<CacheRule>>,
+    /// Shield the origin: it serves HTTPS with a certificate from the local CA and answers
+    /// only clients (the CDN's parents and edges) with a client certificate from it.
+    #[serde(default)]
+    pub shielded: bool,
 }
 
 fn origin_name() -> String {
@@ -147,9 +151,10 @@ fn origin_name() -> String {
 impl OriginNode {
     /// The URL the parents pull from.
     pub fn upstream_url(&self) -> Option<http::Uri> {
+        let scheme = if self.shielded { "https" } else { "http" };
         match (&self.url, self.listen) {
             (Some(url), _) => url.parse().ok(),
-            (None, Some(listen)) => format!("http://{listen}").parse().ok(),
+            (None, Some(listen)) => format!("{scheme}://{listen}").parse().ok(),
             (None, None) => None,
         }
     }
@@ -249,6 +254,9 @@ impl Topology {
             Ok(())
         };
         match (&self.origin.url, self.origin.listen, self.origin.admin) {
+            (Some(_), _, _) if self.origin.shielded => {
+                bail!("origin.shielded: expected Outpost's own origin (listen and admin), not url")
+            }
             (Some(url), None, None) => {
                 let uri: http::Uri = url.parse().map_err(|e| {
                     anyhow::anyhow!("origin.url: expected an http:// URL, got {url:?}: {e}")

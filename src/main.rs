@@ -173,6 +173,7 @@ fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
     Shared {
         token: topology.admin.token.clone(),
         edge_tls: None,
+        shield: None,
         cache: topology.cache.clone(),
         health: topology.health.clone(),
         limits: topology.limits.limits(true),
@@ -192,12 +193,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let mut shared = shared(&topology, &shutdown);
     let mut tasks = JoinSet::new();
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| topology.tls.state_dir.clone());
     if topology.edges.iter().any(|e| e.https.is_some()) {
-        let state_dir = args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| topology.tls.state_dir.clone());
         shared.edge_tls = Some(start_tls(&topology, &state_dir, &shutdown)?);
+    }
+    if topology.origin.shielded {
+        shared.shield = Some(std::sync::Arc::new(tls::Shield::new(&state_dir)?));
     }
 
     // Bind everything first, so port 0 works and a taken address fails before anything runs.
@@ -224,14 +228,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let origin_url = match origin {
         Some(origin) => {
-            let url = origin.data_url();
-            nodes::start_origin(
-                &mut tasks,
-                &shared,
-                origin,
-                &topology.origin.origin_config(),
-            )?;
-            url
+            let data = origin.data_addr();
+            let tls = match &shared.shield {
+                Some(shield) => Some(tls::terminator(shield.origin_settings(
+                    data,
+                    Duration::from_millis(topology.tls.handshake_timeout_ms),
+                )?)?),
+                None => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let config = topology.origin.origin_config();
+            nodes::start_origin(&mut tasks, &shared, origin, &config, tls)?;
+            format!("{scheme}://{data}").parse()?
         }
         None => topology.origin.upstream_url().context("origin.url")?,
     };
@@ -296,7 +304,12 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     if let Some(path) = &args.config {
         let topology = Topology::load(path)?;
-        let shared = shared(&topology, &shutdown);
+        let mut shared = shared(&topology, &shutdown);
+        if topology.origin.shielded {
+            shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
+                &topology.tls.state_dir,
+            )?));
+        }
         let name = args.name.clone().unwrap_or_default();
         let origin_url = topology
             .origin
@@ -383,7 +396,7 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     }
     let mut tasks = JoinSet::new();
     let bound = Bound::bind("origin", args.listen, args.admin).await?;
-    nodes::start_origin(&mut tasks, &shared, bound, &config)?;
+    nodes::start_origin(&mut tasks, &shared, bound, &config, None)?;
     wait_and_drain(shutdown, tasks).await
 }
 

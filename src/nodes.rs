@@ -72,6 +72,10 @@ impl Bound {
     }
 
     fn announce(&self, role: &str) {
+        self.announce_as(role, "http");
+    }
+
+    fn announce_as(&self, role: &str, scheme: &str) {
         let https = self
             .https
             .as_ref()
@@ -80,7 +84,7 @@ impl Bound {
             .unwrap_or_default();
         tracing::info!(
             target: "outpost",
-            "ready node={} role={role} data=http://{} admin=http://{}{https}",
+            "ready node={} role={role} data={scheme}://{} admin=http://{}{https}",
             self.name,
             self.data_addr(),
             self.admin_addr()
@@ -93,10 +97,36 @@ pub struct Shared {
     pub token: Option<String>,
     /// TLS for the edges' HTTPS listeners.
     pub edge_tls: Option<Arc<TlsTerminator>>,
+    /// The local CA, when the origin is shielded by mutual TLS: each node gets a client
+    /// certificate from it and trusts the origin's certificate through it.
+    pub shield: Option<Arc<crate::tls::Shield>>,
     pub cache: CacheConfig,
     pub health: HealthCheck,
     pub limits: Limits,
     pub shutdown: Shutdown,
+}
+
+impl Shared {
+    /// The client a node fetches upstream with: with its own client certificate when the
+    /// origin is shielded.
+    fn upstream_client(&self, node: &str) -> HttpClient {
+        let timeouts = self.cache.timeouts();
+        match self
+            .shield
+            .as_ref()
+            .map(|shield| shield.client_config(node))
+        {
+            Some(Ok(config)) => HttpClient::with_tls(timeouts, config),
+            Some(Err(error)) => {
+                tracing::error!(
+                    node,
+                    "no client certificate for the shielded origin: {error:#}"
+                );
+                HttpClient::new(timeouts)
+            }
+            None => HttpClient::new(timeouts),
+        }
+    }
 }
 
 fn serve_admin(
@@ -129,7 +159,7 @@ pub fn start_edge(
 ) {
     bound.announce("edge");
     let mut registry = node_registry(&bound.name);
-    let client = HttpClient::new(shared.cache.timeouts());
+    let client = shared.upstream_client(&bound.name);
     let set = ParentSet::new(&bound.name, parents, origin, client);
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
@@ -164,7 +194,8 @@ pub fn start_edge(
 pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, origin: http::Uri) {
     bound.announce("parent");
     let mut registry = node_registry(&bound.name);
-    let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, &mut registry);
+    let client = shared.upstream_client(&bound.name);
+    let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, client, &mut registry);
     serve_admin(
         tasks,
         shared,
@@ -188,10 +219,11 @@ pub fn start_origin(
     shared: &Shared,
     bound: Bound,
     config: &OriginConfig,
+    tls: Option<Arc<TlsTerminator>>,
 ) -> anyhow::Result<()> {
     let origin =
         Origin::new(config).with_context(|| format!("{}: starting the origin", bound.name))?;
-    bound.announce("origin");
+    bound.announce_as("origin", if tls.is_some() { "https" } else { "http" });
     tracing::info!(target: "outpost", "origin serves {}", origin.root().display());
     let mut registry = node_registry(&bound.name);
     let requests = Counter::default();
@@ -201,14 +233,20 @@ pub fn start_origin(
         requests.clone(),
     );
     serve_admin(tasks, shared, &bound.name, bound.admin, registry, None);
-    let handler = OriginService { origin, requests };
-    tasks.spawn(outpost_server::serve(
+    let handler = Arc::new(OriginService { origin, requests });
+    let (name, limits, signal) = (
         bound.name.into(),
-        bound.data,
-        Arc::new(handler),
         shared.limits.clone(),
         shared.shutdown.signal(),
-    ));
+    );
+    match tls {
+        Some(tls) => tasks.spawn(outpost_server::serve_tls(
+            name, bound.data, tls, handler, limits, signal,
+        )),
+        None => tasks.spawn(outpost_server::serve(
+            name, bound.data, handler, limits, signal,
+        )),
+    };
     Ok(())
 }
 

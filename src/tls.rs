@@ -129,6 +129,72 @@ fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
+/// Origin shielding: the origin serves TLS with a certificate from the local CA and accepts
+/// only clients with a certificate from it; every parent and edge gets one.
+pub struct Shield {
+    ca: LocalCa,
+}
+
+impl Shield {
+    pub fn new(state_dir: &Path) -> anyhow::Result<Self> {
+        let ca = LocalCa::load_or_create(state_dir)
+            .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+        Ok(Self { ca })
+    }
+
+    /// TLS settings of the origin listening on `listen`: client certificates required.
+    pub fn origin_settings(
+        &self,
+        listen: SocketAddr,
+        handshake_timeout: Duration,
+    ) -> anyhow::Result<TlsSettings> {
+        let mut names = vec![
+            "origin.outpost.test".to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        let ip = listen.ip().to_string();
+        if !listen.ip().is_unspecified() && !names.contains(&ip) {
+            names.push(ip);
+        }
+        let paths = self
+            .ca
+            .ensure_server_cert("origin", &names)
+            .context("issuing the origin certificate")?;
+        Ok(TlsSettings {
+            certificates: vec![CertSource {
+                names,
+                cert: paths.cert,
+                key: paths.key,
+            }],
+            default: Some(0),
+            handshake_timeout,
+            client_ca: Some(self.ca.ca_cert_path()),
+        })
+    }
+
+    /// The TLS client configuration of `node`: trusts the local CA, presents its own
+    /// client certificate.
+    pub fn client_config(&self, node: &str) -> anyhow::Result<rustls::ClientConfig> {
+        let paths = self
+            .ca
+            .ensure_client_cert(&format!("client-{node}"), node)
+            .with_context(|| format!("issuing the client certificate of {node}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in outpost_certs::load_certificates(&self.ca.ca_cert_path())? {
+            roots.add(cert).context("the local CA certificate")?;
+        }
+        let chain = outpost_certs::load_certificates(&paths.cert)?;
+        let key = outpost_certs::load_private_key(&paths.key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .with_context(|| format!("{}: the client certificate of {node}", paths.cert.display()))
+    }
+}
+
 /// `outpost certs`: where the CA is and how to trust it.
 pub fn explain(state_dir: &Path, https: Option<SocketAddr>) -> anyhow::Result<String> {
     let ca = LocalCa::load_or_create(state_dir)

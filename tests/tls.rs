@@ -327,3 +327,64 @@ fn a_missing_or_garbage_certificate_is_a_clear_error_at_start() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_shielded_origin_answers_the_cdn_only() {
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\n\
+         [origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshielded = true\n\
+         [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        state.path().display()
+    );
+    let cdn = Outpost::up(&config, 3);
+    let origin = cdn.data("origin").to_owned();
+    assert!(origin.starts_with("https://"), "{origin}");
+    let origin_addr = origin.trim_start_matches("https://").to_owned();
+
+    // Through the CDN: the parent authenticates with its client certificate.
+    let through = common::client()
+        .get(format!("{}/about.html", cdn.data("edge-0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), 200);
+    assert!(common::cache_status(&through).starts_with("parent-0; fwd=uri-miss"));
+
+    // Straight at the origin: plain HTTP gets nothing, TLS without a client certificate is
+    // refused, even with the right CA.
+    let mut plain = TcpStream::connect(&origin_addr).await.unwrap();
+    plain
+        .write_all(b"GET /about.html HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    let ca = state.path().join("ca.pem");
+    let refused = async {
+        let mut stream = connect(
+            &origin_addr,
+            "localhost",
+            client_config(&ca, &[b"http/1.1"]),
+        )
+        .await?;
+        stream
+            .write_all(b"GET /about.html HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await?;
+        let mut buffer = Vec::new();
+        stream.read_to_end(&mut buffer).await?;
+        Ok::<_, std::io::Error>(buffer)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), refused)
+        .await
+        .unwrap()
+    {
+        Err(_) => {}
+        Ok(bytes) => assert!(
+            !String::from_utf8_lossy(&bytes).contains("200 OK"),
+            "served without a client certificate"
+        ),
+    }
+}

@@ -2,10 +2,12 @@
 //! a parent, a parent goes to the origin), and the pooled HTTP client they share.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -63,18 +65,43 @@ pub struct UpstreamTimeouts {
     pub first_byte: Duration,
 }
 
-/// A pooled keep-alive HTTP/1.1 client for upstream fetches.
+/// A pooled keep-alive HTTP/1.1 client for upstream fetches, over plain TCP for `http://`
+/// upstreams and over TLS for `https://` ones.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     timeouts: UpstreamTimeouts,
 }
 
 impl HttpClient {
+    /// A client for plain-HTTP upstreams (an `https://` upstream fails to connect).
     pub fn new(timeouts: UpstreamTimeouts) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        match config {
+            Ok(config) => Self::with_tls(timeouts, config),
+            // The ring provider supports the default versions; this cannot fail in practice.
+            Err(error) => unreachable!("rustls defaults: {error}"),
+        }
+    }
+
+    /// A client that verifies `https://` upstreams and authenticates itself as `tls` says
+    /// (roots and, for mutual TLS, a client certificate).
+    pub fn with_tls(timeouts: UpstreamTimeouts, tls: rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))

@@ -3,8 +3,8 @@
 //! at many edges for one object becomes one coalesced request here and one at the origin
 //! (origin shielding).
 //!
-//! Authentication to the origin (mutual TLS) is not here yet; caching rules live in
-//! `outpost-cache`, parent selection in `outpost-edge`.
+//! It authenticates to a shielded origin with the client certificate its [`HttpClient`]
+//! carries. Caching rules live in `outpost-cache`, parent selection in `outpost-edge`.
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -38,9 +38,15 @@ impl Upstream for OriginUpstream {
 /// A parent node's cache engine over the origin.
 pub type Parent = CacheNode<OriginUpstream>;
 
-/// Builds the parent `name` in front of `origin`.
-pub fn parent(name: &str, config: &CacheConfig, origin: Uri, registry: &mut Registry) -> Parent {
-    let client = HttpClient::new(config.timeouts());
+/// Builds the parent `name` in front of `origin`, reached through `client` (which carries the
+/// parent's client certificate when the origin is shielded by mutual TLS).
+pub fn parent(
+    name: &str,
+    config: &CacheConfig,
+    origin: Uri,
+    client: HttpClient,
+    registry: &mut Registry,
+) -> Parent {
     CacheNode::new(
         name,
         Tier::Parent,
