@@ -58,6 +58,8 @@ pub struct TlsSection {
     /// How often certificate files are checked for changes, in milliseconds (SIGHUP reloads
     /// at once).
     pub reload_check_ms: u64,
+    /// Per hostname: redirect plain HTTP to HTTPS, HSTS.
+    pub hosts: Vec<outpost_edge::HostPolicy>,
 }
 
 impl Default for TlsSection {
@@ -68,6 +70,7 @@ impl Default for TlsSection {
             certificates: Vec::new(),
             unknown_names: UnknownNames::Default,
             reload_check_ms: 2_000,
+            hosts: Vec::new(),
         }
     }
 }

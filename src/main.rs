@@ -174,6 +174,7 @@ fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
         token: topology.admin.token.clone(),
         edge_tls: None,
         shield: None,
+        host_policies: topology.tls.hosts.clone(),
         cache: topology.cache.clone(),
         health: topology.health.clone(),
         limits: topology.limits.limits(true),

@@ -100,6 +100,8 @@ pub struct Shared {
     /// The local CA, when the origin is shielded by mutual TLS: each node gets a client
     /// certificate from it and trusts the origin's certificate through it.
     pub shield: Option<Arc<crate::tls::Shield>>,
+    /// Per-hostname HTTPS policies of the edges.
+    pub host_policies: Vec<outpost_edge::HostPolicy>,
     pub cache: CacheConfig,
     pub health: HealthCheck,
     pub limits: Limits,
@@ -171,12 +173,22 @@ pub fn start_edge(
         registry,
         Some(Arc::new(edge.clone())),
     );
+    let https_port = bound
+        .https
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
+    let handler = Arc::new(outpost_edge::HttpsPolicy::new(
+        edge,
+        &shared.host_policies,
+        https_port.unwrap_or(443),
+    ));
     if let (Some(https), Some(tls)) = (bound.https, &shared.edge_tls) {
         tasks.spawn(outpost_server::serve_tls(
             bound.name.as_str().into(),
             https,
             tls.clone(),
-            Arc::new(edge.clone()),
+            handler.clone(),
             shared.limits.clone(),
             shared.shutdown.signal(),
         ));
@@ -184,7 +196,7 @@ pub fn start_edge(
     tasks.spawn(outpost_server::serve(
         bound.name.into(),
         bound.data,
-        Arc::new(edge),
+        handler,
         shared.limits.clone(),
         shared.shutdown.signal(),
     ));

@@ -388,3 +388,52 @@ async fn a_shielded_origin_answers_the_cdn_only() {
         ),
     }
 }
+
+#[tokio::test]
+async fn hosts_can_ask_for_redirects_to_https_and_hsts() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "x")).await;
+    let state = tempfile::tempdir().unwrap();
+    let tls = "[[tls.hosts]]\nname = \"www.outpost.test\"\nredirect_to_https = true\nhsts_max_age_secs = 63072000\nhsts_include_subdomains = true\n";
+    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), tls), 1);
+    let addr = cdn.https("edge-0");
+    let port = addr.rsplit_once(':').unwrap().1.to_owned();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirected = plain
+        .get(format!("{}/page?q=1", cdn.data("edge-0")))
+        .header("host", "www.outpost.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirected.status(), 308);
+    assert_eq!(
+        redirected.headers()["location"],
+        format!("https://www.outpost.test:{port}/page?q=1")
+    );
+    // Other hosts are served over plain HTTP as before.
+    let other = plain
+        .get(format!("{}/page", cdn.data("edge-0")))
+        .header("host", "other.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(!other.headers().contains_key("strict-transport-security"));
+    // Over HTTPS the host gets HSTS.
+    let mut stream = connect(
+        &addr,
+        "www.outpost.test",
+        client_config(&state.path().join("ca.pem"), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let response = http1(&mut stream, "/page").await;
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=63072000; includesubdomains"),
+        "{response}"
+    );
+}

@@ -4,12 +4,16 @@
 //! parents are health-checked actively, a parent that is down is skipped for the next one in
 //! the object's order, and when no parent is healthy the edge goes to the origin itself.
 //!
-//! TLS, ESI and workers are not here yet; caching rules live in `outpost-cache`.
+//! Per-hostname HTTPS policy (redirects to HTTPS, HSTS) lives here too; TLS termination itself
+//! is the listener's ([`outpost_server::tls`]). ESI and workers are not here yet; caching rules
+//! live in `outpost-cache`.
 
 mod health;
+mod https;
 mod parents;
 
 pub use health::{HealthCheck, spawn_health_checks};
+pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
 
 use outpost_cache::{CacheConfig, CacheNode, Tier};
