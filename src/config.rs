@@ -40,6 +40,9 @@ pub struct Topology {
 pub struct AdminSettings {
     /// Bearer token for purge; without one, purge is refused.
     pub token: Option<String>,
+    /// Serve the admin listeners over TLS, with a certificate from the local CA.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// The `[tls]` table: where the local CA lives and which certificates the edges serve.
@@ -298,6 +301,17 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// Every admin address of the topology, by node name.
+    pub fn admin_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let mut all: Vec<(String, SocketAddr)> = Vec::new();
+        if let Some(admin) = self.origin.admin {
+            all.push((self.origin.name.clone(), admin));
+        }
+        all.extend(self.parents.iter().map(|p| (p.name.clone(), p.admin)));
+        all.extend(self.edges.iter().map(|e| (e.name.clone(), e.admin)));
+        all
     }
 
     /// The parents an edge pulls through.

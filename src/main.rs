@@ -175,6 +175,7 @@ fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
         edge_tls: None,
         shield: None,
         host_policies: topology.tls.hosts.clone(),
+        admin_tls: None,
         cache: topology.cache.clone(),
         health: topology.health.clone(),
         limits: topology.limits.limits(true),
@@ -203,6 +204,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     if topology.origin.shielded {
         shared.shield = Some(std::sync::Arc::new(tls::Shield::new(&state_dir)?));
+    }
+    if topology.admin.tls {
+        shared.admin_tls = Some(tls::terminator(tls::admin_settings(
+            &topology, &state_dir,
+        )?)?);
     }
 
     // Bind everything first, so port 0 works and a taken address fails before anything runs.

@@ -24,6 +24,8 @@ pub struct Bound {
     pub admin: TcpListener,
     /// The HTTPS listener, for edges that serve HTTPS.
     pub https: Option<TcpListener>,
+    /// The admin listener serves TLS.
+    pub admin_tls: bool,
 }
 
 impl Bound {
@@ -39,6 +41,7 @@ impl Bound {
             data: data_listener,
             admin: admin_listener,
             https: None,
+            admin_tls: false,
         })
     }
 
@@ -76,6 +79,7 @@ impl Bound {
     }
 
     fn announce_as(&self, role: &str, scheme: &str) {
+        let admin_scheme = if self.admin_tls { "https" } else { "http" };
         let https = self
             .https
             .as_ref()
@@ -84,7 +88,7 @@ impl Bound {
             .unwrap_or_default();
         tracing::info!(
             target: "outpost",
-            "ready node={} role={role} data={scheme}://{} admin=http://{}{https}",
+            "ready node={} role={role} data={scheme}://{} admin={admin_scheme}://{}{https}",
             self.name,
             self.data_addr(),
             self.admin_addr()
@@ -100,6 +104,8 @@ pub struct Shared {
     /// The local CA, when the origin is shielded by mutual TLS: each node gets a client
     /// certificate from it and trusts the origin's certificate through it.
     pub shield: Option<Arc<crate::tls::Shield>>,
+    /// TLS for every admin listener.
+    pub admin_tls: Option<Arc<TlsTerminator>>,
     /// Per-hostname HTTPS policies of the edges.
     pub host_policies: Vec<outpost_edge::HostPolicy>,
     pub cache: CacheConfig,
@@ -139,16 +145,32 @@ fn serve_admin(
     registry: Registry,
     purge: Option<Arc<dyn Purge>>,
 ) {
-    let handler = Admin::new(name, shared.token.clone(), Arc::new(registry), purge);
+    let handler = Arc::new(Admin::new(
+        name,
+        shared.token.clone(),
+        Arc::new(registry),
+        purge,
+    ));
     let mut limits = shared.limits.clone();
     limits.access_log = false;
-    tasks.spawn(outpost_server::serve(
-        name.into(),
-        admin,
-        Arc::new(handler),
-        limits,
-        shared.shutdown.signal(),
-    ));
+    let signal = shared.shutdown.signal();
+    match &shared.admin_tls {
+        Some(tls) => tasks.spawn(outpost_server::serve_tls(
+            name.into(),
+            admin,
+            tls.clone(),
+            handler,
+            limits,
+            signal,
+        )),
+        None => tasks.spawn(outpost_server::serve(
+            name.into(),
+            admin,
+            handler,
+            limits,
+            signal,
+        )),
+    };
 }
 
 /// Starts an edge pulling through `parents`, with `origin` as the last resort.
@@ -159,6 +181,8 @@ pub fn start_edge(
     parents: Vec<ParentTarget>,
     origin: Option<http::Uri>,
 ) {
+    let mut bound = bound;
+    bound.admin_tls = shared.admin_tls.is_some();
     bound.announce("edge");
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
@@ -204,6 +228,8 @@ pub fn start_edge(
 
 /// Starts a parent pulling from `origin`.
 pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, origin: http::Uri) {
+    let mut bound = bound;
+    bound.admin_tls = shared.admin_tls.is_some();
     bound.announce("parent");
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
@@ -235,6 +261,8 @@ pub fn start_origin(
 ) -> anyhow::Result<()> {
     let origin =
         Origin::new(config).with_context(|| format!("{}: starting the origin", bound.name))?;
+    let mut bound = bound;
+    bound.admin_tls = shared.admin_tls.is_some();
     bound.announce_as("origin", if tls.is_some() { "https" } else { "http" });
     tracing::info!(target: "outpost", "origin serves {}", origin.root().display());
     let mut registry = node_registry(&bound.name);

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use outpost_cache::{HttpClient, UpstreamTimeouts};
 use outpost_server::admin::{PurgeReport, PurgeRequest};
 
 use crate::config::Topology;
@@ -25,6 +30,10 @@ pub struct PurgeArgs {
     /// Admin URLs to purge instead of the topology's nodes (`http://host:port`); repeatable.
     #[arg(long = "admin", value_name = "URL")]
     admin: Vec<String>,
+    /// CA that signed the admin certificates, for https admin URLs; default: the local CA in
+    /// the config's state directory.
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
     /// Bearer token; default: the topology's admin.token [env: OUTPOST_ADMIN_TOKEN].
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -35,16 +44,17 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         Some(path) => Topology::load(path)?,
         None => Topology::default_topology(),
     };
+    let scheme = if topology.admin.tls { "https" } else { "http" };
     let targets: Vec<(String, String)> = if args.admin.is_empty() {
         topology
             .edges
             .iter()
-            .map(|e| (e.name.clone(), format!("http://{}", e.admin)))
+            .map(|e| (e.name.clone(), format!("{scheme}://{}", e.admin)))
             .chain(
                 topology
                     .parents
                     .iter()
-                    .map(|p| (p.name.clone(), format!("http://{}", p.admin))),
+                    .map(|p| (p.name.clone(), format!("{scheme}://{}", p.admin))),
             )
             .collect()
     } else {
@@ -55,44 +65,38 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     };
     let token = args
         .token
-        .or(topology.admin.token)
+        .or(topology.admin.token.clone())
         .context("no admin token: pass --token or set admin.token in the config")?;
     let request = PurgeRequest {
         urls: args.urls,
         tags: args.tag,
         soft: args.soft,
     };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
+    let body = serde_json::to_vec(&request)?;
+    let cacert = args
+        .cacert
+        .unwrap_or_else(|| topology.tls.state_dir.join("ca.pem"));
+    let client = admin_client(&cacert)?;
     let mut failures = 0;
     let mut total = 0;
     for (name, admin) in &targets {
-        let result = client
-            .post(format!("{admin}/purge"))
-            .bearer_auth(&token)
-            .json(&request)
-            .send()
-            .await;
-        match result {
-            Ok(response) if response.status().is_success() => {
-                let report: PurgeReport = response
-                    .json()
-                    .await
+        match send(&client, admin, &token, body.clone()).await {
+            Ok((status, bytes)) if status.is_success() => {
+                let report: PurgeReport = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{name}: reading the purge report"))?;
                 total += report.purged;
                 println!("{}: purged {}", report.node, report.purged);
             }
-            Ok(response) => {
+            Ok((status, bytes)) => {
                 failures += 1;
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                eprintln!("{name}: purge refused: {status} {}", text.trim());
+                eprintln!(
+                    "{name}: purge refused: {status} {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                );
             }
             Err(error) => {
                 failures += 1;
-                eprintln!("{name}: purge failed: {error}");
+                eprintln!("{name}: purge failed: {error:#}");
             }
         }
     }
@@ -105,4 +109,51 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         bail!("{failures} of {} nodes did not purge", targets.len());
     }
     Ok(())
+}
+
+/// A client for admin listeners: plain HTTP, or HTTPS verified against `cacert` when it exists.
+fn admin_client(cacert: &std::path::Path) -> anyhow::Result<HttpClient> {
+    let timeouts = UpstreamTimeouts {
+        connect: Duration::from_secs(5),
+        first_byte: Duration::from_secs(10),
+    };
+    if !cacert.exists() {
+        return Ok(HttpClient::new(timeouts));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in outpost_certs::load_certificates(cacert)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{}", cacert.display()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(HttpClient::with_tls(timeouts, config))
+}
+
+async fn send(
+    client: &HttpClient,
+    admin: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    let base: http::Uri = admin
+        .parse()
+        .with_context(|| format!("{admin}: not a URL"))?;
+    let request = http::Request::post("/purge")
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::HOST,
+            base.authority().map_or("admin", |a| a.as_str()),
+        )
+        .body(outpost_server::body::full(body))?;
+    let response = client.send_to(&base, request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
 }

@@ -195,6 +195,33 @@ impl Shield {
     }
 }
 
+/// TLS settings of the admin listeners: one certificate from the local CA for every admin
+/// address of the topology.
+pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
+    let ca = LocalCa::load_or_create(state_dir)
+        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    for (_, addr) in topology.admin_addresses() {
+        let ip = addr.ip().to_string();
+        if !addr.ip().is_unspecified() && !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    let paths = ca
+        .ensure_server_cert("admin", &names)
+        .context("issuing the admin certificate")?;
+    Ok(TlsSettings {
+        certificates: vec![CertSource {
+            names,
+            cert: paths.cert,
+            key: paths.key,
+        }],
+        default: Some(0),
+        handshake_timeout: Duration::from_millis(topology.tls.handshake_timeout_ms.max(1)),
+        client_ca: None,
+    })
+}
+
 /// `outpost certs`: where the CA is and how to trust it.
 pub fn explain(state_dir: &Path, https: Option<SocketAddr>) -> anyhow::Result<String> {
     let ca = LocalCa::load_or_create(state_dir)

@@ -437,3 +437,64 @@ async fn hosts_can_ask_for_redirects_to_https_and_hsts() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn admin_listeners_serve_tls_and_purge_goes_over_it() {
+    let origin =
+        TestOrigin::start(|_, n| Reply::ok(&[("cache-control", "max-age=600")], format!("n{n}")))
+            .await;
+    let state = tempfile::tempdir().unwrap();
+    let config = edge_topology(&origin.url, state.path(), "")
+        .replace("token = \"t\"\n", "token = \"secret-token\"\ntls = true\n");
+    let cdn = Outpost::up(&config, 1);
+    let admin = cdn.admin("edge-0").to_owned();
+    assert!(admin.starts_with("https://"), "{admin}");
+    let http = common::client();
+    http.get(format!("{}/x", cdn.data("edge-0")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Plain HTTP to the admin port gets no answer.
+    assert!(
+        http.get(admin.replace("https://", "http://") + "/health")
+            .send()
+            .await
+            .is_err()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "purge",
+            "--admin",
+            &admin,
+            "--cacert",
+            state.path().join("ca.pem").to_str().unwrap(),
+            "--token",
+            "secret-token",
+            "/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("edge-0: purged 1"));
+    assert!(
+        !cdn.log().contains("secret-token"),
+        "the token is never logged"
+    );
+    assert_eq!(
+        http.get(format!("{}/x", cdn.data("edge-0")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "n2"
+    );
+}
