@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# TLS at the edge beside nginx terminating TLS with the same certificate, on this machine in
+# the same run: full and resumed handshakes per second (openssl s_time), and HTTPS cache-hit
+# throughput (wrk over keep-alive connections) beside Outpost's own plain HTTP. Several rounds,
+# interleaved; the summary gives medians and ratios.
+#
+#   bench/tls.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#
+# Needs: wrk, nginx, openssl (apt-get install wrk nginx openssl) and a release build.
+# Uses fixed ports on 127.0.0.52; writes bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-5}
+CONNECTIONS=${3:-64}
+IP=127.0.0.52
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+BIN=$PWD/target/release/outpost
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/outpost.toml" <<TOML
+[admin]
+token = "bench"
+[tls]
+state_dir = "$WORK/state"
+[origin]
+listen = "$IP:18000"
+admin = "$IP:19000"
+[[edges]]
+name = "edge-bench"
+listen = "$IP:18080"
+https = "$IP:18443"
+admin = "$IP:19080"
+TOML
+RUST_LOG=warn "$BIN" up --config "$WORK/outpost.toml" & pids+=($!)
+sleep 1.5
+
+cat > "$WORK/nginx.conf" <<NGINX
+user root;
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  proxy_cache_path $WORK/nginx-cache keys_zone=edge:64m max_size=256m;
+  upstream origin { server $IP:18000; keepalive 64; }
+  ssl_session_cache shared:tls:10m;
+  ssl_session_tickets on;
+  server {
+    listen $IP:18444 ssl http2;
+    ssl_certificate $WORK/state/edge.pem;
+    ssl_certificate_key $WORK/state/edge.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache edge;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf"
+sleep 0.5
+
+ASSET=$(curl -s http://$IP:18000/ | grep -o '/assets/app\.[0-9a-f]*\.js' | head -1)
+for url in "http://$IP:18080$ASSET" "https://$IP:18443$ASSET" "https://$IP:18444$ASSET"; do
+  curl -sk -o /dev/null "$url"; curl -sk -o /dev/null "$url"
+done
+
+RAW="$RESULTS/tls-$(date +%Y%m%d-%H%M%S).txt"
+for round in $(seq 1 "$ROUNDS"); do
+  for name in outpost-https nginx-https outpost-http; do
+    case $name in
+      outpost-https) url="https://$IP:18443$ASSET";;
+      nginx-https) url="https://$IP:18444$ASSET";;
+      outpost-http) url="http://$IP:18080$ASSET";;
+    esac
+    rps=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$url" | awk '/Requests\/sec/ {print $2}')
+    echo "$round hits $name $rps" | tee -a "$RAW"
+  done
+  for name in outpost nginx; do
+    port=18443; [ $name = nginx ] && port=18444
+    for mode in new reuse; do
+      per_sec=$(openssl s_time -connect $IP:$port -$mode -time "$SECONDS_PER_RUN" 2>/dev/null \
+        | awk '/connections in .* real seconds/ {print $1/$4}' | tail -1)
+      echo "$round handshakes-$mode $name $per_sec" | tee -a "$RAW"
+    done
+  done
+done
+
+echo
+echo "medians over $ROUNDS rounds; raw: $RAW"
+python3 - "$RAW" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 4]
+def med(kind, name):
+    vals = [float(r[3]) for r in rows if r[1] == kind and r[2] == name]
+    return statistics.median(vals) if vals else float("nan")
+oh, nh, op = med("hits", "outpost-https"), med("hits", "nginx-https"), med("hits", "outpost-http")
+print(f"HTTPS hit requests/s: outpost {oh:.0f}, nginx {nh:.0f} (outpost/nginx {oh/nh:.2f}); outpost plain HTTP {op:.0f} (https/http {oh/op:.2f})")
+for mode in ("new", "reuse"):
+    o, n = med(f"handshakes-{mode}", "outpost"), med(f"handshakes-{mode}", "nginx")
+    label = "full" if mode == "new" else "resumed"
+    print(f"{label} handshakes/s (openssl s_time, one client): outpost {o:.0f}, nginx {n:.0f} (outpost/nginx {o/n:.2f})")
+PY
