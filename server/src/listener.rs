@@ -119,6 +119,10 @@ async fn serve_with<H: Handler>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    if tls.is_some() {
+        // Head and body in one buffer become one TLS record instead of two.
+        builder.http1().writev(false);
+    }
     let graceful = GracefulShutdown::new();
     let limits = Arc::new(limits);
 
