@@ -326,6 +326,58 @@ fn a_missing_or_garbage_certificate_is_a_clear_error_at_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
     }
+    // A key that does not belong to the certificate.
+    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
+    let one = ca
+        .ensure_server_cert("one", &["x.test".to_owned()])
+        .unwrap();
+    let two = ca
+        .ensure_server_cert("two", &["x.test".to_owned()])
+        .unwrap();
+    let tls = format!(
+        "[[tls.certificates]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        one.cert.display(),
+        two.key.display()
+    );
+    let path = state.path().join("c.toml");
+    std::fs::write(
+        &path,
+        edge_topology("http://127.0.0.1:1", state.path(), &tls),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["up", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("two.key") && stderr.contains("does not fit"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_plain_port_speaks_http2_to_clients_with_prior_knowledge() {
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "h2c")).await;
+    let cdn = Outpost::up(&common::topology(&origin.url, 0, 1, ""), 1);
+    let tcp = TcpStream::connect(cdn.data("edge-0").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://www.outpost.test/x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]
