@@ -79,6 +79,11 @@ async fn malformed_requests_get_4xx_and_the_node_keeps_serving() {
         ),
         ("no host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400"),
         (
+            "host with a path (key poisoning)",
+            b"GET /b HTTP/1.1\r\nhost: site.test/a\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
             "body over the limit",
             format!(
                 "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5000\r\n\r\n{}",

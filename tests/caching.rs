@@ -625,6 +625,7 @@ async fn cdn_only_headers_steer_the_cache_and_never_reach_the_client() {
         "no-store",
         "Cache-Control is the client's"
     );
+    first.text().await.unwrap();
     let second = http.get(&url).send().await.unwrap();
     assert!(
         cache_status(&second).contains("edge-0; hit; ttl=12"),
@@ -646,4 +647,44 @@ async fn loops_are_refused_with_508() {
         .unwrap();
     assert_eq!(response.status(), 508);
     assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn absurd_upstream_ages_and_unframed_bodies_do_no_harm() {
+    let origin = TestOrigin::start(|seen, n| match seen.target.as_str() {
+        "/old" => Reply::ok(
+            &[
+                ("cache-control", "max-age=60, stale-if-error=0"),
+                ("age", "18446744073709551615"),
+            ],
+            format!("old{n}"),
+        ),
+        _ => Reply::Garbage(
+            format!("HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\n\r\nunframed{n}").into_bytes(),
+        ),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    // An Age past 2^31 is capped: the response is simply stale, and the node does not fall over.
+    for _ in 0..3 {
+        let response = http.get(format!("{edge}/old")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    // A body that ends only when the connection closes could be truncated: never stored.
+    let first = http.get(format!("{edge}/unframed")).send().await.unwrap();
+    assert!(
+        cache_status(&first).contains("detail=unframed"),
+        "{}",
+        cache_status(&first)
+    );
+    assert!(first.text().await.unwrap().starts_with("unframed"));
+    let health = http
+        .get(format!("{edge}/_outpost/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
 }

@@ -7,6 +7,9 @@ use http::{HeaderMap, StatusCode, header};
 
 use crate::directives::ResponseDirectives;
 
+/// The largest age or lifetime a cache needs to represent (RFC 9111 section 1.2.2).
+const MAX_AGE_SECS: u64 = 1 << 31;
+
 /// The clock readings and header values that give a stored response its age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -34,7 +37,10 @@ impl Timing {
                 .get(header::AGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map_or(Duration::ZERO, Duration::from_secs),
+                // Ages past 2^31 seconds are capped (RFC 9111 section 1.2.2).
+                .map_or(Duration::ZERO, |secs| {
+                    Duration::from_secs(secs.min(MAX_AGE_SECS))
+                }),
         }
     }
 
@@ -48,15 +54,15 @@ impl Timing {
             .response_time
             .duration_since(self.request_time)
             .unwrap_or(Duration::ZERO);
-        apparent.max(self.age + response_delay)
+        apparent.max(self.age.saturating_add(response_delay))
     }
 
     /// current_age: the initial age plus the time the response has been resident here.
     pub fn current_age(&self, now: SystemTime) -> Duration {
-        self.initial_age()
-            + now
-                .duration_since(self.response_time)
-                .unwrap_or(Duration::ZERO)
+        self.initial_age().saturating_add(
+            now.duration_since(self.response_time)
+                .unwrap_or(Duration::ZERO),
+        )
     }
 }
 
@@ -222,6 +228,13 @@ mod tests {
         // age 30 + response delay 2 beats the apparent age 2
         assert_eq!(t.initial_age(), Duration::from_secs(32));
         assert_eq!(t.current_age(at(112)), Duration::from_secs(42));
+        // an absurd Age is capped instead of overflowing
+        let h = headers(&[("age", "18446744073709551615".into())]);
+        let t = Timing::from_headers(&h, at(0), at(5));
+        assert_eq!(
+            t.current_age(at(10_000)),
+            Duration::from_secs((1 << 31) + 10_000)
+        );
         // an origin clock ahead of ours gives no negative age
         let h = headers(&[("date", httpdate::fmt_http_date(at(500)))]);
         let t = Timing::from_headers(&h, at(100), at(100));

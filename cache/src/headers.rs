@@ -132,12 +132,16 @@ pub fn append_via(headers: &mut HeaderMap, version: http::Version, node: &str) {
     append(headers, header::VIA, &format!("{protocol} {node}"));
 }
 
-/// Appends `value` to a list-valued header, joining with the existing value.
+/// Appends `value` to a list-valued header, joining every existing line into one.
 pub(crate) fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
-        _ => value.to_owned(),
-    };
+    let mut joined: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .collect();
+    joined.push(value);
+    let joined = joined.join(", ");
     if let Ok(value) = HeaderValue::from_str(&joined) {
         headers.insert(name, value);
     }

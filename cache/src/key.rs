@@ -27,6 +27,12 @@ impl CacheKey {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             })?;
+        // A Host that is not a bare authority (`site.test/a`, `user@site`) could make two
+        // different requests share a key: refuse it.
+        let authority: http::uri::Authority = host.trim().parse().ok()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         Some(Self::new(&host, target))
     }
@@ -176,6 +182,14 @@ mod tests {
         assert_eq!(CacheKey::from_request(&parts).unwrap().as_str(), "x.test/p");
         let (parts, ()) = http::Request::get("/p").body(()).unwrap().into_parts();
         assert!(CacheKey::from_request(&parts).is_none());
+        for bad in ["site.test/a", "user@site.test", "a b"] {
+            let (parts, ()) = http::Request::get("/b")
+                .header("host", bad)
+                .body(())
+                .unwrap()
+                .into_parts();
+            assert!(CacheKey::from_request(&parts).is_none(), "{bad}");
+        }
         assert_eq!(
             CacheKey::from_url("http://X.test/q?z").unwrap().as_str(),
             "x.test/q?z"

@@ -61,6 +61,8 @@ pub enum Uncacheable {
     VaryStar,
     NoFreshness,
     TooLarge,
+    /// The body's end is marked only by the connection closing: a truncated one looks the same.
+    Unframed,
 }
 
 impl Uncacheable {
@@ -75,6 +77,7 @@ impl Uncacheable {
             Self::VaryStar => "vary-star",
             Self::NoFreshness => "no-freshness",
             Self::TooLarge => "too-large",
+            Self::Unframed => "unframed",
         }
     }
 }

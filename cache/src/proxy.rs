@@ -150,11 +150,18 @@ impl<U: Upstream> Purge for CacheNode<U> {
 
 /// Ends a fill that its task left unfinished (a panic or a cancelled task): a pending head
 /// becomes a 502 and an unfinished body breaks.
-struct AbandonGuard(Arc<Fill>);
+struct AbandonGuard<U: Upstream> {
+    fill: Arc<Fill>,
+    /// The node and key the fill is registered under, to leave the in-flight map.
+    leave: Option<(Arc<Inner<U>>, Arc<str>)>,
+}
 
-impl Drop for AbandonGuard {
+impl<U: Upstream> Drop for AbandonGuard<U> {
     fn drop(&mut self) {
-        self.0.abandon();
+        self.fill.abandon();
+        if let Some((node, key)) = &self.leave {
+            node.inflight.leave(key, &self.fill);
+        }
     }
 }
 
@@ -180,7 +187,10 @@ impl<U: Upstream> Inner<U> {
             );
         }
         let Some(key) = CacheKey::from_request(&parts) else {
-            return bodies::text(StatusCode::BAD_REQUEST, "a Host header is required");
+            return bodies::text(
+                StatusCode::BAD_REQUEST,
+                "a valid Host header (host or host:port) is required",
+            );
         };
         let head = RequestHead {
             method: parts.method,
@@ -340,13 +350,14 @@ impl<U: Upstream> Inner<U> {
         leader: Option<oneshot::Sender<Released>>,
     ) {
         tokio::spawn(async move {
-            // Whatever happens to this task, readers of the fill are never left waiting.
-            let _abandon = AbandonGuard(fill.clone());
+            // Whatever happens to this task, readers of the fill are never left waiting and
+            // the key is free for the next fetch.
+            let _abandon = AbandonGuard {
+                fill: fill.clone(),
+                leave: registered.then(|| (self.clone(), key.shared())),
+            };
             self.fill_from_upstream(&fill, registered, &head, &key, stale, fwd, leader)
                 .await;
-            if registered {
-                self.inflight.leave(&key.shared(), &fill);
-            }
         });
     }
 
@@ -413,11 +424,21 @@ impl<U: Upstream> Inner<U> {
         }
 
         let (mut parts, body) = response.into_parts();
+        // A body ended only by the connection closing cannot be told from a truncated one.
+        let delimited = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || status == StatusCode::NO_CONTENT;
+        let expected_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         headers::remove_hop_by_hop(&mut parts.headers);
         let timing = Timing::from_headers(&parts.headers, request_time, response_time);
         let vary = key::vary_fields(&parts.headers);
         let storable = match &vary {
             None => Err(Uncacheable::VaryStar),
+            Some(_) if !delimited => Err(Uncacheable::Unframed),
             Some(_) => policy::storability(
                 &Method::GET,
                 &head.headers,
@@ -430,7 +451,9 @@ impl<U: Upstream> Inner<U> {
         let policy = match storable {
             Ok(policy) => policy,
             Err(reason) => {
-                if registered {
+                // An error status says nothing about the URL's cacheability; marking it would
+                // switch coalescing off exactly while the upstream struggles.
+                if registered && reason != Uncacheable::Status {
                     self.pass_keys.insert(key.shared(), ());
                 }
                 fill.publish_head(FillHead::Released);
@@ -460,20 +483,28 @@ impl<U: Upstream> Inner<U> {
         })));
         drop(leader);
 
-        match self.stream_body(fill, body).await {
-            Ok(length) if length <= self.rules.max_object_bytes => {
-                let object = StoredObject::new(
-                    status,
-                    parts.headers,
-                    fill.collected(),
-                    policy,
-                    vary,
-                    variant,
-                );
+        match self.stream_body(fill, body, expected_length).await {
+            Ok((length, last)) if length <= self.rules.max_object_bytes => {
+                let mut whole = bytes::BytesMut::from(&fill.collected()[..]);
+                if let Some(last) = &last {
+                    whole.extend_from_slice(last);
+                }
+                let object =
+                    StoredObject::new(status, parts.headers, whole.freeze(), policy, vary, variant);
+                // Stored before the client gets its last byte, so a request that follows at
+                // once is a hit.
                 self.store.insert(key, Arc::new(object));
+                if let Some(last) = last {
+                    fill.push(last);
+                }
                 fill.finish(Ok(()));
             }
-            Ok(_) => fill.finish(Ok(())),
+            Ok((_, last)) => {
+                if let Some(last) = last {
+                    fill.push(last);
+                }
+                fill.finish(Ok(()));
+            }
             Err(broken) => {
                 tracing::warn!(node = %self.name, key = key.as_str(), error = %broken, "upstream body broke; not stored");
                 fill.finish(Err(broken));
@@ -481,19 +512,28 @@ impl<U: Upstream> Inner<U> {
         }
     }
 
-    /// Copies the upstream body into the fill; the length on success.
-    async fn stream_body(&self, fill: &Fill, mut body: Incoming) -> Result<u64, BodyBroken> {
+    /// Copies the upstream body into the fill; on success, the length and, when the declared
+    /// length told which chunk completes the body, that chunk, held back for the caller.
+    async fn stream_body(
+        &self,
+        fill: &Fill,
+        mut body: Incoming,
+        expected: Option<u64>,
+    ) -> Result<(u64, Option<bytes::Bytes>), BodyBroken> {
         let mut length = 0u64;
         loop {
             match tokio::time::timeout(self.body_idle_timeout, body.frame()).await {
                 Err(_) => return Err(BodyBroken("upstream body stalled".into())),
-                Ok(None) => return Ok(length),
+                Ok(None) => return Ok((length, None)),
                 Ok(Some(Err(error))) => return Err(BodyBroken(error.to_string().into())),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data()
                         && !data.is_empty()
                     {
                         length += data.len() as u64;
+                        if Some(length) == expected {
+                            return Ok((length, Some(data)));
+                        }
                         fill.push(data);
                     }
                 }
@@ -512,20 +552,22 @@ impl<U: Upstream> Inner<U> {
         request_time: SystemTime,
         response_time: SystemTime,
     ) {
+        let mut fresh = not_modified.clone();
+        headers::remove_hop_by_hop(&mut fresh);
         let mut merged = stale.headers.clone();
-        for name in not_modified.keys() {
-            if matches!(
-                name.as_str(),
-                "content-length"
-                    | "transfer-encoding"
-                    | "content-range"
-                    | "connection"
-                    | "keep-alive"
-            ) {
+        // The 304 vouches for the object as of now: the stored Date and Age describe the old
+        // response, so they go unless the 304 brings its own.
+        for name in [header::DATE, header::AGE] {
+            if !fresh.contains_key(&name) {
+                merged.remove(name);
+            }
+        }
+        for name in fresh.keys() {
+            if matches!(name.as_str(), "content-length" | "content-range") {
                 continue;
             }
             merged.remove(name);
-            for value in not_modified.get_all(name) {
+            for value in fresh.get_all(name) {
                 merged.append(name.clone(), value.clone());
             }
         }
@@ -607,6 +649,9 @@ impl<U: Upstream> Inner<U> {
                 Some(self.error_response(status, &message, fwd, collapsed))
             }
             FillHead::Object(object, mut outcome) => {
+                if collapsed && !object.matches(&head.headers) {
+                    return None;
+                }
                 if let CacheOutcome::Forwarded {
                     collapsed: c,
                     stored,
