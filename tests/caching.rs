@@ -688,3 +688,50 @@ async fn absurd_upstream_ages_and_unframed_bodies_do_no_harm() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_purge_during_a_fetch_keeps_the_fetched_copy_out_of_the_cache() {
+    let release = Arc::new(Notify::new());
+    let held = release.clone();
+    let origin = TestOrigin::start(move |_, n| {
+        if n == 1 {
+            Reply::Held {
+                headers: common::owned(&[("cache-control", "max-age=600")]),
+                first: b"old-".to_vec(),
+                release: held.clone(),
+                rest: b"version".to_vec(),
+            }
+        } else {
+            Reply::ok(&[("cache-control", "max-age=600")], "new-version")
+        }
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
+    let url = format!("{}/doc", cdn.data("edge-0"));
+    let http = client();
+    let mut first = http.get(&url).send().await.unwrap();
+    assert_eq!(&first.chunk().await.unwrap().unwrap()[..], b"old-");
+    let purge = http
+        .post(format!("{}/purge", cdn.admin("edge-0")))
+        .bearer_auth("test-token")
+        .body(r#"{"urls": ["/doc"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    // A request after the purge does not join the old fetch.
+    let after = http.get(&url).send().await.unwrap();
+    assert_eq!(after.text().await.unwrap(), "new-version");
+    release.notify_waiters();
+    let mut rest = Vec::new();
+    while let Some(chunk) = first.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"version");
+    // And the old fetch did not overwrite the cache once it finished.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "new-version"
+    );
+}

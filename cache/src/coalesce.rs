@@ -258,6 +258,19 @@ impl InFlight {
             .contains_key(key)
     }
 
+    /// New requests for `key` no longer join the fetch in progress (after a purge).
+    pub fn forget(&self, key: &Arc<str>) {
+        self.fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// New requests for any key no longer join fetches in progress.
+    pub fn forget_all(&self) {
+        self.fills.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Ends coalescing on `fill` (new requests start their own fetch or hit the cache).
     pub fn leave(&self, key: &Arc<str>, fill: &Arc<Fill>) {
         let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());

@@ -133,6 +133,8 @@ impl<U: Upstream> Handler for CacheNode<U> {
 impl<U: Upstream> Purge for CacheNode<U> {
     fn purge(&self, request: &PurgeRequest) -> u64 {
         let store = &self.inner.store;
+        // Fetches already under way may bring what is being purged: new requests start anew.
+        self.inner.inflight.forget_all();
         let mut purged = 0;
         for url in &request.urls {
             if url.starts_with('/') {
@@ -373,6 +375,7 @@ impl<U: Upstream> Inner<U> {
         leader: Option<oneshot::Sender<Released>>,
     ) {
         let request_time = SystemTime::now();
+        let epoch = self.store.purge_epoch();
         let request = self.upstream_request(head, bodies::empty(), true, stale.as_deref());
         let result = self.send(request, key).await;
         let response_time = SystemTime::now();
@@ -419,6 +422,7 @@ impl<U: Upstream> Inner<U> {
                 response.headers(),
                 request_time,
                 response_time,
+                epoch,
             );
             return;
         }
@@ -493,7 +497,8 @@ impl<U: Upstream> Inner<U> {
                     StoredObject::new(status, parts.headers, whole.freeze(), policy, vary, variant);
                 // Stored before the client gets its last byte, so a request that follows at
                 // once is a hit.
-                self.store.insert(key, Arc::new(object));
+                self.store
+                    .insert_unless_purged(key, Arc::new(object), epoch);
                 if let Some(last) = last {
                     fill.push(last);
                 }
@@ -551,6 +556,7 @@ impl<U: Upstream> Inner<U> {
         not_modified: &HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
+        epoch: u64,
     ) {
         let mut fresh = not_modified.clone();
         headers::remove_hop_by_hop(&mut fresh);
@@ -590,7 +596,7 @@ impl<U: Upstream> Inner<U> {
                     stale.vary.clone(),
                     stale.variant.clone(),
                 ));
-                self.store.insert(key, object.clone());
+                self.store.insert_unless_purged(key, object.clone(), epoch);
                 fill.publish_head(FillHead::Object(
                     object,
                     CacheOutcome::Forwarded {
@@ -839,6 +845,7 @@ impl<U: Upstream> Inner<U> {
     }
 
     fn invalidate(&self, key: &CacheKey, response: &HeaderMap) {
+        self.inflight.forget(&key.shared());
         self.store.purge_key(key, false);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {

@@ -110,6 +110,8 @@ pub enum Lookup {
 #[derive(Clone)]
 pub struct Store {
     objects: moka::sync::Cache<Arc<str>, Arc<Variants>>,
+    /// Counts purges: a fetch that began before a purge must not store what it fetched.
+    purges: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -119,7 +121,10 @@ impl Store {
             .max_capacity(capacity_bytes)
             .weigher(|_key: &Arc<str>, variants: &Arc<Variants>| variants.weight())
             .build();
-        Self { objects }
+        Self {
+            objects,
+            purges: Arc::default(),
+        }
     }
 
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Lookup {
@@ -149,7 +154,28 @@ impl Store {
     }
 
     /// Removes (or, when `soft`, marks stale) every variant of `key`. Returns how many.
+    /// The purge count now; compare with [`Store::insert_unless_purged`].
+    pub fn purge_epoch(&self) -> u64 {
+        self.purges.load(Ordering::SeqCst)
+    }
+
+    /// Stores `object` unless a purge happened since `epoch` (then what was fetched may be
+    /// exactly what the purge meant to remove). Returns whether it was stored.
+    pub fn insert_unless_purged(
+        &self,
+        key: &CacheKey,
+        object: Arc<StoredObject>,
+        epoch: u64,
+    ) -> bool {
+        if self.purge_epoch() != epoch {
+            return false;
+        }
+        self.insert(key, object);
+        true
+    }
+
     pub fn purge_key(&self, key: &CacheKey, soft: bool) -> u64 {
+        self.purges.fetch_add(1, Ordering::SeqCst);
         let Some(variants) = self.objects.get(key.as_str()) else {
             return 0;
         };
@@ -164,6 +190,7 @@ impl Store {
 
     /// Purges every object whose key satisfies `matches` (a scan of the store).
     fn purge_where(&self, soft: bool, matches: impl Fn(&str, &StoredObject) -> bool) -> u64 {
+        self.purges.fetch_add(1, Ordering::SeqCst);
         let now = SystemTime::now();
         let mut purged = 0;
         for (key, variants) in self.objects.iter() {
