@@ -735,3 +735,42 @@ async fn a_purge_during_a_fetch_keeps_the_fetched_copy_out_of_the_cache() {
         "new-version"
     );
 }
+
+#[tokio::test]
+async fn ranges_of_an_uncacheable_object_go_upstream_as_ranges() {
+    let origin = TestOrigin::start(|seen, _| match seen.header("range") {
+        Some("bytes=0-3") => Reply::status(
+            206,
+            &[
+                ("cache-control", "no-store"),
+                ("content-range", "bytes 0-3/10"),
+            ],
+            "0123",
+        ),
+        _ => Reply::ok(&[("cache-control", "no-store")], "0123456789"),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
+    let url = format!("{}/video.mp4", cdn.data("edge-0"));
+    let http = client();
+    // The first request learns that the key is uncacheable.
+    assert_eq!(
+        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "0123456789"
+    );
+    // A seek afterwards reaches the origin as a Range request and comes back as 206.
+    let seek = http
+        .get(&url)
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seek.status(), 206);
+    assert!(
+        cache_status(&seek).contains("fwd=bypass"),
+        "{}",
+        cache_status(&seek)
+    );
+    assert_eq!(seek.headers()["content-range"], "bytes 0-3/10");
+    assert_eq!(seek.text().await.unwrap(), "0123");
+}

@@ -84,6 +84,17 @@ struct RequestHead {
 
 type Released = (Response<Incoming>, Uncacheable);
 
+/// How a request goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamMode {
+    /// A cache fill: GET for the whole object, with only our own validators.
+    Fill,
+    /// A GET for one client of an uncacheable key: the client's Range and preconditions go too.
+    ClientOwn,
+    /// Any other method, as the client sent it.
+    Pass,
+}
+
 impl<U: Upstream> CacheNode<U> {
     /// A node called `name`, caching in front of `upstream`, its metrics registered on
     /// `registry`.
@@ -376,7 +387,14 @@ impl<U: Upstream> Inner<U> {
     ) {
         let request_time = SystemTime::now();
         let epoch = self.store.purge_epoch();
-        let request = self.upstream_request(head, bodies::empty(), true, stale.as_deref());
+        // A key known to be uncacheable is fetched for this client alone: its Range and
+        // preconditions go upstream, so a seek in a large uncacheable video stays a seek.
+        let mode = if fwd == Forward::Bypass {
+            UpstreamMode::ClientOwn
+        } else {
+            UpstreamMode::Fill
+        };
+        let request = self.upstream_request(head, bodies::empty(), mode, stale.as_deref());
         let result = self.send(request, key).await;
         let response_time = SystemTime::now();
         let stand_in = |status: Option<StatusCode>| {
@@ -819,7 +837,7 @@ impl<U: Upstream> Inner<U> {
         body: Body,
         key: CacheKey,
     ) -> Response<Body> {
-        let request = self.upstream_request(&head, body, false, None);
+        let request = self.upstream_request(&head, body, UpstreamMode::Pass, None);
         match self.send(request, &key).await {
             Err(error) => {
                 self.error_response(error.status(), &error.to_string(), Forward::Method, false)
@@ -868,12 +886,13 @@ impl<U: Upstream> Inner<U> {
         &self,
         head: &RequestHead,
         body: Body,
-        for_cache: bool,
+        mode: UpstreamMode,
         stale: Option<&StoredObject>,
     ) -> Request<Body> {
         let mut headers = head.headers.clone();
         headers::remove_hop_by_hop(&mut headers);
-        if for_cache {
+        let for_cache = mode != UpstreamMode::Pass;
+        if mode == UpstreamMode::Fill {
             for name in [
                 header::RANGE,
                 header::IF_RANGE,
