@@ -63,6 +63,8 @@ pub enum Uncacheable {
     TooLarge,
     /// The body's end is marked only by the connection closing: a truncated one looks the same.
     Unframed,
+    /// The key gave an uncacheable response recently: passed without a look.
+    HitForPass,
 }
 
 impl Uncacheable {
@@ -78,6 +80,7 @@ impl Uncacheable {
             Self::NoFreshness => "no-freshness",
             Self::TooLarge => "too-large",
             Self::Unframed => "unframed",
+            Self::HitForPass => "hit-for-pass",
         }
     }
 }

@@ -459,6 +459,8 @@ impl<U: Upstream> Inner<U> {
         let timing = Timing::from_headers(&parts.headers, request_time, response_time);
         let vary = key::vary_fields(&parts.headers);
         let storable = match &vary {
+            // Hit-for-pass: relayed straight through, never buffered for sharing.
+            _ if fwd == Forward::Bypass => Err(Uncacheable::HitForPass),
             None => Err(Uncacheable::VaryStar),
             Some(_) if !delimited => Err(Uncacheable::Unframed),
             Some(_) => policy::storability(
@@ -522,7 +524,11 @@ impl<U: Upstream> Inner<U> {
                 }
                 fill.finish(Ok(()));
             }
-            Ok((_, last)) => {
+            Ok((length, last)) => {
+                // Too large to keep (no Content-Length told us in advance): later requests
+                // pass straight through instead of buffering it again.
+                tracing::info!(node = %self.name, key = key.as_str(), length, "object too large to store: passing it from now on");
+                self.pass_keys.insert(key.shared(), ());
                 if let Some(last) = last {
                     fill.push(last);
                 }
