@@ -1,0 +1,480 @@
+//! Simulated anycast: one address shared by every edge. Which edge a connection reaches is
+//! decided by a routing table, not by DNS: every edge announces the anycast prefix with a path
+//! cost from each client network (by default, the great-circle distance in km), and a new
+//! connection goes to the lowest-cost announcing edge for its source network, forwarded at
+//! layer 4 so TLS ends on the chosen edge. Equal costs spread flows by a hash of the flow
+//! (ECMP).
+//!
+//! An edge whose health check fails `fall` times in a row withdraws its announcement; it
+//! announces again after `rise` successes plus a hold-down. As in real anycast, connections
+//! already open to a withdrawn edge break: they are closed when the route goes away.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The `[anycast]` table of the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnycastConfig {
+    /// The shared address (the listeners bind it on the edges' ports).
+    pub address: IpAddr,
+    pub health_interval_ms: u64,
+    pub health_timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    /// After `rise` good probes, a withdrawn edge waits this long before announcing again.
+    pub hold_down_ms: u64,
+    /// Costs that replace the distance for one client network and edge (e.g. to drain an
+    /// edge before withdrawing it).
+    pub costs: Vec<CostOverride>,
+}
+
+impl Default for AnycastConfig {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::from([127, 0, 0, 10]),
+            health_interval_ms: 500,
+            health_timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+            hold_down_ms: 2_000,
+            costs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostOverride {
+    /// A client network prefix from the networks table, e.g. "127.0.2.0/24".
+    pub network: String,
+    pub edge: String,
+    pub cost: u32,
+}
+
+/// An edge that announces the anycast prefix.
+#[derive(Debug, Clone)]
+pub struct AnycastEdge {
+    pub name: String,
+    pub location: [f64; 2],
+    /// Where the edge's plain HTTP listener is (health checks go there too).
+    pub http: SocketAddr,
+    /// Where its HTTPS listener is, if any.
+    pub https: Option<SocketAddr>,
+}
+
+/// Which of an edge's listeners an anycast listener forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Http,
+    Https,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnycastError {
+    #[error("anycast.costs[{index}]: {reason}")]
+    BadCost { index: usize, reason: String },
+    #[error("networks: {prefix:?} is not a network prefix such as 127.0.1.0/24")]
+    BadPrefix { prefix: String },
+    #[error("anycast: no edge announces the prefix; expected at least one edge")]
+    NoEdges,
+}
+
+struct EdgeRoute {
+    edge: AnycastEdge,
+    announced: AtomicBool,
+    /// Bumped on every withdrawal: open connections watch it and close.
+    withdrawals: watch::Sender<u64>,
+    streak: AtomicU32,
+}
+
+struct ClientNetwork {
+    prefix: ipnet::IpNet,
+    /// Cost to each edge, indexed like `RoutingTable::edges`.
+    costs: Vec<u32>,
+}
+
+/// The simulated routing table: per client network, the cost to each announcing edge.
+pub struct RoutingTable {
+    edges: Vec<EdgeRoute>,
+    networks: Vec<ClientNetwork>,
+    /// Cost for sources outside every known network, per edge.
+    default_costs: Vec<u32>,
+    /// When each edge's health first went bad (for convergence time).
+    first_failure: Mutex<HashMap<usize, Instant>>,
+}
+
+impl RoutingTable {
+    /// `networks`: client network prefixes and their locations.
+    pub fn new(
+        config: &AnycastConfig,
+        edges: Vec<AnycastEdge>,
+        networks: &[(String, [f64; 2])],
+    ) -> Result<Self, AnycastError> {
+        if edges.is_empty() {
+            return Err(AnycastError::NoEdges);
+        }
+        let mut parsed = Vec::new();
+        for (prefix, location) in networks {
+            let net: ipnet::IpNet = prefix.parse().map_err(|_| AnycastError::BadPrefix {
+                prefix: prefix.clone(),
+            })?;
+            let costs = edges
+                .iter()
+                .map(|e| distance_km(*location, e.location))
+                .collect();
+            parsed.push(ClientNetwork { prefix: net, costs });
+        }
+        for (index, cost) in config.costs.iter().enumerate() {
+            let edge = edges
+                .iter()
+                .position(|e| e.name == cost.edge)
+                .ok_or_else(|| AnycastError::BadCost {
+                    index,
+                    reason: format!("no edge named {:?}", cost.edge),
+                })?;
+            let network = parsed
+                .iter_mut()
+                .find(|n| n.prefix.to_string() == cost.network)
+                .ok_or_else(|| AnycastError::BadCost {
+                    index,
+                    reason: format!("no client network {:?} in the networks table", cost.network),
+                })?;
+            network.costs[edge] = cost.cost;
+        }
+        let default_costs = vec![1000; edges.len()];
+        Ok(Self {
+            edges: edges
+                .into_iter()
+                .map(|edge| EdgeRoute {
+                    edge,
+                    announced: AtomicBool::new(true),
+                    withdrawals: watch::channel(0).0,
+                    streak: AtomicU32::new(0),
+                })
+                .collect(),
+            networks: parsed,
+            default_costs,
+            first_failure: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn costs_for(&self, source: IpAddr) -> (&[u32], Option<&ipnet::IpNet>) {
+        self.networks
+            .iter()
+            .filter(|n| n.prefix.contains(&source))
+            .max_by_key(|n| n.prefix.prefix_len())
+            .map_or((&self.default_costs[..], None), |n| {
+                (&n.costs[..], Some(&n.prefix))
+            })
+    }
+
+    /// The edge a flow from `source` reaches: the lowest-cost announcing edge; equal costs are
+    /// split by a hash of the flow (ECMP). `None` when no edge announces.
+    pub fn route(&self, source: SocketAddr, destination_port: u16) -> Option<usize> {
+        let (costs, _) = self.costs_for(source.ip());
+        let best = self
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.announced.load(Ordering::SeqCst))
+            .map(|(i, _)| costs[i])
+            .min()?;
+        let tied: Vec<usize> = (0..self.edges.len())
+            .filter(|&i| self.edges[i].announced.load(Ordering::SeqCst) && costs[i] == best)
+            .collect();
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(source, destination_port), &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
+        Some(tied[(hash % tied.len() as u64) as usize])
+    }
+
+    pub fn edge_name(&self, index: usize) -> &str {
+        &self.edges[index].edge.name
+    }
+
+    /// Announces or withdraws an edge (health, or an operator).
+    pub fn set_announced(&self, index: usize, announced: bool) {
+        let route = &self.edges[index];
+        if route.announced.swap(announced, Ordering::SeqCst) != announced && !announced {
+            route.withdrawals.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The table, per client network: each edge's cost, whether it announces, and the winner.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let names: Vec<&str> = self.edges.iter().map(|e| e.edge.name.as_str()).collect();
+        for network in &self.networks {
+            let winner = self
+                .route(SocketAddr::new(network.prefix.network(), 0), 0)
+                .map_or("(none: no edge announces)", |i| names[i]);
+            out.push_str(&format!("{:<18} -> {winner}\n", network.prefix.to_string()));
+            for (i, name) in names.iter().enumerate() {
+                let state = if self.edges[i].announced.load(Ordering::SeqCst) {
+                    "announced"
+                } else {
+                    "withdrawn"
+                };
+                out.push_str(&format!(
+                    "    {name:<12} cost {:>6}  {state}\n",
+                    network.costs[i]
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Great-circle distance in km (haversine), rounded: the default path cost.
+pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> u32 {
+    let (lat1, lon1, lat2, lon2) = (
+        a[0].to_radians(),
+        a[1].to_radians(),
+        b[0].to_radians(),
+        b[1].to_radians(),
+    );
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    (2.0 * 6371.0 * h.sqrt().asin()).round() as u32
+}
+
+/// Accepts connections on `listener` and forwards each, at layer 4, to the edge the routing
+/// table picks for its source, until `shutdown` changes to true.
+pub async fn serve(
+    table: Arc<RoutingTable>,
+    listener: TcpListener,
+    service: Service,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        let (client, source) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "anycast accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let Some(index) = table.route(source, port) else {
+            tracing::warn!(%source, "anycast: no edge announces the prefix; connection refused");
+            continue;
+        };
+        let route = &table.edges[index];
+        let target = match service {
+            Service::Http => Some(route.edge.http),
+            Service::Https => route.edge.https,
+        };
+        let Some(target) = target else { continue };
+        let mut withdrawn = route.withdrawals.subscribe();
+        let edge = route.edge.name.clone();
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect(target).await else {
+                tracing::debug!(%edge, "anycast: the chosen edge refused the connection");
+                return;
+            };
+            let _ = upstream.set_nodelay(true);
+            let _ = client.set_nodelay(true);
+            let mut client = client;
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                // The route went away: the flow breaks, as it does in real anycast.
+                _ = withdrawn.changed() => tracing::debug!(%edge, %source, "anycast: route withdrawn, flow broken"),
+            }
+        });
+    }
+}
+
+/// Probes every edge's health path on its HTTP listener; withdraws after `fall` failures and
+/// announces again after `rise` successes plus the hold-down. Logs the convergence time.
+pub fn spawn_health(
+    table: Arc<RoutingTable>,
+    config: AnycastConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(config.health_interval_ms.max(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timeout = Duration::from_millis(config.health_timeout_ms.max(1));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            for index in 0..table.edges.len() {
+                let route = &table.edges[index];
+                let healthy = probe(route.edge.http, timeout).await;
+                let announced = route.announced.load(Ordering::SeqCst);
+                if healthy == announced {
+                    route.streak.store(0, Ordering::SeqCst);
+                    if healthy {
+                        table
+                            .first_failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&index);
+                    }
+                    continue;
+                }
+                if !healthy {
+                    table
+                        .first_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(index)
+                        .or_insert_with(Instant::now);
+                }
+                let streak = route.streak.fetch_add(1, Ordering::SeqCst) + 1;
+                if announced && streak >= config.fall.max(1) {
+                    table.set_announced(index, false);
+                    route.streak.store(0, Ordering::SeqCst);
+                    let since = table
+                        .first_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&index)
+                        .map(|t| t.elapsed());
+                    tracing::warn!(
+                        target: "outpost::anycast",
+                        "withdrawn edge={} convergence_ms={}",
+                        route.edge.name,
+                        since.map_or(0, |d| d.as_millis())
+                    );
+                } else if !announced && streak >= config.rise.max(1) {
+                    route.streak.store(0, Ordering::SeqCst);
+                    let table = table.clone();
+                    let hold_down = Duration::from_millis(config.hold_down_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hold_down).await;
+                        table.set_announced(index, true);
+                        tracing::info!(target: "outpost::anycast", "announced edge={} after hold-down", table.edges[index].edge.name);
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// One health probe: `GET /_outpost/health` must answer 200.
+async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /_outpost/health HTTP/1.1\r\nhost: anycast-health\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head[9..12] == b"200")
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edges() -> Vec<AnycastEdge> {
+        let at = |name: &str, location: [f64; 2], port: u16| AnycastEdge {
+            name: name.into(),
+            location,
+            http: SocketAddr::from(([127, 0, 0, 1], port)),
+            https: None,
+        };
+        vec![
+            at("edge-ams", [52.4, 4.9], 1),
+            at("edge-nyc", [40.7, -74.0], 2),
+            at("edge-sin", [1.35, 103.8], 3),
+        ]
+    }
+
+    fn networks() -> Vec<(String, [f64; 2])> {
+        vec![
+            ("127.0.1.0/24".into(), [50.1, 8.7]),
+            ("127.0.2.0/24".into(), [39.0, -77.5]),
+            ("127.0.3.0/24".into(), [1.35, 103.8]),
+        ]
+    }
+
+    fn from(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    #[test]
+    fn nearest_announcing_edge_wins_and_withdrawal_moves_flows() {
+        let table = RoutingTable::new(&AnycastConfig::default(), edges(), &networks()).unwrap();
+        assert_eq!(table.route(from([127, 0, 1, 5], 4000), 8080), Some(0));
+        assert_eq!(table.route(from([127, 0, 2, 5], 4000), 8080), Some(1));
+        assert_eq!(table.route(from([127, 0, 3, 5], 4000), 8080), Some(2));
+        table.set_announced(0, false);
+        // Europe goes to the next cheapest: New York is nearer Frankfurt than Singapore.
+        assert_eq!(table.route(from([127, 0, 1, 5], 4000), 8080), Some(1));
+        assert!(table.render().contains("withdrawn"));
+        for i in 0..3 {
+            table.set_announced(i, false);
+        }
+        assert_eq!(table.route(from([127, 0, 1, 5], 4000), 8080), None);
+    }
+
+    #[test]
+    fn equal_costs_spread_flows_and_overrides_drain() {
+        let config = AnycastConfig {
+            costs: vec![
+                CostOverride {
+                    network: "127.0.1.0/24".into(),
+                    edge: "edge-ams".into(),
+                    cost: 10,
+                },
+                CostOverride {
+                    network: "127.0.1.0/24".into(),
+                    edge: "edge-nyc".into(),
+                    cost: 10,
+                },
+            ],
+            ..AnycastConfig::default()
+        };
+        let table = RoutingTable::new(&config, edges(), &networks()).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for port in 1000..1100 {
+            seen.insert(table.route(from([127, 0, 1, 5], port), 8080).unwrap());
+            // The same flow always takes the same path.
+            assert_eq!(
+                table.route(from([127, 0, 1, 5], port), 8080),
+                table.route(from([127, 0, 1, 5], port), 8080)
+            );
+        }
+        assert_eq!(seen.len(), 2, "ECMP uses both equal-cost edges");
+        let bad = AnycastConfig {
+            costs: vec![CostOverride {
+                network: "10.0.0.0/8".into(),
+                edge: "edge-ams".into(),
+                cost: 1,
+            }],
+            ..AnycastConfig::default()
+        };
+        let error = RoutingTable::new(&bad, edges(), &networks())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("anycast.costs[0]"), "{error}");
+    }
+
+    #[test]
+    fn distances_are_great_circle() {
+        let d = distance_km([52.4, 4.9], [40.7, -74.0]);
+        assert!((5800..5900).contains(&d), "{d}");
+    }
+}
