@@ -33,6 +33,23 @@ pub struct Topology {
     pub parents: Vec<CacheNodeSettings>,
     #[serde(default)]
     pub edges: Vec<EdgeNodeSettings>,
+    /// The authoritative DNS that hands out the nearest healthy edge.
+    pub dns: Option<DnsNode>,
+    /// The simulated anycast address shared by every edge.
+    pub anycast: Option<outpost_dns::anycast::AnycastConfig>,
+}
+
+/// The `[dns]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsNode {
+    /// UDP and TCP address of the DNS server.
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub health: outpost_dns::HealthSettings,
+    /// The zone, its dynamic and static names, and the client networks table.
+    #[serde(default)]
+    pub authority: outpost_dns::DnsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -300,7 +317,28 @@ impl Topology {
                 }
             }
         }
+        if self.dns.is_some() || self.anycast.is_some() {
+            for (i, edge) in self.edges.iter().enumerate() {
+                if edge.location.is_none() {
+                    bail!(
+                        "edges[{i}].location: expected [latitude, longitude]: DNS and anycast route clients to the nearest edge"
+                    );
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The client networks table (DNS and anycast share it).
+    pub fn networks(&self) -> Vec<(String, [f64; 2])> {
+        let networks = match &self.dns {
+            Some(dns) => dns.authority.networks.clone(),
+            None => outpost_dns::default_networks(),
+        };
+        networks
+            .into_iter()
+            .map(|n| (n.prefix, n.location))
+            .collect()
     }
 
     /// Every admin address of the topology, by node name.

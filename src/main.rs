@@ -4,6 +4,7 @@
 mod config;
 mod nodes;
 mod purge;
+mod routing;
 mod tls;
 
 use std::net::SocketAddr;
@@ -49,6 +50,36 @@ enum Command {
     /// Show where the local certificate authority is and how to trust it (creating it if
     /// needed).
     Certs(CertsArgs),
+    /// Run the authoritative geo DNS of a topology, or explain the answer for a client.
+    Dns(DnsArgs),
+    /// Inspect the simulated anycast routing.
+    Anycast(AnycastArgs),
+}
+
+#[derive(Args)]
+struct DnsArgs {
+    /// Topology file; default: the built-in topology.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print which edge this client address gets and why, then exit.
+    #[arg(long, value_name = "IP")]
+    explain: Option<std::net::IpAddr>,
+}
+
+#[derive(Args)]
+struct AnycastArgs {
+    #[command(subcommand)]
+    command: AnycastCommand,
+}
+
+#[derive(Subcommand)]
+enum AnycastCommand {
+    /// Print the routing table: per client network, each edge's cost and the winner.
+    Routes {
+        /// Topology file; default: the built-in topology.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -140,6 +171,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Parent(args) => node(args, Role::Parent).await,
         Command::Origin(args) => origin(args).await,
         Command::Purge(args) => purge::run(args).await,
+        Command::Dns(args) => {
+            let topology = load_or_default(args.config.as_deref())?;
+            let edges = routing::configured_edges(&topology);
+            if let Some(ip) = args.explain {
+                println!(
+                    "{}",
+                    routing::geo_dns(&topology, &edges)?.explain(ip).trim_end()
+                );
+                return Ok(());
+            }
+            let shutdown = Shutdown::new();
+            let mut tasks = JoinSet::new();
+            routing::start_dns(&mut tasks, &topology, &edges, &shutdown).await?;
+            wait_and_drain(shutdown, tasks).await
+        }
+        Command::Anycast(AnycastArgs {
+            command: AnycastCommand::Routes { config },
+        }) => {
+            let topology = load_or_default(config.as_deref())?;
+            let edges = routing::configured_edges(&topology);
+            print!("{}", routing::routing_table(&topology, &edges)?.render());
+            Ok(())
+        }
         Command::Certs(args) => {
             let topology = match &args.config {
                 Some(path) => Topology::load(path)?,
@@ -166,6 +220,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn load_or_default(path: Option<&std::path::Path>) -> anyhow::Result<Topology> {
+    match path {
+        Some(path) => Topology::load(path),
+        None => Ok(Topology::default_topology()),
     }
 }
 
@@ -257,7 +318,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     for parent in parents {
         nodes::start_parent(&mut tasks, &shared, parent, origin_url.clone());
     }
+    let mut places = Vec::new();
     for (settings, bound) in edges {
+        places.push(routing::EdgePlace {
+            name: settings.name.clone(),
+            http: bound.data_addr(),
+            https: bound.https.as_ref().and_then(|l| l.local_addr().ok()),
+            location: settings.location.unwrap_or_default(),
+        });
         let targets = topology
             .parents_of(settings)
             .into_iter()
@@ -275,6 +343,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(origin_url.clone()),
         );
     }
+    routing::start_dns(&mut tasks, &topology, &places, &shutdown).await?;
+    routing::start_anycast(&mut tasks, &topology, &places, &shutdown).await?;
     tracing::info!(target: "outpost", "outpost up: {} parents, {} edges; Ctrl-C to stop", topology.parents.len(), topology.edges.len());
     wait_and_drain(shutdown, tasks).await
 }

@@ -24,8 +24,13 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnycastConfig {
-    /// The shared address (the listeners bind it on the edges' ports).
+    /// The shared address.
     pub address: IpAddr,
+    /// Port of the shared HTTP listener (forwarded to each edge's HTTP listener).
+    pub http_port: u16,
+    /// Port of the shared HTTPS listener (forwarded to each edge's HTTPS listener, so TLS
+    /// ends on the chosen edge).
+    pub https_port: Option<u16>,
     pub health_interval_ms: u64,
     pub health_timeout_ms: u64,
     pub rise: u32,
@@ -41,6 +46,8 @@ impl Default for AnycastConfig {
     fn default() -> Self {
         Self {
             address: IpAddr::from([127, 0, 0, 10]),
+            http_port: 8080,
+            https_port: Some(8443),
             health_interval_ms: 500,
             health_timeout_ms: 500,
             rise: 2,
@@ -266,7 +273,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = stopped(&mut shutdown) => return,
         };
         let Some(index) = table.route(source, port) else {
             tracing::warn!(%source, "anycast: no edge announces the prefix; connection refused");
@@ -312,7 +319,7 @@ pub fn spawn_health(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = stopped(&mut shutdown) => return,
             }
             for index in 0..table.edges.len() {
                 let route = &table.edges[index];
@@ -368,8 +375,13 @@ pub fn spawn_health(
     });
 }
 
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// One health probe: `GET /_outpost/health` must answer 200.
-async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
+pub async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         stream

@@ -7,8 +7,10 @@
 pub mod anycast;
 mod config;
 mod geo;
+mod health;
 mod server;
 
 pub use config::{DnsConfig, DnsError, EdgeSite, Network, StaticRecord, default_networks};
 pub use geo::GeoDns;
+pub use health::{HealthSettings, spawn_health_checks};
 pub use server::serve;

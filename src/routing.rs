@@ -1,0 +1,149 @@
+//! Wiring of request routing: the geo DNS and the simulated anycast address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use outpost_dns::anycast::{self, AnycastEdge, RoutingTable, Service};
+use outpost_dns::{EdgeSite, GeoDns};
+use outpost_server::Shutdown;
+use tokio::task::JoinSet;
+
+use crate::config::Topology;
+
+/// Where an edge runs, as routing needs it.
+pub struct EdgePlace {
+    pub name: String,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub location: [f64; 2],
+}
+
+/// The edges of a topology at their configured addresses.
+pub fn configured_edges(topology: &Topology) -> Vec<EdgePlace> {
+    topology
+        .edges
+        .iter()
+        .map(|e| EdgePlace {
+            name: e.name.clone(),
+            http: e.listen,
+            https: e.https,
+            location: e.location.unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Builds the geo DNS for `edges`.
+pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> anyhow::Result<Arc<GeoDns>> {
+    let dns = topology
+        .dns
+        .as_ref()
+        .context("no [dns] table in the config")?;
+    let sites = edges
+        .iter()
+        .map(|e| EdgeSite {
+            name: e.name.clone(),
+            address: e.http.ip(),
+            location: e.location,
+        })
+        .collect();
+    Ok(Arc::new(GeoDns::new(&dns.authority, sites).context("dns")?))
+}
+
+/// Starts the DNS server and its health checks of the edges.
+pub async fn start_dns(
+    tasks: &mut JoinSet<()>,
+    topology: &Topology,
+    edges: &[EdgePlace],
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let Some(settings) = &topology.dns else {
+        return Ok(());
+    };
+    let dns = geo_dns(topology, edges)?;
+    let udp = tokio::net::UdpSocket::bind(settings.listen)
+        .await
+        .with_context(|| format!("dns: binding UDP {}", settings.listen))?;
+    let addr = udp.local_addr()?;
+    // TCP on the same port as UDP (for port 0, the one UDP got).
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("dns: binding TCP {addr}"))?;
+    outpost_dns::spawn_health_checks(
+        dns.clone(),
+        edges.iter().map(|e| (e.name.clone(), e.http)).collect(),
+        settings.health.clone(),
+        shutdown.signal().into_receiver(),
+    );
+    tracing::info!(target: "outpost", "ready node=dns role=dns data=dns://{addr} admin=-");
+    let mut signal = shutdown.signal();
+    tasks.spawn(async move {
+        if let Err(error) =
+            outpost_dns::serve(dns, udp, tcp, async move { signal.triggered().await }).await
+        {
+            tracing::error!(target: "outpost", "dns: {error}");
+        }
+    });
+    Ok(())
+}
+
+/// The routing table of the anycast address over `edges`.
+pub fn routing_table(
+    topology: &Topology,
+    edges: &[EdgePlace],
+) -> anyhow::Result<Arc<RoutingTable>> {
+    let config = topology.anycast.clone().unwrap_or_default();
+    let edges = edges
+        .iter()
+        .map(|e| AnycastEdge {
+            name: e.name.clone(),
+            location: e.location,
+            http: e.http,
+            https: e.https,
+        })
+        .collect();
+    Ok(Arc::new(
+        RoutingTable::new(&config, edges, &topology.networks()).context("anycast")?,
+    ))
+}
+
+/// Starts the anycast listeners and the health checks that withdraw and announce edges.
+pub async fn start_anycast(
+    tasks: &mut JoinSet<()>,
+    topology: &Topology,
+    edges: &[EdgePlace],
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let Some(config) = &topology.anycast else {
+        return Ok(());
+    };
+    let table = routing_table(topology, edges)?;
+    let http = tokio::net::TcpListener::bind((config.address, config.http_port))
+        .await
+        .with_context(|| format!("anycast: binding {}:{}", config.address, config.http_port))?;
+    let http_addr = http.local_addr()?;
+    let mut https_line = String::new();
+    if let Some(port) = config.https_port
+        && edges.iter().any(|e| e.https.is_some())
+    {
+        let https = tokio::net::TcpListener::bind((config.address, port))
+            .await
+            .with_context(|| format!("anycast: binding {}:{port}", config.address))?;
+        https_line = format!(" https=https://{}", https.local_addr()?);
+        tasks.spawn(anycast::serve(
+            table.clone(),
+            https,
+            Service::Https,
+            shutdown.signal().into_receiver(),
+        ));
+    }
+    tasks.spawn(anycast::serve(
+        table.clone(),
+        http,
+        Service::Http,
+        shutdown.signal().into_receiver(),
+    ));
+    anycast::spawn_health(table, config.clone(), shutdown.signal().into_receiver());
+    tracing::info!(target: "outpost", "ready node=anycast role=anycast data=http://{http_addr} admin=-{https_line}");
+    Ok(())
+}
