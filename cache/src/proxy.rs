@@ -70,6 +70,8 @@ struct Inner<U> {
     body_idle_timeout: Duration,
     upstream: U,
     metrics: CacheMetrics,
+    /// Draining: the health path fails so new clients go elsewhere; requests are still served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The parts of a request a fetch needs after the handler has returned.
@@ -120,6 +122,7 @@ impl<U: Upstream> CacheNode<U> {
                 body_idle_timeout: config.body_idle_timeout(),
                 upstream,
                 metrics: CacheMetrics::register(registry),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -159,6 +162,13 @@ impl<U: Upstream> Purge for CacheNode<U> {
         }
         purged
     }
+
+    fn drain(&self, draining: bool) -> bool {
+        self.inner
+            .draining
+            .store(draining, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
 }
 
 /// Ends a fill that its task left unfinished (a panic or a cancelled task): a pending head
@@ -182,6 +192,9 @@ impl<U: Upstream> Inner<U> {
     async fn respond(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         let (parts, body) = request.into_parts();
         if parts.uri.path() == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
+            if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return bodies::text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+            }
             return bodies::text(StatusCode::OK, "ok");
         }
         if !SUPPORTED.contains(&parts.method) {

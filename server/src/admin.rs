@@ -1,5 +1,6 @@
-//! The admin listener of a node: `GET /health`, `GET /metrics` (Prometheus text format) and
-//! `POST /purge` (JSON [`PurgeRequest`], bearer token required). Its token is never logged.
+//! The admin listener of a node: `GET /health`, `GET /metrics` (Prometheus text format),
+//! `POST /purge` (JSON [`PurgeRequest`]) and `POST /drain` / `POST /undrain` (bearer token
+//! required for those). Its token is never logged.
 
 use std::sync::Arc;
 
@@ -33,9 +34,16 @@ pub struct PurgeReport {
     pub purged: u64,
 }
 
-/// A node role that keeps a cache implements this to take purges from its admin listener.
+/// A node role that keeps a cache implements this to take purges (and drains) from its admin
+/// listener.
 pub trait Purge: Send + Sync + 'static {
     fn purge(&self, request: &PurgeRequest) -> u64;
+
+    /// Starts (`true`) or ends draining: the node's health check fails, so DNS and anycast
+    /// send new clients elsewhere, while it keeps serving. Returns whether the node supports it.
+    fn drain(&self, _draining: bool) -> bool {
+        false
+    }
 }
 
 /// The admin handler of one node.
@@ -148,12 +156,31 @@ impl Handler for Admin {
             (&Method::GET | &Method::HEAD, "/health") => body::text(StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),
             (&Method::POST, "/purge") => self.purge(request).await,
-            (_, "/health" | "/metrics" | "/purge") => {
+            (&Method::POST, path @ ("/drain" | "/undrain")) => {
+                if !self.authorized(&request) {
+                    return body::text(
+                        StatusCode::UNAUTHORIZED,
+                        "a valid bearer token is required",
+                    );
+                }
+                let draining = path == "/drain";
+                match &self.purge {
+                    Some(node) if node.drain(draining) => {
+                        tracing::info!(node = %self.node, draining, "drain state changed");
+                        body::text(
+                            StatusCode::OK,
+                            if draining { "draining" } else { "serving" },
+                        )
+                    }
+                    _ => body::text(StatusCode::NOT_FOUND, "this node cannot drain"),
+                }
+            }
+            (_, "/health" | "/metrics" | "/purge" | "/drain" | "/undrain") => {
                 body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
             }
             _ => body::text(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: GET /health, GET /metrics, POST /purge",
+                "admin endpoints: GET /health, GET /metrics, POST /purge, POST /drain, POST /undrain",
             ),
         }
     }

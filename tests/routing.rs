@@ -1,0 +1,180 @@
+//! Request routing in `outpost up`: the geo DNS answers with the nearest healthy edge, the
+//! anycast address forwards each client network to its nearest announcing edge, and draining
+//! an edge moves both within the health checks' interval times their fall threshold.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{Outpost, Reply, TestOrigin, cache_status};
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::net::UdpSocket;
+
+fn topology(origin: &str) -> String {
+    let mut toml = format!(
+        "[admin]\ntoken = \"t\"\n[origin]\nurl = \"{origin}\"\n\
+         [dns]\nlisten = \"127.0.0.1:0\"\n[dns.health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n\
+         [anycast]\naddress = \"127.0.0.10\"\nhttp_port = 0\nhealth_interval_ms = 100\nhealth_timeout_ms = 200\nrise = 2\nfall = 2\nhold_down_ms = 300\n"
+    );
+    for (name, ip, location) in [
+        ("edge-ams", "127.0.0.11", "[52.4, 4.9]"),
+        ("edge-nyc", "127.0.0.12", "[40.7, -74.0]"),
+        ("edge-sin", "127.0.0.13", "[1.35, 103.8]"),
+    ] {
+        toml.push_str(&format!(
+            "[[edges]]\nname = \"{name}\"\nlisten = \"{ip}:0\"\nadmin = \"{ip}:0\"\nlocation = {location}\n"
+        ));
+    }
+    toml
+}
+
+async fn resolve(
+    server: SocketAddr,
+    from: &str,
+    ecs: Option<(&str, u8)>,
+) -> (Vec<String>, Option<ClientSubnet>) {
+    let mut query = Message::query();
+    query.add_query(Query::query(
+        Name::from_ascii("www.outpost.test.").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some((addr, prefix)) = ecs {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                addr.parse::<IpAddr>().unwrap(),
+                prefix,
+                0,
+            )));
+    }
+    query.set_edns(edns);
+    let socket = UdpSocket::bind(format!("{from}:0")).await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buffer))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = Message::from_vec(&buffer[..n]).unwrap();
+    let answers = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    let subnet = reply.edns.as_ref().and_then(|e| {
+        match e
+            .options()
+            .get(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+        {
+            Some(EdnsOption::Subnet(s)) => Some(*s),
+            _ => None,
+        }
+    });
+    (answers, subnet)
+}
+
+async fn via_anycast(anycast: &str, from: [u8; 4]) -> String {
+    let client = reqwest::Client::builder()
+        .local_address(IpAddr::from(from))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = client.get(format!("{anycast}/page")).send().await.unwrap();
+    let status = cache_status(&response);
+    let last = status.rsplit(", ").next().unwrap_or("").to_owned();
+    last.split(';').next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "x")).await;
+    let cdn = Outpost::up(&topology(&origin.url), 5);
+    let dns: SocketAddr = cdn
+        .data("dns")
+        .trim_start_matches("dns://")
+        .parse()
+        .unwrap();
+    let anycast = cdn.data("anycast").to_owned();
+
+    // By source address.
+    assert_eq!(resolve(dns, "127.0.1.7", None).await.0, ["127.0.0.11"]);
+    assert_eq!(resolve(dns, "127.0.2.7", None).await.0, ["127.0.0.12"]);
+    assert_eq!(resolve(dns, "127.0.3.7", None).await.0, ["127.0.0.13"]);
+    // By EDNS Client Subnet, echoed with the scope the answer depended on.
+    for (subnet, edge) in [
+        ("192.0.2.0", "127.0.0.11"),
+        ("198.51.100.0", "127.0.0.12"),
+        ("203.0.113.0", "127.0.0.13"),
+    ] {
+        let (answers, echoed) = resolve(dns, "127.0.1.7", Some((subnet, 24))).await;
+        assert_eq!(answers, [edge], "{subnet}");
+        assert_eq!(echoed.map(|s| s.scope_prefix()), Some(24));
+    }
+    // Anycast: one address, the nearest edge per client network.
+    assert_eq!(via_anycast(&anycast, [127, 0, 1, 1]).await, "edge-ams");
+    assert_eq!(via_anycast(&anycast, [127, 0, 2, 1]).await, "edge-nyc");
+    assert_eq!(via_anycast(&anycast, [127, 0, 3, 1]).await, "edge-sin");
+
+    // Drain edge-ams: its health check fails, DNS and anycast move Europe to the next nearest.
+    let http = common::client();
+    let drained = http
+        .post(format!("{}/drain", cdn.admin("edge-ams")))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), 200);
+    let started = Instant::now();
+    let mut moved = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if resolve(dns, "127.0.1.7", None).await.0 == ["127.0.0.12"] {
+            moved = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let moved = moved.expect("DNS stops handing out a drained edge");
+    // interval 100 ms x fall 2, plus a probe's worth of slack.
+    assert!(moved < Duration::from_millis(1000), "took {moved:?}");
+    let mut shifted = false;
+    for _ in 0..100 {
+        if via_anycast(&anycast, [127, 0, 1, 1]).await == "edge-nyc" {
+            shifted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shifted, "anycast withdraws the drained edge");
+    assert!(
+        cdn.log()
+            .contains("withdrawn edge=edge-ams convergence_ms=")
+    );
+
+    // Back in service: answers return after the rise threshold (and anycast's hold-down).
+    http.post(format!("{}/undrain", cdn.admin("edge-ams")))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    let mut back = false;
+    for _ in 0..150 {
+        if resolve(dns, "127.0.1.7", None).await.0 == ["127.0.0.11"]
+            && via_anycast(&anycast, [127, 0, 1, 1]).await == "edge-ams"
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "edge-ams comes back");
+}
