@@ -13,6 +13,12 @@ use outpost_server::tls::{CertSource, TlsSettings, TlsTerminator};
 
 use crate::config::{Topology, UnknownNames};
 
+/// The local CA in `state_dir`, created on first use.
+fn local_ca(state_dir: &Path) -> anyhow::Result<LocalCa> {
+    LocalCa::load_or_create(state_dir)
+        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))
+}
+
 /// Names the local certificate covers: the CDN's zone, localhost, and every address an edge or
 /// the anycast address serves HTTPS on.
 pub fn local_names(topology: &Topology) -> Vec<String> {
@@ -42,8 +48,7 @@ pub fn local_names(topology: &Topology) -> Vec<String> {
 pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
     let section = &topology.tls;
     let certificates = if section.certificates.is_empty() {
-        let ca = LocalCa::load_or_create(state_dir)
-            .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+        let ca = local_ca(state_dir)?;
         let names = local_names(topology);
         let paths = ca
             .ensure_server_cert("edge", &names)
@@ -137,8 +142,7 @@ pub struct Shield {
 
 impl Shield {
     pub fn new(state_dir: &Path) -> anyhow::Result<Self> {
-        let ca = LocalCa::load_or_create(state_dir)
-            .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+        let ca = local_ca(state_dir)?;
         Ok(Self { ca })
     }
 
@@ -198,8 +202,7 @@ impl Shield {
 /// TLS settings of the admin listeners: one certificate from the local CA for every admin
 /// address of the topology.
 pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
-    let ca = LocalCa::load_or_create(state_dir)
-        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+    let ca = local_ca(state_dir)?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for (_, addr) in topology.admin_addresses() {
         let ip = addr.ip().to_string();
@@ -224,8 +227,7 @@ pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<T
 
 /// `outpost certs`: where the CA is and how to trust it.
 pub fn explain(state_dir: &Path, https: Option<SocketAddr>) -> anyhow::Result<String> {
-    let ca = LocalCa::load_or_create(state_dir)
-        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))?;
+    let ca = local_ca(state_dir)?;
     let ca_path = std::fs::canonicalize(ca.ca_cert_path()).unwrap_or_else(|_| ca.ca_cert_path());
     let ca_path = ca_path.display();
     let edge = https.map_or_else(|| "127.0.0.11:8443".to_owned(), |a| a.to_string());
