@@ -11,10 +11,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use outpost_server::health::Hysteresis;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,7 +101,8 @@ struct EdgeRoute {
     announced: AtomicBool,
     /// Bumped on every withdrawal: open connections watch it and close.
     withdrawals: watch::Sender<u64>,
-    streak: AtomicU32,
+    /// The health checks' view, with rise and fall.
+    health: Hysteresis,
 }
 
 struct ClientNetwork {
@@ -165,7 +167,7 @@ impl RoutingTable {
                     edge,
                     announced: AtomicBool::new(true),
                     withdrawals: watch::channel(0).0,
-                    streak: AtomicU32::new(0),
+                    health: Hysteresis::new(),
                 })
                 .collect(),
             networks: parsed,
@@ -323,52 +325,47 @@ pub fn spawn_health(
             }
             for index in 0..table.edges.len() {
                 let route = &table.edges[index];
-                let healthy = probe(route.edge.http, timeout).await;
-                let announced = route.announced.load(Ordering::SeqCst);
-                if healthy == announced {
-                    route.streak.store(0, Ordering::SeqCst);
-                    if healthy {
-                        table
+                let ok = probe(route.edge.http, timeout).await;
+                {
+                    let mut failures = table
+                        .first_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if ok {
+                        failures.remove(&index);
+                    } else {
+                        failures.entry(index).or_insert_with(Instant::now);
+                    }
+                }
+                match route.health.record(ok, config.rise, config.fall) {
+                    Some(false) => {
+                        let since = table
                             .first_failure
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .remove(&index);
+                            .get(&index)
+                            .map(|t| t.elapsed());
+                        table.set_announced(index, false);
+                        tracing::warn!(
+                            target: "outpost::anycast",
+                            "withdrawn edge={} convergence_ms={}",
+                            route.edge.name,
+                            since.map_or(0, |d| d.as_millis())
+                        );
                     }
-                    continue;
-                }
-                if !healthy {
-                    table
-                        .first_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(index)
-                        .or_insert_with(Instant::now);
-                }
-                let streak = route.streak.fetch_add(1, Ordering::SeqCst) + 1;
-                if announced && streak >= config.fall.max(1) {
-                    table.set_announced(index, false);
-                    route.streak.store(0, Ordering::SeqCst);
-                    let since = table
-                        .first_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&index)
-                        .map(|t| t.elapsed());
-                    tracing::warn!(
-                        target: "outpost::anycast",
-                        "withdrawn edge={} convergence_ms={}",
-                        route.edge.name,
-                        since.map_or(0, |d| d.as_millis())
-                    );
-                } else if !announced && streak >= config.rise.max(1) {
-                    route.streak.store(0, Ordering::SeqCst);
-                    let table = table.clone();
-                    let hold_down = Duration::from_millis(config.hold_down_ms);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(hold_down).await;
-                        table.set_announced(index, true);
-                        tracing::info!(target: "outpost::anycast", "announced edge={} after hold-down", table.edges[index].edge.name);
-                    });
+                    Some(true) => {
+                        let table = table.clone();
+                        let hold_down = Duration::from_millis(config.hold_down_ms);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold_down).await;
+                            // Only if it stayed healthy through the hold-down.
+                            if table.edges[index].health.is_healthy() {
+                                table.set_announced(index, true);
+                                tracing::info!(target: "outpost::anycast", "announced edge={} after hold-down", table.edges[index].edge.name);
+                            }
+                        });
+                    }
+                    None => {}
                 }
             }
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use outpost_server::health::Hysteresis;
+
 use crate::GeoDns;
 use crate::anycast::{probe, stopped};
 
@@ -41,7 +43,7 @@ pub fn spawn_health_checks(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut streaks = vec![0u32; edges.len()];
+        let states: Vec<Hysteresis> = edges.iter().map(|_| Hysteresis::new()).collect();
         let mut ticker = tokio::time::interval(Duration::from_millis(settings.interval_ms.max(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let timeout = Duration::from_millis(settings.timeout_ms.max(1));
@@ -52,21 +54,9 @@ pub fn spawn_health_checks(
             }
             for (i, (name, addr)) in edges.iter().enumerate() {
                 let ok = probe(*addr, timeout).await;
-                let healthy = dns.is_healthy(name).unwrap_or(true);
-                if ok == healthy {
-                    streaks[i] = 0;
-                    continue;
-                }
-                streaks[i] += 1;
-                let threshold = if healthy {
-                    settings.fall
-                } else {
-                    settings.rise
-                };
-                if streaks[i] >= threshold.max(1) {
-                    streaks[i] = 0;
-                    dns.set_healthy(name, ok);
-                    tracing::warn!(target: "outpost::dns", "edge {name} is now {}", if ok { "up" } else { "down" });
+                if let Some(healthy) = states[i].record(ok, settings.rise, settings.fall) {
+                    dns.set_healthy(name, healthy);
+                    tracing::warn!(target: "outpost::dns", "edge {name} is now {}", if healthy { "up" } else { "down" });
                 }
             }
         }

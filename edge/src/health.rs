@@ -1,6 +1,5 @@
 //! Active health checks of an edge's parents, with rise and fall thresholds.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -59,17 +58,8 @@ pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown:
                     client.send_to(&parent.target.url, request).await,
                     Ok(response) if response.status() == StatusCode::OK
                 );
-                let healthy = parent.healthy.load(Ordering::Relaxed);
-                if ok == healthy {
-                    parent.streak.store(0, Ordering::Relaxed);
-                    continue;
-                }
-                let streak = parent.streak.fetch_add(1, Ordering::Relaxed) + 1;
-                let threshold = if healthy { check.fall } else { check.rise };
-                if streak >= threshold.max(1) {
-                    parent.healthy.store(ok, Ordering::Relaxed);
-                    parent.streak.store(0, Ordering::Relaxed);
-                    tracing::warn!(parent = %parent.target.name, healthy = ok, "parent health changed");
+                if let Some(healthy) = parent.health.record(ok, check.rise, check.fall) {
+                    tracing::warn!(parent = %parent.target.name, healthy, "parent health changed");
                 }
             }
         }

@@ -1,13 +1,13 @@
 //! The parents of an edge, ordered per object by rendezvous hashing, with failover.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use outpost_cache::{CacheKey, HttpClient, Upstream, UpstreamError};
 use outpost_server::Body;
 use outpost_server::body;
+use outpost_server::health::Hysteresis;
 
 /// One parent an edge may pull from.
 #[derive(Debug, Clone)]
@@ -21,9 +21,7 @@ pub struct ParentTarget {
 #[derive(Debug)]
 pub(crate) struct ParentState {
     pub target: ParentTarget,
-    pub healthy: AtomicBool,
-    /// Consecutive probe results against the current state (for rise and fall).
-    pub streak: AtomicU32,
+    pub health: Hysteresis,
 }
 
 /// Every parent of an edge, and the origin as a last resort.
@@ -47,8 +45,7 @@ impl ParentSet {
             .into_iter()
             .map(|target| ParentState {
                 target,
-                healthy: AtomicBool::new(true),
-                streak: AtomicU32::new(0),
+                health: Hysteresis::new(),
             })
             .collect();
         Self {
@@ -89,7 +86,7 @@ impl ParentSet {
         self.parents
             .iter()
             .find(|p| p.target.name == name)
-            .map(|p| p.healthy.load(Ordering::Relaxed))
+            .map(|p| p.health.is_healthy())
     }
 }
 
@@ -102,7 +99,7 @@ impl Upstream for ParentSet {
         let mut candidates: Vec<(&str, &Uri)> = self
             .ranked(key)
             .into_iter()
-            .filter(|p| p.healthy.load(Ordering::Relaxed))
+            .filter(|p| p.health.is_healthy())
             .map(|p| (p.target.name.as_str(), &p.target.url))
             .collect();
         if let Some(origin) = &self.origin

@@ -12,6 +12,7 @@
 mod access_log;
 pub mod admin;
 pub mod body;
+pub mod health;
 mod listener;
 mod shutdown;
 pub mod tls;
