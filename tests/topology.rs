@@ -273,6 +273,9 @@ async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm()
         js.headers()["cache-control"],
         "public, max-age=31536000, immutable"
     );
+    // Read to the end: until then the object is still arriving, and a second request would
+    // join that fetch (collapsed) rather than hit.
+    js.text().await.unwrap();
     let again = http.get(format!("{edge}{asset}")).send().await.unwrap();
     assert!(cache_status(&again).contains("edge-0; hit"));
     assert!(
