@@ -134,6 +134,12 @@ pub fn append_via(headers: &mut HeaderMap, version: http::Version, node: &str) {
 
 /// Appends `value` to a list-valued header, joining every existing line into one.
 pub(crate) fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+        return;
+    }
     let mut joined: Vec<&str> = headers
         .get_all(&name)
         .iter()

@@ -80,6 +80,9 @@ fn hostname(request: &Request<Body>) -> Option<String> {
 
 impl<H: Handler> Handler for HttpsPolicy<H> {
     async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return self.inner.handle(request, peer).await;
+        }
         let Some(policy) =
             hostname(&request).and_then(|host| self.policy(&host).cloned().map(|p| (host, p)))
         else {
