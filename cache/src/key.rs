@@ -9,40 +9,41 @@ use http::request::Parts;
 /// The primary cache key: lower-cased host (with port, if any) and the request target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    host: Arc<str>,
+    /// `key` starts with the host; this is its length.
+    host_len: usize,
     key: Arc<str>,
 }
 
 impl CacheKey {
     /// The key of a request, or `None` when it names no host (HTTP/1.1 requires one).
     pub fn from_request(parts: &Parts) -> Option<Self> {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            })?;
-        // A Host that is not a bare authority (`site.test/a`, `user@site`) could make two
-        // different requests share a key: refuse it.
-        let authority: http::uri::Authority = host.trim().parse().ok()?;
-        if authority.as_str().contains('@') {
+        let host = match parts.uri.authority() {
+            // Already parsed as an authority by the HTTP layer.
+            Some(authority) => authority.as_str(),
+            None => {
+                let host = parts.headers.get(header::HOST)?.to_str().ok()?.trim();
+                // A Host that is not a bare authority (`site.test/a`) could make two different
+                // requests share a key: refuse it.
+                http::uri::Authority::try_from(host).ok()?;
+                host
+            }
+        };
+        if host.contains('@') {
             return None;
         }
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Some(Self::new(&host, target))
+        Some(Self::new(host, target))
     }
 
     /// The key for `host` and `target` (a path with an optional query).
     pub fn new(host: &str, target: &str) -> Self {
-        let host = host.trim().to_ascii_lowercase();
-        let key = format!("{host}{target}");
+        let host = host.trim();
+        let mut key = String::with_capacity(host.len() + target.len());
+        key.push_str(host);
+        key.make_ascii_lowercase();
+        key.push_str(target);
         Self {
-            host: host.into(),
+            host_len: host.len(),
             key: key.into(),
         }
     }
@@ -58,12 +59,12 @@ impl CacheKey {
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        &self.key[..self.host_len]
     }
 
     /// The request target: path and query.
     pub fn target(&self) -> &str {
-        &self.key[self.host.len()..]
+        &self.key[self.host_len..]
     }
 
     pub fn as_str(&self) -> &str {

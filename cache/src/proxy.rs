@@ -279,20 +279,11 @@ impl<U: Upstream> Inner<U> {
         }
         match self.inflight.join(&shared_key) {
             Joined::Leader(fill) => {
-                let (leader, released) = oneshot::channel();
-                self.clone().spawn_fill(
-                    fill.clone(),
-                    true,
-                    head.clone(),
-                    key.clone(),
-                    stale,
-                    fwd,
-                    Some(leader),
-                );
-                match self
-                    .serve_from_fill(&head, &fill, Some(released), fwd, false)
-                    .await
-                {
+                let led = self
+                    .clone()
+                    .lead(fill, true, head.clone(), key.clone(), stale, fwd)
+                    .await;
+                match led {
                     Some(response) => response,
                     None => self.solo_fetch(head, key, None, fwd).await,
                 }
@@ -315,19 +306,9 @@ impl<U: Upstream> Inner<U> {
         stale: Option<Arc<StoredObject>>,
         fwd: Forward,
     ) -> Response<Body> {
-        let fill = InFlight::solo();
-        let (leader, released) = oneshot::channel();
-        self.clone().spawn_fill(
-            fill.clone(),
-            false,
-            head.clone(),
-            key,
-            stale,
-            fwd,
-            Some(leader),
-        );
         match self
-            .serve_from_fill(&head, &fill, Some(released), fwd, false)
+            .clone()
+            .lead(InFlight::solo(), false, head, key, stale, fwd)
             .await
         {
             Some(response) => response,
@@ -338,6 +319,31 @@ impl<U: Upstream> Inner<U> {
                 false,
             ),
         }
+    }
+
+    /// Starts the fetch that writes into `fill` and answers this request from it; `None`
+    /// when the request must fetch on its own after all.
+    async fn lead(
+        self: Arc<Self>,
+        fill: Arc<Fill>,
+        registered: bool,
+        head: RequestHead,
+        key: CacheKey,
+        stale: Option<Arc<StoredObject>>,
+        fwd: Forward,
+    ) -> Option<Response<Body>> {
+        let (leader, released) = oneshot::channel();
+        self.clone().spawn_fill(
+            fill.clone(),
+            registered,
+            head.clone(),
+            key,
+            stale,
+            fwd,
+            Some(leader),
+        );
+        self.serve_from_fill(&head, &fill, Some(released), fwd, false)
+            .await
     }
 
     fn refresh_in_background(
