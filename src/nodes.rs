@@ -151,24 +151,30 @@ fn serve_admin(
         Arc::new(registry),
         purge,
     ));
+    let tls = shared.admin_tls.clone();
+    spawn_listener(tasks, shared, name, admin, tls, handler, false);
+}
+
+/// Serves `handler` on one of a node's listeners, behind `tls` when given, with or without
+/// access-log lines.
+fn spawn_listener<H: Handler>(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    name: &str,
+    listener: TcpListener,
+    tls: Option<Arc<TlsTerminator>>,
+    handler: Arc<H>,
+    access_log: bool,
+) {
     let mut limits = shared.limits.clone();
-    limits.access_log = false;
-    let signal = shared.shutdown.signal();
-    match &shared.admin_tls {
+    limits.access_log = access_log;
+    let (name, signal) = (name.into(), shared.shutdown.signal());
+    match tls {
         Some(tls) => tasks.spawn(outpost_server::serve_tls(
-            name.into(),
-            admin,
-            tls.clone(),
-            handler,
-            limits,
-            signal,
+            name, listener, tls, handler, limits, signal,
         )),
         None => tasks.spawn(outpost_server::serve(
-            name.into(),
-            admin,
-            handler,
-            limits,
-            signal,
+            name, listener, handler, limits, signal,
         )),
     };
 }
@@ -208,22 +214,17 @@ pub fn start_edge(
         https_port.unwrap_or(443),
     ));
     if let (Some(https), Some(tls)) = (bound.https, &shared.edge_tls) {
-        tasks.spawn(outpost_server::serve_tls(
-            bound.name.as_str().into(),
+        spawn_listener(
+            tasks,
+            shared,
+            &bound.name,
             https,
-            tls.clone(),
+            Some(tls.clone()),
             handler.clone(),
-            shared.limits.clone(),
-            shared.shutdown.signal(),
-        ));
+            true,
+        );
     }
-    tasks.spawn(outpost_server::serve(
-        bound.name.into(),
-        bound.data,
-        handler,
-        shared.limits.clone(),
-        shared.shutdown.signal(),
-    ));
+    spawn_listener(tasks, shared, &bound.name, bound.data, None, handler, true);
 }
 
 /// Starts a parent pulling from `origin`.
@@ -242,13 +243,15 @@ pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, orig
         registry,
         Some(Arc::new(parent.clone())),
     );
-    tasks.spawn(outpost_server::serve(
-        bound.name.into(),
+    spawn_listener(
+        tasks,
+        shared,
+        &bound.name,
         bound.data,
+        None,
         Arc::new(parent),
-        shared.limits.clone(),
-        shared.shutdown.signal(),
-    ));
+        true,
+    );
 }
 
 /// Starts the origin server.
@@ -274,19 +277,7 @@ pub fn start_origin(
     );
     serve_admin(tasks, shared, &bound.name, bound.admin, registry, None);
     let handler = Arc::new(OriginService { origin, requests });
-    let (name, limits, signal) = (
-        bound.name.into(),
-        shared.limits.clone(),
-        shared.shutdown.signal(),
-    );
-    match tls {
-        Some(tls) => tasks.spawn(outpost_server::serve_tls(
-            name, bound.data, tls, handler, limits, signal,
-        )),
-        None => tasks.spawn(outpost_server::serve(
-            name, bound.data, handler, limits, signal,
-        )),
-    };
+    spawn_listener(tasks, shared, &bound.name, bound.data, tls, handler, true);
     Ok(())
 }
 

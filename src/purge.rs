@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -120,18 +119,7 @@ fn admin_client(cacert: &std::path::Path) -> anyhow::Result<HttpClient> {
     if !cacert.exists() {
         return Ok(HttpClient::new(timeouts));
     }
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in outpost_certs::load_certificates(cacert)? {
-        roots
-            .add(cert)
-            .with_context(|| format!("{}", cacert.display()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::tls::trusting(cacert)?.with_no_client_auth();
     Ok(HttpClient::with_tls(timeouts, config))
 }
 

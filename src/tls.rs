@@ -19,6 +19,26 @@ fn local_ca(state_dir: &Path) -> anyhow::Result<LocalCa> {
         .with_context(|| format!("setting up the local CA in {}", state_dir.display()))
 }
 
+/// Adds the IP address of `addr` to `names`, unless it is unspecified or already there.
+fn add_ip(names: &mut Vec<String>, addr: SocketAddr) {
+    let ip = addr.ip().to_string();
+    if !addr.ip().is_unspecified() && !names.contains(&ip) {
+        names.push(ip);
+    }
+}
+
+/// The certificate `ca` issues (once, then keeps) as `stem` for `names`.
+fn issued(ca: &LocalCa, stem: &str, names: Vec<String>) -> anyhow::Result<CertSource> {
+    let paths = ca
+        .ensure_server_cert(stem, &names)
+        .with_context(|| format!("issuing the {stem} certificate"))?;
+    Ok(CertSource {
+        names,
+        cert: paths.cert,
+        key: paths.key,
+    })
+}
+
 /// Names the local certificate covers: the CDN's zone, localhost, and every address an edge or
 /// the anycast address serves HTTPS on.
 pub fn local_names(topology: &Topology) -> Vec<String> {
@@ -35,10 +55,7 @@ pub fn local_names(topology: &Topology) -> Vec<String> {
     .collect();
     for edge in &topology.edges {
         for addr in edge.https.iter().chain(std::iter::once(&edge.listen)) {
-            let ip = addr.ip().to_string();
-            if !addr.ip().is_unspecified() && !names.contains(&ip) {
-                names.push(ip);
-            }
+            add_ip(&mut names, *addr);
         }
     }
     names
@@ -49,16 +66,9 @@ pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<Tl
     let section = &topology.tls;
     let certificates = if section.certificates.is_empty() {
         let ca = local_ca(state_dir)?;
-        let names = local_names(topology);
-        let paths = ca
-            .ensure_server_cert("edge", &names)
-            .context("issuing the edge certificate")?;
+        let certificate = issued(&ca, "edge", local_names(topology))?;
         tracing::info!(target: "outpost", "local CA: {} (trust it with `outpost certs`)", ca.ca_cert_path().display());
-        vec![CertSource {
-            names,
-            cert: paths.cert,
-            key: paths.key,
-        }]
+        vec![certificate]
     } else {
         section
             .certificates
@@ -157,20 +167,9 @@ impl Shield {
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
         ];
-        let ip = listen.ip().to_string();
-        if !listen.ip().is_unspecified() && !names.contains(&ip) {
-            names.push(ip);
-        }
-        let paths = self
-            .ca
-            .ensure_server_cert("origin", &names)
-            .context("issuing the origin certificate")?;
+        add_ip(&mut names, listen);
         Ok(TlsSettings {
-            certificates: vec![CertSource {
-                names,
-                cert: paths.cert,
-                key: paths.key,
-            }],
+            certificates: vec![issued(&self.ca, "origin", names)?],
             default: Some(0),
             handshake_timeout,
             client_ca: Some(self.ca.ca_cert_path()),
@@ -184,19 +183,29 @@ impl Shield {
             .ca
             .ensure_client_cert(&format!("client-{node}"), node)
             .with_context(|| format!("issuing the client certificate of {node}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in outpost_certs::load_certificates(&self.ca.ca_cert_path())? {
-            roots.add(cert).context("the local CA certificate")?;
-        }
         let chain = outpost_certs::load_certificates(&paths.cert)?;
         let key = outpost_certs::load_private_key(&paths.key)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+        trusting(&self.ca.ca_cert_path())?
             .with_client_auth_cert(chain, key)
             .with_context(|| format!("{}: the client certificate of {node}", paths.cert.display()))
     }
+}
+
+/// A TLS client configuration that trusts the CAs in the PEM file `ca`; add a client
+/// certificate or none.
+pub fn trusting(
+    ca: &Path,
+) -> anyhow::Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in outpost_certs::load_certificates(ca)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots))
 }
 
 /// TLS settings of the admin listeners: one certificate from the local CA for every admin
@@ -205,20 +214,10 @@ pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<T
     let ca = local_ca(state_dir)?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for (_, addr) in topology.admin_addresses() {
-        let ip = addr.ip().to_string();
-        if !addr.ip().is_unspecified() && !names.contains(&ip) {
-            names.push(ip);
-        }
+        add_ip(&mut names, addr);
     }
-    let paths = ca
-        .ensure_server_cert("admin", &names)
-        .context("issuing the admin certificate")?;
     Ok(TlsSettings {
-        certificates: vec![CertSource {
-            names,
-            cert: paths.cert,
-            key: paths.key,
-        }],
+        certificates: vec![issued(&ca, "admin", names)?],
         default: Some(0),
         handshake_timeout: Duration::from_millis(topology.tls.handshake_timeout_ms.max(1)),
         client_ca: None,
