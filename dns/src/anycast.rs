@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_server::health::Hysteresis;
+use outpost_server::health::{Hysteresis, probe};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -375,21 +374,6 @@ pub fn spawn_health(
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// One health probe: `GET /_outpost/health` must answer 200.
-pub async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET /_outpost/health HTTP/1.1\r\nhost: anycast-health\r\nconnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        Some(&head[9..12] == b"200")
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use outpost_server::health::Hysteresis;
 
 use crate::GeoDns;
-use crate::anycast::{probe, stopped};
+use outpost_server::health::probe;
+
+use crate::anycast::stopped;
 
 /// How edges are probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

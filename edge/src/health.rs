@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use http::{Request, StatusCode};
-use outpost_cache::{HEALTH_PATH, HttpClient, UpstreamTimeouts};
-use outpost_server::{ShutdownSignal, body};
+use outpost_server::ShutdownSignal;
+use outpost_server::health::probe;
 use serde::{Deserialize, Serialize};
 
 use crate::parents::ParentSet;
@@ -37,10 +36,6 @@ pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown:
         return;
     }
     let timeout = Duration::from_millis(check.timeout_ms.max(1));
-    let client = HttpClient::new(UpstreamTimeouts {
-        connect: timeout,
-        first_byte: timeout,
-    });
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_millis(check.interval_ms.max(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,14 +45,11 @@ pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown:
                 () = shutdown.triggered() => return,
             }
             for parent in parents.parents.iter() {
-                let request = Request::get(HEALTH_PATH)
-                    .header(http::header::HOST, "health.outpost")
-                    .body(body::empty())
-                    .unwrap_or_default();
-                let ok = matches!(
-                    client.send_to(&parent.target.url, request).await,
-                    Ok(response) if response.status() == StatusCode::OK
-                );
+                let url = &parent.target.url;
+                let ok = match url.host() {
+                    Some(host) => probe((host, url.port_u16().unwrap_or(80)), timeout).await,
+                    None => false,
+                };
                 if let Some(healthy) = parent.health.record(ok, check.rise, check.fall) {
                     tracing::warn!(parent = %parent.target.name, healthy, "parent health changed");
                 }

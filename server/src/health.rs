@@ -4,6 +4,10 @@
 //! traffic and a flapping target does not bounce.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 #[derive(Debug)]
 pub struct Hysteresis {
@@ -48,6 +52,23 @@ impl Hysteresis {
         self.healthy.store(ok, Ordering::SeqCst);
         Some(ok)
     }
+}
+
+/// One health probe of a node: `GET /_outpost/health` on its data port must answer 200 within
+/// `timeout`.
+pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: health.outpost\r\nconnection: close\r\n\r\n",
+            crate::HEALTH_PATH
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head[9..12] == b"200")
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
 
 #[cfg(test)]
