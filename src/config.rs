@@ -45,6 +45,8 @@ pub struct Topology {
 pub struct DnsNode {
     /// UDP and TCP address of the DNS server.
     pub listen: SocketAddr,
+    /// Admin listener (plain HTTP) with `/health` and Prometheus `/metrics`.
+    pub admin: Option<SocketAddr>,
     #[serde(default)]
     pub health: outpost_dns::HealthSettings,
     /// The zone, its dynamic and static names, and the client networks table.

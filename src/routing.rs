@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use anyhow::Context;
 use outpost_dns::anycast::{self, AnycastEdge, RoutingTable, Service};
 use outpost_dns::{EdgeSite, GeoDns};
 use outpost_server::Shutdown;
+use outpost_server::admin::{Admin, Registry};
 use tokio::task::JoinSet;
 
 use crate::config::Topology;
@@ -47,7 +50,17 @@ pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> anyhow::Result<Arc<G
             location: e.location,
         })
         .collect();
-    Ok(Arc::new(GeoDns::new(&dns.authority, sites).context("dns")?))
+    let geo = GeoDns::new(&dns.authority, sites).context("dns")?;
+    let configured = dns.authority.dynamic_ttl_secs;
+    let geo = geo.cap_dynamic_ttl(dns.health.decision_horizon());
+    if geo.dynamic_ttl() < configured {
+        tracing::info!(
+            target: "outpost",
+            "dns: dynamic answers get a TTL of {} s, not {configured} s: no longer than the health checks take to move traffic (dns.health interval_ms x fall)",
+            geo.dynamic_ttl()
+        );
+    }
+    Ok(Arc::new(geo))
 }
 
 /// Starts the DNS server and its health checks of the edges.
@@ -75,7 +88,28 @@ pub async fn start_dns(
         settings.health.clone(),
         shutdown.signal().into_receiver(),
     );
-    tracing::info!(target: "outpost", "ready node=dns role=dns data=dns://{addr} admin=-");
+    let admin = match settings.admin {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("dns: binding the admin listener on {listen}"))?;
+            let bound = listener.local_addr()?;
+            let mut registry =
+                Registry::with_labels([(Cow::Borrowed("node"), Cow::Borrowed("dns"))].into_iter());
+            dns.register_metrics(&mut registry);
+            let handler = Arc::new(Admin::new("dns", None, Arc::new(registry), None));
+            tasks.spawn(outpost_server::serve(
+                "dns".into(),
+                listener,
+                handler,
+                outpost_server::Limits::default(),
+                shutdown.signal(),
+            ));
+            format!("http://{bound}")
+        }
+        None => "-".to_owned(),
+    };
+    tracing::info!(target: "outpost", "ready node=dns role=dns data=dns://{addr} admin={admin}");
     let mut signal = shutdown.signal();
     tasks.spawn(async move {
         if let Err(error) =

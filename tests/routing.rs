@@ -11,12 +11,25 @@ use common::{Outpost, Reply, TestOrigin, cache_status};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
+
+/// Runs dig (bind9-dnsutils; `scripts/test-all` installs it) against 127.0.0.1 and returns
+/// its output, trimmed.
+fn dig(args: &[&str]) -> String {
+    let output = std::process::Command::new("dig")
+        .arg("@127.0.0.1")
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (apt-get install bind9-dnsutils; scripts/test-all does it)");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
 
 fn topology(origin: &str) -> String {
     let mut toml = format!(
         "[admin]\ntoken = \"t\"\n[origin]\nurl = \"{origin}\"\n\
-         [dns]\nlisten = \"127.0.0.1:0\"\n[dns.health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n\
+         [dns]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[dns.health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n\
          [anycast]\naddress = \"127.0.0.10\"\nhttp_port = 0\nhealth_interval_ms = 100\nhealth_timeout_ms = 200\nrise = 2\nfall = 2\nhold_down_ms = 300\n"
     );
     for (name, ip, location) in [
@@ -120,10 +133,65 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
         assert_eq!(answers, [edge], "{subnet}");
         assert_eq!(echoed.map(|s| s.scope_prefix()), Some(24));
     }
+    // The same with dig, the client operators use.
+    let port = dns.port().to_string();
+    assert_eq!(
+        dig(&["-p", &port, "-b", "127.0.2.5", "www.outpost.test", "+short"]),
+        "127.0.0.12"
+    );
+    assert_eq!(
+        dig(&[
+            "-p",
+            &port,
+            "www.outpost.test",
+            "+subnet=203.0.113.0/24",
+            "+short"
+        ]),
+        "127.0.0.13"
+    );
+    assert_eq!(
+        dig(&[
+            "-p",
+            &port,
+            "+tcp",
+            "-b",
+            "127.0.1.5",
+            "www.outpost.test",
+            "+short"
+        ]),
+        "127.0.0.11"
+    );
+    let refused = dig(&["-p", &port, "example.com", "+noall", "+comments"]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+    // dig's own recursion request changes nothing: no open resolver.
+    let refused = dig(&[
+        "-p",
+        &port,
+        "+recurse",
+        "www.example.net",
+        "+noall",
+        "+comments",
+    ]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+
     // Anycast: one address, the nearest edge per client network.
     assert_eq!(via_anycast(&anycast, [127, 0, 1, 1]).await, "edge-ams");
     assert_eq!(via_anycast(&anycast, [127, 0, 2, 1]).await, "edge-nyc");
     assert_eq!(via_anycast(&anycast, [127, 0, 3, 1]).await, "edge-sin");
+
+    // A connection open to edge-ams through the anycast address, used once and kept alive.
+    let anycast_addr: SocketAddr = anycast.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.1.2:0".parse().unwrap()).unwrap();
+    let mut open_flow = socket.connect(anycast_addr).await.unwrap();
+    open_flow
+        .write_all(b"GET /page HTTP/1.1\r\nhost: www.outpost.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let n = open_flow.read(&mut buffer).await.unwrap();
+    let head = String::from_utf8_lossy(&buffer[..n]).to_lowercase();
+    assert!(head.contains("edge-ams"), "{head}");
 
     // Drain edge-ams: its health check fails, DNS and anycast move Europe to the next nearest.
     let http = common::client();
@@ -155,6 +223,30 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(shifted, "anycast withdraws the drained edge");
+    // The flow that was open to edge-ams broke, as it would in real anycast.
+    let broken = tokio::time::timeout(Duration::from_secs(2), open_flow.read(&mut buffer))
+        .await
+        .expect("the open flow is closed when its route is withdrawn");
+    assert!(matches!(broken, Ok(0) | Err(_)), "{broken:?}");
+
+    // The DNS reports what it did on its admin listener.
+    let metrics = http
+        .get(format!("{}/metrics", cdn.admin("dns")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"udp\"",
+        "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"tcp\"",
+        "outpost_dns_responses_total{node=\"dns\",rcode=\"REFUSED\"",
+        "outpost_dns_answers_total{node=\"dns\",edge=\"edge-nyc\"",
+        "outpost_dns_edge_changes_total{node=\"dns\",edge=\"edge-ams\",state=\"down\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
     assert!(
         cdn.log()
             .contains("withdrawn edge=edge-ams convergence_ms=")
@@ -177,4 +269,79 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(back, "edge-ams comes back");
+}
+
+#[tokio::test]
+async fn an_overloaded_edge_sheds_new_clients_until_its_load_falls() {
+    let origin = TestOrigin::start(|seen, _| {
+        if seen.target.starts_with("/slow/") {
+            Reply::Hang
+        } else {
+            Reply::ok(&[("cache-control", "max-age=60")], "x")
+        }
+    })
+    .await;
+    let mut toml = topology(&origin.url);
+    toml.push_str(
+        "[cache]\nfirst_byte_timeout_ms = 1500\n\
+         [dns.authority.shed]\nhigh_watermark = 3\nlow_watermark = 1\n",
+    );
+    let cdn = Outpost::up(&toml, 5);
+    let dns: SocketAddr = cdn
+        .data("dns")
+        .trim_start_matches("dns://")
+        .parse()
+        .unwrap();
+    assert_eq!(resolve(dns, "127.0.1.7", None).await.0, ["127.0.0.11"]);
+
+    // Five requests held at edge-ams by a slow origin: above its high watermark.
+    let edge = cdn.data("edge-ams").to_owned();
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let url = format!("{edge}/slow/{i}");
+        held.push(tokio::spawn(async move {
+            common::client().get(url).send().await.map(|r| r.status())
+        }));
+    }
+    let started = Instant::now();
+    let mut shed = false;
+    while started.elapsed() < Duration::from_secs(1) {
+        if resolve(dns, "127.0.1.7", None).await.0 == ["127.0.0.12"] {
+            shed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shed, "new European clients go to the next nearest edge");
+    // The edge still serves what it has (it is loaded, not down).
+    let page = common::client()
+        .get(format!("{edge}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+
+    // The origin's silence ends in a 504 after 1.5 s; the load falls and Europe comes back.
+    for request in held {
+        assert_eq!(request.await.unwrap().unwrap(), 504);
+    }
+    let mut back = false;
+    for _ in 0..50 {
+        if resolve(dns, "127.0.1.7", None).await.0 == ["127.0.0.11"] {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        back,
+        "edge-ams takes new clients again below its low watermark: {}",
+        cdn.log()
+    );
+    let log = cdn.log();
+    assert!(log.contains("edge edge-ams sheds load"), "{log}");
+    assert!(
+        log.contains("edge edge-ams accepts new clients again"),
+        "{log}"
+    );
 }

@@ -72,6 +72,9 @@ struct Inner<U> {
     metrics: CacheMetrics,
     /// Draining: the health path fails so new clients go elsewhere; requests are still served.
     draining: std::sync::atomic::AtomicBool,
+    /// Requests being answered (until the response head is ready), reported on the health
+    /// path as the node's load.
+    in_flight: std::sync::atomic::AtomicU64,
 }
 
 /// The parts of a request a fetch needs after the handler has returned.
@@ -123,6 +126,7 @@ impl<U: Upstream> CacheNode<U> {
                 upstream,
                 metrics: CacheMetrics::register(registry),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                in_flight: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -136,8 +140,27 @@ impl<U: Upstream> CacheNode<U> {
     }
 }
 
+/// Counts one request in [`Inner::in_flight`] for as long as it lives.
+struct InFlightGuard<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> InFlightGuard<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl<U: Upstream> Handler for CacheNode<U> {
     async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+        // Health probes (several checkers may probe at once) are not load.
+        let _counted = (request.uri().path() != HEALTH_PATH)
+            .then(|| InFlightGuard::enter(&self.inner.in_flight));
         let response = self.inner.clone().respond(request, peer).await;
         self.inner.metrics.response(response.status());
         response
@@ -195,7 +218,12 @@ impl<U: Upstream> Inner<U> {
             if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 return bodies::text(StatusCode::SERVICE_UNAVAILABLE, "draining");
             }
-            return bodies::text(StatusCode::OK, "ok");
+            let mut response = bodies::text(StatusCode::OK, "ok");
+            let load = self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            response
+                .headers_mut()
+                .insert(outpost_server::health::LOAD_HEADER, HeaderValue::from(load));
+            return response;
         }
         if !SUPPORTED.contains(&parts.method) {
             let mut response = bodies::text(StatusCode::METHOD_NOT_ALLOWED, "method not supported");

@@ -324,7 +324,7 @@ pub fn spawn_health(
             }
             for index in 0..table.edges.len() {
                 let route = &table.edges[index];
-                let ok = probe(route.edge.http, timeout).await;
+                let ok = probe(route.edge.http, timeout).await.is_up();
                 {
                     let mut failures = table
                         .first_failure

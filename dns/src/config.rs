@@ -21,6 +21,63 @@ pub struct DnsConfig {
     pub records: Vec<StaticRecord>,
     /// Client network -> location table, longest prefix wins.
     pub networks: Vec<Network>,
+    /// More static records, from a zone file in RFC 1035 master-file format (`$ORIGIN` is the
+    /// zone). An SOA or apex NS records there replace the generated ones.
+    pub zone_file: Option<std::path::PathBuf>,
+    /// An edge whose reported load (requests in flight) passes `high_watermark` sheds new
+    /// clients to the next nearest edge until its load falls below `low_watermark`.
+    pub shed: ShedLoad,
+    /// Response rate limiting per client network (UDP only).
+    pub rate_limit: RateLimit,
+}
+
+/// Load shedding thresholds (the `[dns.authority.shed]` table); `high_watermark = 0` turns
+/// shedding off.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShedLoad {
+    pub high_watermark: u64,
+    pub low_watermark: u64,
+}
+
+impl Default for ShedLoad {
+    fn default() -> Self {
+        Self {
+            high_watermark: 512,
+            low_watermark: 384,
+        }
+    }
+}
+
+/// Response rate limiting (the `[dns.authority.rate_limit]` table), as in BIND's RRL: each
+/// client network gets `responses_per_second` UDP answers (with bursts up to `burst`); past
+/// that, every `slip`-th query gets an empty truncated answer (so a real client retries over
+/// TCP, which is not limited) and the rest are dropped. `responses_per_second = 0` turns it
+/// off.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub responses_per_second: u32,
+    /// Tokens a quiet network may save up; `responses_per_second` when 0.
+    pub burst: u32,
+    /// Every `slip`-th limited query gets a truncated answer; 0 drops them all.
+    pub slip: u32,
+    /// How IPv4 clients are grouped into networks.
+    pub ipv4_prefix_len: u8,
+    /// How IPv6 clients are grouped into networks.
+    pub ipv6_prefix_len: u8,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            responses_per_second: 200,
+            burst: 400,
+            slip: 2,
+            ipv4_prefix_len: 24,
+            ipv6_prefix_len: 56,
+        }
+    }
 }
 
 impl Default for DnsConfig {
@@ -33,6 +90,9 @@ impl Default for DnsConfig {
             answers: 1,
             records: Vec::new(),
             networks: default_networks(),
+            zone_file: None,
+            shed: ShedLoad::default(),
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -119,6 +179,12 @@ pub enum DnsError {
     /// An edge is unusable (bad coordinates, duplicate name, ...).
     #[error("edge {edge:?} is invalid: {reason}")]
     BadEdge { edge: String, reason: String },
+    /// The zone file cannot be read or parsed, or holds a bad record.
+    #[error("dns.zone_file {path}: {reason}")]
+    BadZoneFile { path: String, reason: String },
+    /// `dns.shed` or `dns.rate_limit` is inconsistent.
+    #[error("{key}: {reason}")]
+    BadSetting { key: &'static str, reason: String },
     /// `dns.answers` is 0.
     #[error("dns.answers must be at least 1")]
     BadAnswers,

@@ -4,15 +4,22 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordSet;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::config::{DnsConfig, DnsError, EdgeSite};
+use crate::config::{DnsConfig, DnsError, EdgeSite, ShedLoad};
+use crate::metrics::DnsMetrics;
+use crate::rate_limit::Limiter;
 
 /// How many CNAMEs inside the zone one answer follows.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -20,6 +27,12 @@ const MAX_CNAME_CHAIN: usize = 8;
 pub(crate) struct Edge {
     pub(crate) site: EdgeSite,
     healthy: AtomicBool,
+    /// The load the edge last reported (requests in flight).
+    load: AtomicU64,
+    /// Above its high watermark and not yet below the low one: new clients go elsewhere.
+    shedding: AtomicBool,
+    /// Answers that named this edge.
+    answers: Counter,
 }
 
 /// The authoritative geo DNS: the zone's records and the edges with their health.
@@ -40,6 +53,9 @@ pub struct GeoDns {
     dynamic_ttl: u32,
     static_ttl: u32,
     answers: usize,
+    shed: ShedLoad,
+    pub(crate) limiter: Option<Limiter>,
+    pub(crate) metrics: DnsMetrics,
 }
 
 /// Where a client is, as far as the network table knows.
@@ -70,6 +86,95 @@ fn parse_name(name: &str, origin: &Name) -> Result<Name, String> {
             .map_err(|e| e.to_string())?
     };
     Ok(parsed.to_lowercase())
+}
+
+/// Parses a master file; records without a TTL get `default_ttl` (a `$TTL` line overrides
+/// it). Errors name the line when it can be found.
+fn parse_zone_file(
+    text: &str,
+    path: &std::path::Path,
+    origin: &Name,
+    default_ttl: u32,
+) -> Result<
+    (
+        Name,
+        std::collections::BTreeMap<hickory_proto::rr::RrKey, RecordSet>,
+    ),
+    String,
+> {
+    let parse = |body: &str| {
+        Parser::new(
+            format!("$TTL {default_ttl}\n{body}"),
+            Some(path.to_path_buf()),
+            Some(origin.clone()),
+        )
+        .parse()
+    };
+    parse(text).map_err(|error| {
+        let message = error.to_string();
+        // The parser does not say where: the first prefix of the file that fails the same way
+        // ends on the culprit line.
+        let lines: Vec<&str> = text.lines().collect();
+        let line = (1..=lines.len()).find(|&n| {
+            parse(&lines[..n].join("\n"))
+                .err()
+                .is_some_and(|e| e.to_string() == message)
+        });
+        match line {
+            Some(n) => format!("line {n}: {message} (in {:?})", lines[n - 1].trim()),
+            None => message,
+        }
+    })
+}
+
+/// Splits text into DNS character-strings of at most 255 bytes, on character boundaries.
+fn character_strings(text: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        if cur.len() + ch.len_utf8() > 255 {
+            parts.push(std::mem::take(&mut cur));
+        }
+        cur.push(ch);
+    }
+    parts.push(cur);
+    parts
+}
+
+/// Adds one static record, refusing what would make the zone inconsistent: names outside it,
+/// a CNAME beside other data, static addresses on a dynamic name.
+fn insert_static(
+    records: &mut HashMap<LowerName, Vec<Record>>,
+    dynamic: &HashSet<LowerName>,
+    origin: &Name,
+    record: Record,
+) -> Result<(), String> {
+    let owner = &record.name;
+    if !origin.zone_of(owner) {
+        return Err(format!("{owner} is outside the zone {origin}"));
+    }
+    let lower = LowerName::new(owner);
+    let kind = record.record_type();
+    let is_dynamic = dynamic.contains(&lower);
+    let existing = records.get(&lower).map(Vec::as_slice).unwrap_or_default();
+    if kind == RecordType::CNAME && (is_dynamic || !existing.is_empty()) {
+        return Err(
+            "a CNAME cannot share its name with other records or a dynamic name".to_owned(),
+        );
+    }
+    if existing
+        .iter()
+        .any(|r| r.record_type() == RecordType::CNAME)
+    {
+        return Err("the name already has a CNAME".to_owned());
+    }
+    if is_dynamic && matches!(kind, RecordType::A | RecordType::AAAA) {
+        return Err(format!(
+            "{owner} is answered dynamically; it cannot have static {kind} records"
+        ));
+    }
+    records.entry(lower).or_default().push(record);
+    Ok(())
 }
 
 pub(crate) fn haversine_km(a: [f64; 2], b: [f64; 2]) -> f64 {
@@ -174,6 +279,7 @@ impl GeoDns {
                 zone: config.zone.clone(),
                 reason: e.to_string(),
             })?;
+        let default_ns = ns_name.clone();
         let soa = Record::from_rdata(
             origin_name.clone(),
             static_ttl,
@@ -230,10 +336,6 @@ impl GeoDns {
                 reason,
             };
             let owner = parse_name(&rec.name, &origin_name).map_err(&bad)?;
-            if !origin_name.zone_of(&owner) {
-                return Err(bad(format!("{owner} is outside the zone {origin_name}")));
-            }
-            let lower = LowerName::new(&owner);
             let kind = rec.kind.trim().to_ascii_uppercase();
             let rdata = match kind.as_str() {
                 "A" => RData::A(A(rec
@@ -248,54 +350,85 @@ impl GeoDns {
                         .map_err(|e| bad(format!("not an IPv6 address: {e}")))?,
                 )),
                 "CNAME" => RData::CNAME(CNAME(parse_name(&rec.value, &origin_name).map_err(&bad)?)),
-                "TXT" => {
-                    let bytes = rec.value.as_bytes();
-                    if bytes.is_empty() {
-                        RData::TXT(TXT::new(vec![String::new()]))
-                    } else {
-                        // Character-strings are at most 255 bytes; split on char boundaries.
-                        let mut parts = Vec::new();
-                        let mut cur = String::new();
-                        for ch in rec.value.chars() {
-                            if cur.len() + ch.len_utf8() > 255 {
-                                parts.push(std::mem::take(&mut cur));
-                            }
-                            cur.push(ch);
-                        }
-                        parts.push(cur);
-                        RData::TXT(TXT::new(parts))
-                    }
-                }
+                "TXT" => RData::TXT(TXT::new(character_strings(&rec.value))),
                 other => {
                     return Err(bad(format!(
                         "unsupported kind {other:?} (use A, AAAA, CNAME or TXT)"
                     )));
                 }
             };
-            let is_dynamic = dynamic.contains(&lower);
-            let existing = records.get(&lower).map(Vec::as_slice).unwrap_or_default();
-            if kind == "CNAME" && (is_dynamic || !existing.is_empty()) {
-                return Err(bad(
-                    "a CNAME cannot share its name with other records or a dynamic name".to_owned(),
-                ));
-            }
-            if existing
-                .iter()
-                .any(|r| r.record_type() == RecordType::CNAME)
-            {
-                return Err(bad("the name already has a CNAME".to_owned()));
-            }
-            if is_dynamic && (kind == "A" || kind == "AAAA") {
+            let ttl = rec.ttl_secs.unwrap_or(static_ttl);
+            insert_static(
+                &mut records,
+                &dynamic,
+                &origin_name,
+                Record::from_rdata(owner, ttl, rdata),
+            )
+            .map_err(bad)?;
+        }
+
+        let mut soa = soa;
+        if let Some(path) = &config.zone_file {
+            let bad = |reason: String| DnsError::BadZoneFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            let (file_origin, sets) =
+                parse_zone_file(&text, path, &origin_name, static_ttl).map_err(bad)?;
+            if file_origin.to_lowercase() != origin_name {
                 return Err(bad(format!(
-                    "{owner} is answered dynamically; it cannot have static {kind} records"
+                    "its origin {file_origin} is not the zone {origin_name}"
                 )));
             }
-            let ttl = rec.ttl_secs.unwrap_or(static_ttl);
-            records
-                .entry(lower)
-                .or_default()
-                .push(Record::from_rdata(owner, ttl, rdata));
+            let file_has_apex_ns = sets.values().any(|set: &RecordSet| {
+                set.record_type() == RecordType::NS && set.name().to_lowercase() == origin_name
+            });
+            for set in sets.values() {
+                for record in set.records_without_rrsigs() {
+                    let mut record = record.clone();
+                    record.name = record.name.to_lowercase();
+                    let at_apex = record.name == origin_name;
+                    match record.record_type() {
+                        RecordType::SOA if at_apex => {
+                            let apex = records.entry(origin.clone()).or_default();
+                            apex.retain(|r| r.record_type() != RecordType::SOA);
+                            apex.push(record.clone());
+                            soa = record;
+                        }
+                        RecordType::SOA => {
+                            return Err(bad(format!(
+                                "an SOA record at {} is not the apex",
+                                record.name
+                            )));
+                        }
+                        _ => insert_static(&mut records, &dynamic, &origin_name, record)
+                            .map_err(&bad)?,
+                    }
+                }
+            }
+            if file_has_apex_ns {
+                // Keep only the file's NS records at the apex.
+                let apex = records.entry(origin.clone()).or_default();
+                apex.retain(|r| {
+                    !(r.record_type() == RecordType::NS
+                        && matches!(&r.data, RData::NS(NS(target)) if *target == default_ns))
+                });
+            }
         }
+
+        let limiter = Limiter::new(&config.rate_limit)?;
+        if config.shed.high_watermark > 0 && config.shed.low_watermark >= config.shed.high_watermark
+        {
+            return Err(DnsError::BadSetting {
+                key: "dns.shed",
+                reason: format!(
+                    "low_watermark ({}) must be below high_watermark ({})",
+                    config.shed.low_watermark, config.shed.high_watermark
+                ),
+            });
+        }
+        let metrics = DnsMetrics::default();
 
         let mut existing = HashSet::new();
         for name in records.keys().chain(dynamic.iter()) {
@@ -320,23 +453,81 @@ impl GeoDns {
             edges: edges
                 .into_iter()
                 .map(|site| Edge {
+                    answers: metrics.answers_for(&site.name),
                     site,
                     healthy: AtomicBool::new(true),
+                    load: AtomicU64::new(0),
+                    shedding: AtomicBool::new(false),
                 })
                 .collect(),
             networks,
             dynamic_ttl: config.dynamic_ttl_secs,
             static_ttl,
             answers: config.answers,
+            shed: config.shed,
+            limiter,
+            metrics,
         })
     }
 
     /// Marks an edge (by name) healthy or not. Unknown names are logged and ignored.
     pub fn set_healthy(&self, edge: &str, healthy: bool) {
         match self.edges.iter().find(|e| e.site.name == edge) {
-            Some(e) => e.healthy.store(healthy, Ordering::Relaxed),
+            Some(e) => {
+                if e.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+                    self.metrics
+                        .change(edge, if healthy { "up" } else { "down" });
+                }
+            }
             None => warn!(edge, "set_healthy for an unknown edge"),
         }
+    }
+
+    /// Records the load an edge reported; returns `Some(shedding)` when this report made it
+    /// start (above the high watermark) or stop (below the low one) shedding new clients.
+    pub fn set_load(&self, edge: &str, load: u64) -> Option<bool> {
+        let Some(e) = self.edges.iter().find(|e| e.site.name == edge) else {
+            warn!(edge, "set_load for an unknown edge");
+            return None;
+        };
+        e.load.store(load, Ordering::Relaxed);
+        if self.shed.high_watermark == 0 {
+            return None;
+        }
+        let shedding = e.shedding.load(Ordering::Relaxed);
+        let now = if shedding {
+            load >= self.shed.low_watermark
+        } else {
+            load > self.shed.high_watermark
+        };
+        if now == shedding {
+            return None;
+        }
+        e.shedding.store(now, Ordering::Relaxed);
+        self.metrics
+            .change(edge, if now { "shedding" } else { "accepting" });
+        Some(now)
+    }
+
+    /// Lowers the TTL of dynamic answers to `horizon` (rounded up to whole seconds, at least
+    /// one): the time the health checks take to move traffic off a failed edge, so that no
+    /// client keeps an answer much longer than it stays true.
+    pub fn cap_dynamic_ttl(mut self, horizon: Duration) -> Self {
+        let secs = u32::try_from(horizon.as_millis().div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        self.dynamic_ttl = self.dynamic_ttl.min(secs);
+        self
+    }
+
+    /// The TTL of dynamic answers.
+    pub fn dynamic_ttl(&self) -> u32 {
+        self.dynamic_ttl
+    }
+
+    /// Registers the DNS metrics on an admin registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
     }
 
     /// Whether the named edge is currently considered healthy (`None` if unknown).
@@ -373,11 +564,16 @@ impl GeoDns {
             return ((0..self.edges.len()).collect(), true);
         }
         let mut chosen = healthy;
-        if let Some((_, loc)) = located.network {
-            chosen.sort_by(|&a, &b| {
-                haversine_km(loc, self.edges[a].site.location)
-                    .total_cmp(&haversine_km(loc, self.edges[b].site.location))
-            });
+        // Edges that shed load go after every other healthy edge; nearest first within each.
+        let shedding = |i: usize| self.edges[i].shedding.load(Ordering::Relaxed);
+        match located.network {
+            Some((_, loc)) => chosen.sort_by(|&a, &b| {
+                shedding(a).cmp(&shedding(b)).then_with(|| {
+                    haversine_km(loc, self.edges[a].site.location)
+                        .total_cmp(&haversine_km(loc, self.edges[b].site.location))
+                })
+            }),
+            None => chosen.sort_by_key(|&i| shedding(i)),
         }
         chosen.truncate(self.answers);
         (chosen, false)
@@ -405,13 +601,22 @@ impl GeoDns {
         }
         for (i, edge) in self.edges.iter().enumerate() {
             let healthy = edge.healthy.load(Ordering::Relaxed);
+            let load = edge.load.load(Ordering::Relaxed);
+            let shedding = if edge.shedding.load(Ordering::Relaxed) {
+                format!(
+                    ", shedding (load {load} above {}, until below {})",
+                    self.shed.high_watermark, self.shed.low_watermark
+                )
+            } else {
+                format!(", load {load}")
+            };
             let distance = match located.network {
                 Some((_, loc)) => format!("{:.0} km", haversine_km(loc, edge.site.location)),
                 None => "distance unknown".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "  {} {} ({:.2}, {:.2}): {distance}, {}{}",
+                "  {} {} ({:.2}, {:.2}): {distance}, {}{shedding}{}",
                 edge.site.name,
                 edge.site.address,
                 edge.site.location[0],
@@ -502,6 +707,7 @@ impl GeoDns {
                 }
                 let owner = Name::from(&name);
                 for i in chosen {
+                    self.edges[i].answers.inc();
                     if let IpAddr::V4(v4) = self.edges[i].site.address {
                         lookup.answers.push(Record::from_rdata(
                             owner.clone(),

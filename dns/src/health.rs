@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use outpost_server::health::Hysteresis;
 
 use crate::GeoDns;
-use outpost_server::health::probe;
+use outpost_server::health::{Probe, probe};
 
 use crate::anycast::stopped;
 
@@ -19,10 +19,22 @@ use crate::anycast::stopped;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSettings {
+    /// Also bounds the TTL of dynamic answers: at most `interval_ms` x `fall`.
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub rise: u32,
     pub fall: u32,
+}
+
+impl HealthSettings {
+    /// How long the checks take to take a failed edge out of the answers.
+    pub fn decision_horizon(&self) -> Duration {
+        Duration::from_millis(
+            self.interval_ms
+                .max(10)
+                .saturating_mul(u64::from(self.fall.max(1))),
+        )
+    }
 }
 
 impl Default for HealthSettings {
@@ -55,8 +67,18 @@ pub fn spawn_health_checks(
                 () = stopped(&mut shutdown) => return,
             }
             for (i, (name, addr)) in edges.iter().enumerate() {
-                let ok = probe(*addr, timeout).await;
-                if let Some(healthy) = states[i].record(ok, settings.rise, settings.fall) {
+                let probe = probe(*addr, timeout).await;
+                if let Probe::Up { load: Some(load) } = probe
+                    && let Some(shedding) = dns.set_load(name, load)
+                {
+                    if shedding {
+                        tracing::warn!(target: "outpost::dns", "edge {name} sheds load: {load} in flight");
+                    } else {
+                        tracing::info!(target: "outpost::dns", "edge {name} accepts new clients again: {load} in flight");
+                    }
+                }
+                if let Some(healthy) = states[i].record(probe.is_up(), settings.rise, settings.fall)
+                {
                     dns.set_healthy(name, healthy);
                     tracing::warn!(target: "outpost::dns", "edge {name} is now {}", if healthy { "up" } else { "down" });
                 }

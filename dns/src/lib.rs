@@ -8,9 +8,13 @@ pub mod anycast;
 mod config;
 mod geo;
 mod health;
+mod metrics;
+mod rate_limit;
 mod server;
 
-pub use config::{DnsConfig, DnsError, EdgeSite, Network, StaticRecord, default_networks};
+pub use config::{
+    DnsConfig, DnsError, EdgeSite, Network, RateLimit, ShedLoad, StaticRecord, default_networks,
+};
 pub use geo::GeoDns;
 pub use health::{HealthSettings, spawn_health_checks};
 pub use server::serve;

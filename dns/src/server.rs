@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::config::DnsError;
 use crate::geo::{GeoDns, Located, Lookup};
+use crate::rate_limit::Verdict;
 
 /// The UDP payload size we advertise in our own OPT record.
 const OUR_MAX_PAYLOAD: u16 = 1232;
@@ -68,8 +69,41 @@ impl RequestHandler for GeoDns {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let udp = request.protocol() == Protocol::Udp;
+        self.metrics.query(
+            request.queries.queries().first().map(|q| q.query_type()),
+            udp,
+        );
+        if udp && let Some(limiter) = &self.limiter {
+            match limiter.check(request.src().ip(), Instant::now()) {
+                Verdict::Answer => {}
+                verdict => {
+                    let slipped = verdict == Verdict::Slip;
+                    self.metrics.rate_limited(slipped);
+                    let mut metadata = Metadata::response_from_request(&request.metadata);
+                    if slipped {
+                        // Empty and truncated: a real client retries over TCP.
+                        metadata.truncation = true;
+                        let builder = MessageResponseBuilder::from_message_request(request);
+                        if let Err(error) = response_handle
+                            .send_response(builder.build_no_records(metadata))
+                            .await
+                        {
+                            debug!(%error, "failed to send a slipped answer");
+                        }
+                    }
+                    return ResponseInfo::from(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    });
+                }
+            }
+        }
         match self.respond(request, &mut response_handle).await {
-            Ok(info) => info,
+            Ok(info) => {
+                self.metrics.response(info.response_code);
+                info
+            }
             Err(error) => {
                 warn!(%error, src = %request.src(), "failed to send DNS response");
                 let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -153,8 +187,11 @@ impl GeoDns {
             // all, so a client never mistakes a partial RRset for the whole.
             let mut buf = Vec::with_capacity(512);
             let mut encoder = BinEncoder::new(&mut buf);
+            // Never more than the client asked for, nor more than the size that avoids
+            // fragmentation: no amplification beyond what the question invites.
+            let limit = request.max_payload().clamp(512, OUR_MAX_PAYLOAD);
             let fits = match build(metadata).destructive_emit(&mut encoder) {
-                Ok(_) => buf.len() <= usize::from(request.max_payload()),
+                Ok(_) => buf.len() <= usize::from(limit),
                 Err(_) => false,
             };
             if !fits {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
-use outpost_dns::{DnsConfig, EdgeSite, GeoDns, StaticRecord, serve};
+use outpost_dns::{DnsConfig, EdgeSite, GeoDns, RateLimit, ShedLoad, StaticRecord, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -66,7 +66,11 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    let dns = Arc::new(GeoDns::new(&config(), edges()).unwrap());
+    start_with(config()).await
+}
+
+async fn start_with(config: DnsConfig) -> Harness {
+    let dns = Arc::new(GeoDns::new(&config, edges()).unwrap());
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = udp.local_addr().unwrap();
     let tcp = TcpListener::bind(addr).await.unwrap();
@@ -457,4 +461,261 @@ fn config_errors_name_the_culprit() {
             serde::de::value::Error,
         >::new(std::iter::once(("bogus", 1u32))));
     assert!(toml_like.is_err());
+}
+
+#[tokio::test]
+async fn an_overloaded_edge_sheds_to_the_next_nearest_until_below_its_low_watermark() {
+    let h = start_with(DnsConfig {
+        shed: ShedLoad {
+            high_watermark: 100,
+            low_watermark: 50,
+        },
+        ..config()
+    })
+    .await;
+    let www = query("www.outpost.test.", RecordType::A, None, false);
+    let europe = || async { a_addrs(&udp(h.addr, "127.0.1.7", &www).await) };
+    assert_eq!(europe().await, vec![AMS.to_owned()]);
+
+    assert_eq!(
+        h.dns.set_load("edge-ams", 100),
+        None,
+        "at the mark is not above it"
+    );
+    assert_eq!(h.dns.set_load("edge-ams", 101), Some(true));
+    // The next nearest edge to Amsterdam is New York.
+    assert_eq!(europe().await, vec![NYC.to_owned()]);
+    // Between the watermarks: still shedding (hysteresis).
+    assert_eq!(h.dns.set_load("edge-ams", 60), None);
+    assert_eq!(europe().await, vec![NYC.to_owned()]);
+    assert!(
+        h.dns
+            .explain("127.0.1.7".parse().unwrap())
+            .contains("shedding")
+    );
+    // Asia is not affected.
+    let asia = udp(h.addr, "127.0.3.7", &www).await;
+    assert_eq!(a_addrs(&asia), vec![SIN.to_owned()]);
+    assert_eq!(h.dns.set_load("edge-ams", 49), Some(false));
+    assert_eq!(europe().await, vec![AMS.to_owned()]);
+
+    // When every healthy edge sheds, the nearest is still answered: shedding orders, it never
+    // empties an answer.
+    for edge in ["edge-ams", "edge-nyc", "edge-sin"] {
+        h.dns.set_load(edge, 1_000);
+    }
+    assert_eq!(europe().await, vec![AMS.to_owned()]);
+    // A shedding edge still beats a dead one.
+    h.dns.set_load("edge-ams", 0);
+    h.dns.set_healthy("edge-ams", false);
+    assert_eq!(europe().await, vec![NYC.to_owned()]);
+}
+
+#[tokio::test]
+async fn rate_limit_slips_truncated_answers_and_tcp_still_answers() {
+    let h = start_with(DnsConfig {
+        rate_limit: RateLimit {
+            responses_per_second: 5,
+            burst: 5,
+            slip: 2,
+            ..RateLimit::default()
+        },
+        ..config()
+    })
+    .await;
+    let www = query("www.outpost.test.", RecordType::A, None, false);
+    let sock = UdpSocket::bind("127.0.1.20:0").await.unwrap();
+    let bytes = www.to_vec().unwrap();
+    for _ in 0..30 {
+        sock.send_to(&bytes, h.addr).await.unwrap();
+    }
+    let (mut answered, mut truncated) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+    {
+        let reply = Message::from_vec(&buf[..n]).unwrap();
+        if reply.metadata.truncation {
+            assert!(reply.answers.is_empty());
+            truncated += 1;
+        } else {
+            answered += 1;
+        }
+    }
+    // The burst of 5 plus what 5/s refills while the 30 queries are handled.
+    assert!((5..=8).contains(&answered), "answered {answered}");
+    // Every second limited query slips, the rest are dropped.
+    assert!((10..=13).contains(&truncated), "truncated {truncated}");
+    assert!(answered + truncated < 30);
+
+    // Another client network has its own budget.
+    let other = udp(h.addr, "127.0.3.7", &www).await;
+    assert_eq!(a_addrs(&other), vec![SIN.to_owned()]);
+    // TCP, where the source address cannot be spoofed, is not limited.
+    let over_tcp = tcp(h.addr, &www).await;
+    assert_eq!(over_tcp.answers.len(), 1);
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    h.dns.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("outpost_dns_rate_limited_total{action=\"slipped\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outpost_dns_queries_total{qtype=\"A\",protocol=\"udp\"} 31"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outpost_dns_answers_total{edge=\"edge-sin\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn no_udp_answer_is_bigger_than_the_question_invites() {
+    let mut config = config();
+    // About 900 bytes of TXT: more than 512, less than 1232.
+    config.records.retain(|r| r.name != "big");
+    for i in 0..15 {
+        config.records.push(StaticRecord {
+            name: "mid".to_owned(),
+            kind: "TXT".to_owned(),
+            value: format!("record {i} {}", "y".repeat(40)),
+            ttl_secs: None,
+        });
+    }
+    let h = start_with(config).await;
+    let plain = query("mid.outpost.test.", RecordType::TXT, None, false);
+    let reply = udp_raw(h.addr, "127.0.1.7", &plain.to_vec().unwrap())
+        .await
+        .unwrap();
+    assert!(reply.metadata.truncation, "no EDNS: 512 bytes at most");
+    let mut small = query("mid.outpost.test.", RecordType::TXT, None, true);
+    small.edns.as_mut().unwrap().set_max_payload(700);
+    let reply = udp(h.addr, "127.0.1.7", &small).await;
+    assert!(
+        reply.metadata.truncation,
+        "the client's buffer is the limit"
+    );
+    let edns = query("mid.outpost.test.", RecordType::TXT, None, true);
+    let sock = UdpSocket::bind("127.0.1.7:0").await.unwrap();
+    sock.send_to(&edns.to_vec().unwrap(), h.addr).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = sock.recv(&mut buf).await.unwrap();
+    assert!(n <= 1232, "{n} bytes");
+    let reply = Message::from_vec(&buf[..n]).unwrap();
+    assert!(!reply.metadata.truncation);
+    assert_eq!(reply.answers.len(), 15);
+    // A client claiming a 64 KiB buffer still gets at most 1232 bytes.
+    let mut huge = query("big.outpost.test.", RecordType::TXT, None, true);
+    huge.edns.as_mut().unwrap().set_max_payload(65_000);
+    let h2 = start().await;
+    sock.send_to(&huge.to_vec().unwrap(), h2.addr)
+        .await
+        .unwrap();
+    let n = sock.recv(&mut buf).await.unwrap();
+    assert!(n <= 1232, "{n} bytes");
+    assert!(Message::from_vec(&buf[..n]).unwrap().metadata.truncation);
+}
+
+#[tokio::test]
+async fn zone_file_records_are_served_beside_the_dynamic_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outpost.test.zone");
+    std::fs::write(
+        &path,
+        "$ORIGIN outpost.test.\n\
+         $TTL 3600\n\
+         @       IN SOA ns.outpost.test. admin.outpost.test. ( 7 3600 600 86400 30 )\n\
+         @       IN MX 10 mail\n\
+         mail    IN A 192.0.2.25\n\
+         docs    IN CNAME www ; follows the dynamic name\n",
+    )
+    .unwrap();
+    let h = start_with(DnsConfig {
+        zone_file: Some(path.clone()),
+        ..config()
+    })
+    .await;
+    let mail = udp(
+        h.addr,
+        "127.0.1.7",
+        &query("mail.outpost.test.", RecordType::A, None, false),
+    )
+    .await;
+    assert_eq!(a_addrs(&mail), vec!["192.0.2.25".to_owned()]);
+    assert_eq!(mail.answers[0].ttl, 3600);
+    let mx = udp(
+        h.addr,
+        "127.0.1.7",
+        &query("outpost.test.", RecordType::MX, None, false),
+    )
+    .await;
+    assert_eq!(mx.answers.len(), 1);
+    let docs = udp(
+        h.addr,
+        "127.0.3.7",
+        &query("docs.outpost.test.", RecordType::A, None, false),
+    )
+    .await;
+    assert_eq!(docs.answers[0].record_type(), RecordType::CNAME);
+    assert_eq!(a_addrs(&docs), vec![SIN.to_owned()]);
+    let soa = udp(
+        h.addr,
+        "127.0.1.7",
+        &query("outpost.test.", RecordType::SOA, None, false),
+    )
+    .await;
+    match &soa.answers[0].data {
+        RData::SOA(soa) => assert_eq!(soa.serial, 7),
+        other => panic!("{other:?}"),
+    }
+    // NXDOMAIN carries the file's SOA, with its minimum as the negative TTL.
+    let missing = udp(
+        h.addr,
+        "127.0.1.7",
+        &query("nope.outpost.test.", RecordType::A, None, false),
+    )
+    .await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(missing.authorities[0].ttl, 30);
+
+    // Bad zone files name the file and the problem.
+    for (text, needle) in [
+        ("www IN A 192.0.2.1\n", "dynamically"),
+        ("elsewhere.example. IN A 192.0.2.1\n", "outside the zone"),
+        ("mail IN A 192.0.2.25\nmail IN A not-an-address\n", "line 2"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let error = GeoDns::new(
+            &DnsConfig {
+                zone_file: Some(path.clone()),
+                ..config()
+            },
+            edges(),
+        )
+        .err()
+        .expect("refused");
+        let message = error.to_string();
+        assert!(message.contains("outpost.test.zone"), "{message}");
+        assert!(message.contains(needle), "{message}");
+    }
+}
+
+#[test]
+fn dynamic_ttl_never_outlives_the_health_decision() {
+    let dns = GeoDns::new(&config(), edges()).unwrap();
+    assert_eq!(dns.dynamic_ttl(), 20);
+    let dns = dns.cap_dynamic_ttl(Duration::from_millis(6_000));
+    assert_eq!(dns.dynamic_ttl(), 6);
+    let dns = dns.cap_dynamic_ttl(Duration::from_millis(1_500));
+    assert_eq!(dns.dynamic_ttl(), 2);
+    let dns = dns.cap_dynamic_ttl(Duration::ZERO);
+    assert_eq!(dns.dynamic_ttl(), 1);
+    let dns = GeoDns::new(&config(), edges())
+        .unwrap()
+        .cap_dynamic_ttl(Duration::from_secs(3_600));
+    assert_eq!(dns.dynamic_ttl(), 20);
 }

@@ -47,7 +47,9 @@ pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown:
             for parent in parents.parents.iter() {
                 let url = &parent.target.url;
                 let ok = match url.host() {
-                    Some(host) => probe((host, url.port_u16().unwrap_or(80)), timeout).await,
+                    Some(host) => probe((host, url.port_u16().unwrap_or(80)), timeout)
+                        .await
+                        .is_up(),
                     None => false,
                 };
                 if let Some(healthy) = parent.health.record(ok, check.rise, check.fall) {

@@ -54,9 +54,31 @@ impl Hysteresis {
     }
 }
 
+/// The header on a health response that carries the node's load: the requests it is
+/// handling right now. The DNS sheds traffic from an edge whose load passes its high watermark.
+pub const LOAD_HEADER: &str = "outpost-load";
+
+/// What one health probe saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The health path answered 200, with the load when the node reports one.
+    Up { load: Option<u64> },
+    /// No connection, no answer in time, or an answer other than 200.
+    Down,
+}
+
+impl Probe {
+    pub fn is_up(self) -> bool {
+        matches!(self, Probe::Up { .. })
+    }
+}
+
+/// The most a health response head may take.
+const MAX_HEAD: usize = 4096;
+
 /// One health probe of a node: `GET /_outpost/health` on its data port must answer 200 within
-/// `timeout`.
-pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> bool {
+/// `timeout`; the [`LOAD_HEADER`] of the answer, if any, is the node's load.
+pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> Probe {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let request = format!(
@@ -64,11 +86,38 @@ pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> bool {
             crate::HEALTH_PATH
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        Some(&head[9..12] == b"200")
+        let mut head = Vec::with_capacity(256);
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&head) {
+                Ok(httparse::Status::Complete(_)) => {
+                    if response.code != Some(200) {
+                        return Some(Probe::Down);
+                    }
+                    let load = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(LOAD_HEADER))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .and_then(|v| v.trim().parse().ok());
+                    return Some(Probe::Up { load });
+                }
+                Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
+                _ => return None,
+            }
+        }
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Some(probe)) => probe,
+        _ => Probe::Down,
+    }
 }
 
 #[cfg(test)]

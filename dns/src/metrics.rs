@@ -1,0 +1,147 @@
+//! Prometheus metrics of the DNS: queries by type and transport, responses by code, answers by
+//! edge, health and shedding changes, and rate-limited queries.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    qtype: &'static str,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RcodeLabel {
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabel {
+    edge: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    edge: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+/// The DNS server's counters; [`DnsMetrics::register`] adds them to an admin registry.
+#[derive(Clone, Default)]
+pub(crate) struct DnsMetrics {
+    queries: Family<QueryLabels, Counter>,
+    responses: Family<RcodeLabel, Counter>,
+    answers: Family<EdgeLabel, Counter>,
+    changes: Family<ChangeLabels, Counter>,
+    rate_limited: Family<ActionLabel, Counter>,
+}
+
+fn qtype_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::ANY => "ANY",
+        RecordType::CNAME => "CNAME",
+        RecordType::NS => "NS",
+        RecordType::SOA => "SOA",
+        RecordType::TXT => "TXT",
+        RecordType::MX => "MX",
+        RecordType::AXFR => "AXFR",
+        RecordType::IXFR => "IXFR",
+        _ => "other",
+    }
+}
+
+fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::ServFail => "SERVFAIL",
+        _ => "other",
+    }
+}
+
+impl DnsMetrics {
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "outpost_dns_queries",
+            "DNS queries by type and transport",
+            self.queries.clone(),
+        );
+        registry.register(
+            "outpost_dns_responses",
+            "DNS responses by response code",
+            self.responses.clone(),
+        );
+        registry.register(
+            "outpost_dns_answers",
+            "Dynamic answers by edge handed out",
+            self.answers.clone(),
+        );
+        registry.register(
+            "outpost_dns_edge_changes",
+            "Edge state changes (up, down, shedding, accepting)",
+            self.changes.clone(),
+        );
+        registry.register(
+            "outpost_dns_rate_limited",
+            "UDP queries over their network's rate (slipped: truncated answer; dropped)",
+            self.rate_limited.clone(),
+        );
+    }
+
+    pub(crate) fn query(&self, qtype: Option<RecordType>, udp: bool) {
+        self.queries
+            .get_or_create(&QueryLabels {
+                qtype: qtype.map_or("none", qtype_label),
+                protocol: if udp { "udp" } else { "tcp" },
+            })
+            .inc();
+    }
+
+    pub(crate) fn response(&self, rcode: ResponseCode) {
+        self.responses
+            .get_or_create(&RcodeLabel {
+                rcode: rcode_label(rcode),
+            })
+            .inc();
+    }
+
+    /// The counter of answers naming `edge`, to keep beside the edge.
+    pub(crate) fn answers_for(&self, edge: &str) -> Counter {
+        self.answers
+            .get_or_create(&EdgeLabel {
+                edge: edge.to_owned(),
+            })
+            .clone()
+    }
+
+    pub(crate) fn change(&self, edge: &str, state: &'static str) {
+        self.changes
+            .get_or_create(&ChangeLabels {
+                edge: edge.to_owned(),
+                state,
+            })
+            .inc();
+    }
+
+    pub(crate) fn rate_limited(&self, slipped: bool) {
+        self.rate_limited
+            .get_or_create(&ActionLabel {
+                action: if slipped { "slipped" } else { "dropped" },
+            })
+            .inc();
+    }
+}
