@@ -21,6 +21,9 @@ pub struct DnsConfig {
     pub records: Vec<StaticRecord>,
     /// Client network -> location table, longest prefix wins.
     pub networks: Vec<Network>,
+    /// A MaxMind-format database (GeoIP2 / GeoLite2 City) for clients the network table does
+    /// not cover.
+    pub geoip_database: Option<std::path::PathBuf>,
     /// More static records, from a zone file in RFC 1035 master-file format (`$ORIGIN` is the
     /// zone). An SOA or apex NS records there replace the generated ones.
     pub zone_file: Option<std::path::PathBuf>,
@@ -90,6 +93,7 @@ impl Default for DnsConfig {
             answers: 1,
             records: Vec::new(),
             networks: default_networks(),
+            geoip_database: None,
             zone_file: None,
             shed: ShedLoad::default(),
             rate_limit: RateLimit::default(),
@@ -182,6 +186,11 @@ pub enum DnsError {
     /// The zone file cannot be read or parsed, or holds a bad record.
     #[error("dns.zone_file {path}: {reason}")]
     BadZoneFile { path: String, reason: String },
+    /// The GeoIP database cannot be opened.
+    #[error(
+        "dns.geoip_database {path}: {reason} (a MaxMind DB file such as GeoLite2-City.mmdb is expected)"
+    )]
+    BadGeoIpDatabase { path: String, reason: String },
     /// `dns.shed` or `dns.rate_limit` is inconsistent.
     #[error("{key}: {reason}")]
     BadSetting { key: &'static str, reason: String },

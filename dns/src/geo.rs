@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 use crate::config::{DnsConfig, DnsError, EdgeSite, ShedLoad};
+use crate::geoip::GeoIpDatabase;
 use crate::metrics::DnsMetrics;
 use crate::rate_limit::Limiter;
 
@@ -56,12 +57,15 @@ pub struct GeoDns {
     shed: ShedLoad,
     pub(crate) limiter: Option<Limiter>,
     pub(crate) metrics: DnsMetrics,
+    geoip: Option<GeoIpDatabase>,
 }
 
 /// Where a client is, as far as the network table knows.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Located {
     pub(crate) network: Option<(IpNet, [f64; 2])>,
+    /// The network and location come from the GeoIP database, not the network table.
+    pub(crate) from_database: bool,
 }
 
 /// The outcome of a lookup, before it is put on the wire.
@@ -429,6 +433,11 @@ impl GeoDns {
             });
         }
         let metrics = DnsMetrics::default();
+        let geoip = config
+            .geoip_database
+            .as_deref()
+            .map(GeoIpDatabase::open)
+            .transpose()?;
 
         let mut existing = HashSet::new();
         for name in records.keys().chain(dynamic.iter()) {
@@ -467,6 +476,7 @@ impl GeoDns {
             shed: config.shed,
             limiter,
             metrics,
+            geoip,
         })
     }
 
@@ -552,7 +562,16 @@ impl GeoDns {
             .iter()
             .find(|(net, _)| net.prefix_len() <= max_prefix && net.contains(&addr))
             .copied();
-        Located { network }
+        match (network, &self.geoip) {
+            (None, Some(db)) => Located {
+                network: db.locate(addr),
+                from_database: true,
+            },
+            _ => Located {
+                network,
+                from_database: false,
+            },
+        }
     }
 
     /// Edge indices to answer with, and whether we failed open.
@@ -588,14 +607,25 @@ impl GeoDns {
             Some((net, loc)) => {
                 let _ = writeln!(
                     out,
-                    "client {client}: network {net} -> location ({:.2}, {:.2}); nearest healthy edge by great-circle distance",
-                    loc[0], loc[1]
+                    "client {client}: network {net} ({}) -> location ({:.2}, {:.2}); nearest healthy edge by great-circle distance",
+                    if located.from_database {
+                        "GeoIP database"
+                    } else {
+                        "network table"
+                    },
+                    loc[0],
+                    loc[1]
                 );
             }
             None => {
                 let _ = writeln!(
                     out,
-                    "client {client}: no configured network matches; answering with the first healthy edge(s) in config order"
+                    "client {client}: no configured network {}matches; answering with the first healthy edge(s) in config order",
+                    if self.geoip.is_some() {
+                        "or GeoIP database entry "
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -7,6 +7,7 @@
 pub mod anycast;
 mod config;
 mod geo;
+mod geoip;
 mod health;
 mod metrics;
 mod rate_limit;

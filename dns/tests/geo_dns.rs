@@ -719,3 +719,75 @@ fn dynamic_ttl_never_outlives_the_health_decision() {
         .cap_dynamic_ttl(Duration::from_secs(3_600));
     assert_eq!(dns.dynamic_ttl(), 20);
 }
+
+#[tokio::test]
+async fn a_maxmind_database_locates_clients_the_network_table_does_not_know() {
+    #[derive(serde::Serialize)]
+    struct Location {
+        latitude: f64,
+        longitude: f64,
+    }
+    #[derive(serde::Serialize)]
+    struct City {
+        location: Location,
+    }
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-City");
+    // Tokyo: nearest to Singapore. Paris: nearest to Amsterdam.
+    for (net, latitude, longitude) in [("10.1.0.0/16", 35.7, 139.7), ("10.2.0.0/16", 48.9, 2.35)] {
+        writer
+            .insert(
+                net.parse::<ipnet::IpNet>().unwrap(),
+                &City {
+                    location: Location {
+                        latitude,
+                        longitude,
+                    },
+                },
+            )
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("GeoLite2-City.mmdb");
+    std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
+
+    let h = start_with(DnsConfig {
+        geoip_database: Some(path.clone()),
+        ..config()
+    })
+    .await;
+    let www = |subnet: &str| {
+        query(
+            "www.outpost.test.",
+            RecordType::A,
+            Some((subnet.parse().unwrap(), 24)),
+            true,
+        )
+    };
+    let tokyo = udp(h.addr, "127.0.1.7", &www("10.1.7.0")).await;
+    assert_eq!(a_addrs(&tokyo), vec![SIN.to_owned()]);
+    // The answer holds for the database's whole /16.
+    assert_eq!(ecs_of(&tokyo).unwrap().scope_prefix(), 16);
+    let paris = udp(h.addr, "127.0.3.7", &www("10.2.9.0")).await;
+    assert_eq!(a_addrs(&paris), vec![AMS.to_owned()]);
+    // The network table still comes first.
+    let table = udp(h.addr, "127.0.1.7", &www("203.0.113.0")).await;
+    assert_eq!(a_addrs(&table), vec![SIN.to_owned()]);
+    let text = h.dns.explain("10.2.9.9".parse().unwrap());
+    assert!(text.contains("GeoIP database"), "{text}");
+    assert!(text.contains("answer: edge-ams"), "{text}");
+
+    // Not a database: a clear error at start.
+    std::fs::write(&path, b"not a database").unwrap();
+    let error = GeoDns::new(
+        &DnsConfig {
+            geoip_database: Some(path.clone()),
+            ..config()
+        },
+        edges(),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(error.contains("GeoLite2-City.mmdb"), "{error}");
+    assert!(error.contains("MaxMind DB"), "{error}");
+}
