@@ -344,7 +344,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     routing::start_dns(&mut tasks, &topology, &places, &shutdown).await?;
-    routing::start_anycast(&mut tasks, &topology, &places, &shutdown).await?;
+    routing::start_anycast(
+        &mut tasks,
+        &topology,
+        &places,
+        args.config.as_deref(),
+        &shutdown,
+    )
+    .await?;
     tracing::info!(target: "outpost", "outpost up: {} parents, {} edges; Ctrl-C to stop", topology.parents.len(), topology.edges.len());
     wait_and_drain(shutdown, tasks).await
 }

@@ -1,6 +1,7 @@
 //! Wiring of request routing: the geo DNS and the simulated anycast address.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::borrow::Cow;
@@ -141,11 +142,14 @@ pub fn routing_table(
     ))
 }
 
-/// Starts the anycast listeners and the health checks that withdraw and announce edges.
+/// Starts the anycast listeners and the health checks that withdraw and announce edges. On
+/// SIGHUP, the costs are read again from `config_path` (an operator drains an edge by raising
+/// its cost: new flows move, open ones stay).
 pub async fn start_anycast(
     tasks: &mut JoinSet<()>,
     topology: &Topology,
     edges: &[EdgePlace],
+    config_path: Option<&Path>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let Some(config) = &topology.anycast else {
@@ -177,7 +181,51 @@ pub async fn start_anycast(
         Service::Http,
         shutdown.signal().into_receiver(),
     ));
-    anycast::spawn_health(table, config.clone(), shutdown.signal().into_receiver());
+    anycast::spawn_health(
+        table.clone(),
+        config.clone(),
+        shutdown.signal().into_receiver(),
+    );
+    if let Some(path) = config_path {
+        spawn_cost_reloader(table, path.to_owned(), shutdown.signal().into_receiver())?;
+    }
     tracing::info!(target: "outpost", "ready node=anycast role=anycast data=http://{http_addr} admin=-{https_line}");
+    Ok(())
+}
+
+/// Re-reads `[anycast] costs` (and the network table) from `path` on every SIGHUP.
+fn spawn_cost_reloader(
+    table: Arc<RoutingTable>,
+    path: PathBuf,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut hangups =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = hangups.recv() => if received.is_none() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let reloaded = Topology::load(&path).and_then(|topology| {
+                let config = topology.anycast.clone().unwrap_or_default();
+                table
+                    .update_costs(&config, &topology.networks())
+                    .context("anycast")
+            });
+            match reloaded {
+                Ok(()) => tracing::info!(
+                    target: "outpost::anycast",
+                    "costs reloaded from {}:\n{}",
+                    path.display(),
+                    table.render().trim_end()
+                ),
+                Err(error) => tracing::error!(
+                    target: "outpost::anycast",
+                    "costs not reloaded, the old ones stay: {error:#}"
+                ),
+            }
+        }
+    });
     Ok(())
 }

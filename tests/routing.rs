@@ -184,14 +184,8 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.1.2:0".parse().unwrap()).unwrap();
     let mut open_flow = socket.connect(anycast_addr).await.unwrap();
-    open_flow
-        .write_all(b"GET /page HTTP/1.1\r\nhost: www.outpost.test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buffer = vec![0u8; 4096];
-    let n = open_flow.read(&mut buffer).await.unwrap();
-    let head = String::from_utf8_lossy(&buffer[..n]).to_lowercase();
-    assert!(head.contains("edge-ams"), "{head}");
+    let answer = request_on(&mut open_flow).await;
+    assert!(answer.contains("edge-ams"), "{answer}");
 
     // Drain edge-ams: its health check fails, DNS and anycast move Europe to the next nearest.
     let http = common::client();
@@ -224,6 +218,7 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     }
     assert!(shifted, "anycast withdraws the drained edge");
     // The flow that was open to edge-ams broke, as it would in real anycast.
+    let mut buffer = vec![0u8; 64];
     let broken = tokio::time::timeout(Duration::from_secs(2), open_flow.read(&mut buffer))
         .await
         .expect("the open flow is closed when its route is withdrawn");
@@ -344,4 +339,94 @@ async fn an_overloaded_edge_sheds_new_clients_until_its_load_falls() {
         log.contains("edge edge-ams accepts new clients again"),
         "{log}"
     );
+}
+
+/// Sends one request on an open keep-alive connection and returns the whole answer (head
+/// and `content-length` body), lowercased.
+async fn request_on(flow: &mut tokio::net::TcpStream) -> String {
+    flow.write_all(b"GET /page HTTP/1.1\r\nhost: www.outpost.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if answer.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(2), flow.read(&mut buffer))
+            .await
+            .expect("an answer on the open flow")
+            .unwrap();
+        assert!(n > 0, "the flow closed mid-answer");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+}
+
+#[tokio::test]
+async fn raising_an_edges_cost_moves_new_flows_and_keeps_open_ones() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "x")).await;
+    let toml = topology(&origin.url);
+    let cdn = Outpost::up(&toml, 5);
+    let anycast = cdn.data("anycast").to_owned();
+    let anycast_addr: SocketAddr = anycast.trim_start_matches("http://").parse().unwrap();
+    assert_eq!(via_anycast(&anycast, [127, 0, 1, 1]).await, "edge-ams");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.1.3:0".parse().unwrap()).unwrap();
+    let mut open_flow = socket.connect(anycast_addr).await.unwrap();
+    let head = request_on(&mut open_flow).await;
+    assert!(head.contains("edge-ams"), "{head}");
+
+    // The operator raises edge-ams's cost from Europe above every other edge and reloads.
+    std::fs::write(
+        cdn.config_path(),
+        format!(
+            "{toml}[[anycast.costs]]\nnetwork = \"127.0.1.0/24\"\nedge = \"edge-ams\"\ncost = 100000\n"
+        ),
+    )
+    .unwrap();
+    cdn.signal("HUP");
+    let mut moved = false;
+    for _ in 0..100 {
+        if via_anycast(&anycast, [127, 0, 1, 1]).await == "edge-nyc" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        moved,
+        "new European flows go to the next cheapest edge: {}",
+        cdn.log()
+    );
+    // The flow that was open keeps its edge: nothing was withdrawn.
+    let head = request_on(&mut open_flow).await;
+    assert!(head.contains("edge-ams"), "{head}");
+    assert!(cdn.log().contains("costs reloaded"));
+
+    // A broken config keeps the costs in force and says why.
+    std::fs::write(
+        cdn.config_path(),
+        format!(
+            "{toml}[[anycast.costs]]\nnetwork = \"10.9.9.0/24\"\nedge = \"edge-ams\"\ncost = 1\n"
+        ),
+    )
+    .unwrap();
+    cdn.signal("HUP");
+    let mut refused = false;
+    for _ in 0..100 {
+        if cdn.log().contains("costs not reloaded") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "{}", cdn.log());
+    assert_eq!(via_anycast(&anycast, [127, 0, 1, 1]).await, "edge-nyc");
 }

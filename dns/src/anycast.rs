@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use outpost_server::health::{Hysteresis, probe};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,11 +114,49 @@ struct ClientNetwork {
 /// The simulated routing table: per client network, the cost to each announcing edge.
 pub struct RoutingTable {
     edges: Vec<EdgeRoute>,
-    networks: Vec<ClientNetwork>,
+    /// Replaced whole when an operator changes the costs.
+    networks: ArcSwap<Vec<ClientNetwork>>,
     /// Cost for sources outside every known network, per edge.
     default_costs: Vec<u32>,
     /// When each edge's health first went bad (for convergence time).
     first_failure: Mutex<HashMap<usize, Instant>>,
+}
+
+/// The cost from each client network to each edge: the distance, unless `config` overrides it.
+fn client_networks(
+    config: &AnycastConfig,
+    edges: &[AnycastEdge],
+    networks: &[(String, [f64; 2])],
+) -> Result<Vec<ClientNetwork>, AnycastError> {
+    let mut parsed = Vec::new();
+    for (prefix, location) in networks {
+        let net: ipnet::IpNet = prefix.parse().map_err(|_| AnycastError::BadPrefix {
+            prefix: prefix.clone(),
+        })?;
+        let costs = edges
+            .iter()
+            .map(|e| distance_km(*location, e.location))
+            .collect();
+        parsed.push(ClientNetwork { prefix: net, costs });
+    }
+    for (index, cost) in config.costs.iter().enumerate() {
+        let edge = edges
+            .iter()
+            .position(|e| e.name == cost.edge)
+            .ok_or_else(|| AnycastError::BadCost {
+                index,
+                reason: format!("no edge named {:?}", cost.edge),
+            })?;
+        let network = parsed
+            .iter_mut()
+            .find(|n| n.prefix.to_string() == cost.network)
+            .ok_or_else(|| AnycastError::BadCost {
+                index,
+                reason: format!("no client network {:?} in the networks table", cost.network),
+            })?;
+        network.costs[edge] = cost.cost;
+    }
+    Ok(parsed)
 }
 
 impl RoutingTable {
@@ -130,34 +169,7 @@ impl RoutingTable {
         if edges.is_empty() {
             return Err(AnycastError::NoEdges);
         }
-        let mut parsed = Vec::new();
-        for (prefix, location) in networks {
-            let net: ipnet::IpNet = prefix.parse().map_err(|_| AnycastError::BadPrefix {
-                prefix: prefix.clone(),
-            })?;
-            let costs = edges
-                .iter()
-                .map(|e| distance_km(*location, e.location))
-                .collect();
-            parsed.push(ClientNetwork { prefix: net, costs });
-        }
-        for (index, cost) in config.costs.iter().enumerate() {
-            let edge = edges
-                .iter()
-                .position(|e| e.name == cost.edge)
-                .ok_or_else(|| AnycastError::BadCost {
-                    index,
-                    reason: format!("no edge named {:?}", cost.edge),
-                })?;
-            let network = parsed
-                .iter_mut()
-                .find(|n| n.prefix.to_string() == cost.network)
-                .ok_or_else(|| AnycastError::BadCost {
-                    index,
-                    reason: format!("no client network {:?} in the networks table", cost.network),
-                })?;
-            network.costs[edge] = cost.cost;
-        }
+        let parsed = client_networks(config, &edges, networks)?;
         let default_costs = vec![1000; edges.len()];
         Ok(Self {
             edges: edges
@@ -169,26 +181,35 @@ impl RoutingTable {
                     health: Hysteresis::new(),
                 })
                 .collect(),
-            networks: parsed,
+            networks: ArcSwap::from_pointee(parsed),
             default_costs,
             first_failure: Mutex::new(HashMap::new()),
         })
     }
 
-    fn costs_for(&self, source: IpAddr) -> (&[u32], Option<&ipnet::IpNet>) {
+    /// Changes the costs (an operator draining an edge by raising its cost, say) without
+    /// touching open flows; the edges stay those the table was built with.
+    pub fn update_costs(
+        &self,
+        config: &AnycastConfig,
+        networks: &[(String, [f64; 2])],
+    ) -> Result<(), AnycastError> {
+        let edges: Vec<AnycastEdge> = self.edges.iter().map(|e| e.edge.clone()).collect();
         self.networks
-            .iter()
-            .filter(|n| n.prefix.contains(&source))
-            .max_by_key(|n| n.prefix.prefix_len())
-            .map_or((&self.default_costs[..], None), |n| {
-                (&n.costs[..], Some(&n.prefix))
-            })
+            .store(Arc::new(client_networks(config, &edges, networks)?));
+        Ok(())
     }
 
     /// The edge a flow from `source` reaches: the lowest-cost announcing edge; equal costs are
     /// split by a hash of the flow (ECMP). `None` when no edge announces.
     pub fn route(&self, source: SocketAddr, destination_port: u16) -> Option<usize> {
-        let (costs, _) = self.costs_for(source.ip());
+        let networks = self.networks.load();
+        let source_ip = source.ip().to_canonical();
+        let costs = networks
+            .iter()
+            .filter(|n| n.prefix.contains(&source_ip))
+            .max_by_key(|n| n.prefix.prefix_len())
+            .map_or(&self.default_costs[..], |n| &n.costs[..]);
         let best = self
             .edges
             .iter()
@@ -221,7 +242,7 @@ impl RoutingTable {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let names: Vec<&str> = self.edges.iter().map(|e| e.edge.name.as_str()).collect();
-        for network in &self.networks {
+        for network in self.networks.load().iter() {
             let winner = self
                 .route(SocketAddr::new(network.prefix.network(), 0), 0)
                 .map_or("(none: no edge announces)", |i| names[i]);
@@ -242,17 +263,9 @@ impl RoutingTable {
     }
 }
 
-/// Great-circle distance in km (haversine), rounded: the default path cost.
+/// Great-circle distance in km, rounded: the default path cost.
 pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> u32 {
-    let (lat1, lon1, lat2, lon2) = (
-        a[0].to_radians(),
-        a[1].to_radians(),
-        b[0].to_radians(),
-        b[1].to_radians(),
-    );
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
-        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
-    (2.0 * 6371.0 * h.sqrt().asin()).round() as u32
+    crate::geo::haversine_km(a, b).round() as u32
 }
 
 /// Accepts connections on `listener` and forwards each, at layer 4, to the edge the routing

@@ -113,14 +113,32 @@ impl Outpost {
         &self.nodes[node].admin
     }
 
+    /// The config file `up` was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir
+            .as_ref()
+            .expect("started with Outpost::up")
+            .path()
+            .join("outpost.toml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
