@@ -1,23 +1,29 @@
-//! Wire handling: the hickory `RequestHandler` and [`serve`].
+//! Wire handling: [`serve`], with Outpost's own UDP loop and the hickory `RequestHandler` for
+//! TCP; both put the same [`Reply`] on the wire.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+    emit_message_parts,
+};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::Server;
-use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::config::DnsError;
-use crate::geo::{GeoDns, Located, Lookup};
+use crate::geo::{GeoDns, Lookup};
 use crate::rate_limit::Verdict;
 
 /// The UDP payload size we advertise in our own OPT record.
@@ -25,25 +31,60 @@ const OUR_MAX_PAYLOAD: u16 = 1232;
 /// Idle timeout of TCP connections.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves DNS on the given sockets until `shutdown` resolves (UDP and TCP, via
-/// `hickory_server::Server`).
+/// How many tasks answer UDP queries (each reads the shared socket in turn).
+fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
+
+/// Serves DNS on the given sockets until `shutdown` resolves: UDP on Outpost's own loop (one
+/// task per core, no task or channel per query), TCP through `hickory_server::Server`.
 pub async fn serve(
     dns: Arc<GeoDns>,
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DnsError> {
-    let mut server = Server::new(Shared(dns));
-    server.register_socket(udp);
+    let mut server = Server::new(Shared(dns.clone()));
     server.register_listener(tcp, TCP_TIMEOUT, 64);
     let token = server.shutdown_token().clone();
+    let (stop, stopped) = watch::channel(false);
     let trigger = tokio::spawn(async move {
         shutdown.await;
+        let _ = stop.send(true);
         token.cancel();
     });
+    let udp = Arc::new(udp);
+    let mut udp_tasks = JoinSet::new();
+    for _ in 0..udp_workers() {
+        udp_tasks.spawn(serve_udp(dns.clone(), udp.clone(), stopped.clone()));
+    }
     let result = server.block_until_done().await;
     trigger.abort();
+    udp_tasks.shutdown().await;
     result.map_err(|e| DnsError::Server(e.to_string()))
+}
+
+async fn serve_udp(dns: Arc<GeoDns>, socket: Arc<UdpSocket>, mut stop: watch::Receiver<bool>) {
+    let mut packet = vec![0u8; 4096];
+    let mut reply = Vec::with_capacity(usize::from(OUR_MAX_PAYLOAD));
+    loop {
+        let (len, source) = tokio::select! {
+            received = socket.recv_from(&mut packet) => match received {
+                Ok(received) => received,
+                Err(error) => {
+                    debug!(%error, "DNS UDP receive failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        reply.clear();
+        if dns.answer_udp(&packet[..len], source.ip(), &mut reply)
+            && let Err(error) = socket.send_to(&reply, source).await
+        {
+            debug!(%error, %source, "DNS UDP send failed");
+        }
+    }
 }
 
 /// `Server` wants to own its handler; this shares the caller's `GeoDns`.
@@ -62,48 +103,104 @@ impl RequestHandler for Shared {
     }
 }
 
+/// The single question of a query, as the zone logic sees it.
+struct Question {
+    name: LowerName,
+    qtype: RecordType,
+    class: DNSClass,
+}
+
+/// One query, whatever transport it came over.
+struct Query<'a> {
+    metadata: &'a Metadata,
+    /// `None` unless the query asks exactly one question.
+    question: Option<Question>,
+    edns: Option<&'a Edns>,
+    source: IpAddr,
+}
+
+/// The reply to one query, before it is encoded.
+struct Reply {
+    metadata: Metadata,
+    lookup: Option<Lookup>,
+    edns: Option<Edns>,
+}
+
+/// Encodes a reply into `out`; false if it cannot be encoded.
+fn emit(
+    out: &mut Vec<u8>,
+    metadata: &Metadata,
+    queries: &[hickory_proto::op::Query],
+    lookup: Option<&Lookup>,
+    edns: Option<&Edns>,
+) -> bool {
+    let none: &[Record] = &[];
+    let (answers, authorities, additionals) = lookup.map_or((none, none, none), |l| {
+        (&l.answers[..], &l.authorities[..], &l.additionals[..])
+    });
+    let mut encoder = BinEncoder::new(out);
+    emit_message_parts(
+        metadata,
+        &mut queries.iter(),
+        &mut answers.iter(),
+        &mut authorities.iter(),
+        &mut additionals.iter(),
+        edns,
+        None,
+        &mut encoder,
+    )
+    .is_ok()
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for GeoDns {
+    /// TCP queries (UDP has its own loop, [`GeoDns::answer_udp`]).
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let udp = request.protocol() == Protocol::Udp;
-        self.metrics.query(
-            request.queries.queries().first().map(|q| q.query_type()),
-            udp,
-        );
-        if udp && let Some(limiter) = &self.limiter {
-            match limiter.check(request.src().ip(), Instant::now()) {
-                Verdict::Answer => {}
-                verdict => {
-                    let slipped = verdict == Verdict::Slip;
-                    self.metrics.rate_limited(slipped);
-                    let mut metadata = Metadata::response_from_request(&request.metadata);
-                    if slipped {
-                        // Empty and truncated: a real client retries over TCP.
-                        metadata.truncation = true;
-                        let builder = MessageResponseBuilder::from_message_request(request);
-                        if let Err(error) = response_handle
-                            .send_response(builder.build_no_records(metadata))
-                            .await
-                        {
-                            debug!(%error, "failed to send a slipped answer");
-                        }
-                    }
-                    return ResponseInfo::from(Header {
-                        metadata,
-                        counts: HeaderCounts::default(),
-                    });
-                }
-            }
+        let queries = request.queries.queries();
+        self.metrics
+            .query(queries.first().map(|q| q.query_type()), false);
+        let question = match queries {
+            [query] => Some(Question {
+                name: query.name().clone(),
+                qtype: query.query_type(),
+                class: query.query_class(),
+            }),
+            _ => None,
+        };
+        let reply = self.reply(&Query {
+            metadata: &request.metadata,
+            question,
+            edns: request.edns.as_ref(),
+            source: request.src().ip(),
+        });
+        self.metrics.response(reply.metadata.response_code);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &reply.edns {
+            builder.edns(edns);
         }
-        match self.respond(request, &mut response_handle).await {
-            Ok(info) => {
-                self.metrics.response(info.response_code);
-                info
+        let sent = match &reply.lookup {
+            Some(lookup) => {
+                let response = builder.build(
+                    reply.metadata,
+                    lookup.answers.iter(),
+                    lookup.authorities.iter(),
+                    std::iter::empty::<&Record>(),
+                    lookup.additionals.iter(),
+                );
+                response_handle.send_response(response).await
             }
+            None => {
+                response_handle
+                    .send_response(builder.build_no_records(reply.metadata))
+                    .await
+            }
+        };
+        match sent {
+            Ok(info) => info,
             Err(error) => {
                 warn!(%error, src = %request.src(), "failed to send DNS response");
                 let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -118,23 +215,103 @@ impl RequestHandler for GeoDns {
 }
 
 impl GeoDns {
-    async fn respond<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        response_handle: &mut R,
-    ) -> Result<ResponseInfo, NetError> {
-        let ecs = request
+    /// Answers one UDP datagram into `out`; false when nothing is to be sent (a response, an
+    /// unreadable header, or a query over its network's rate).
+    pub(crate) fn answer_udp(&self, packet: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+        let message = match Message::from_vec(packet) {
+            Ok(message) => message,
+            Err(_) => {
+                // A readable query header gets FORMERR; anything less gets silence.
+                let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+                    return false;
+                };
+                if header.metadata.message_type != MessageType::Query {
+                    return false;
+                }
+                self.metrics.query(None, true);
+                self.metrics.response(ResponseCode::FormErr);
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                return emit(out, &metadata, &[], None, None);
+            }
+        };
+        if message.metadata.message_type != MessageType::Query {
+            // Never answer a response: no loops between servers.
+            return false;
+        }
+        self.metrics
+            .query(message.queries.first().map(|q| q.query_type()), true);
+        if let Some(limiter) = &self.limiter {
+            match limiter.check(source, Instant::now()) {
+                Verdict::Answer => {}
+                Verdict::Drop => {
+                    self.metrics.rate_limited(false);
+                    return false;
+                }
+                Verdict::Slip => {
+                    // Empty and truncated: a real client retries over TCP.
+                    self.metrics.rate_limited(true);
+                    let mut metadata = Metadata::response_from_request(&message.metadata);
+                    metadata.truncation = true;
+                    return emit(out, &metadata, &message.queries, None, None);
+                }
+            }
+        }
+        let question = match &message.queries[..] {
+            [query] => Some(Question {
+                name: LowerName::new(query.name()),
+                qtype: query.query_type(),
+                class: query.query_class(),
+            }),
+            _ => None,
+        };
+        let mut reply = self.reply(&Query {
+            metadata: &message.metadata,
+            question,
+            edns: message.edns.as_ref(),
+            source,
+        });
+        self.metrics.response(reply.metadata.response_code);
+        // Never more than the client asked for, nor more than the size that avoids
+        // fragmentation: no amplification beyond what the question invites.
+        let limit = usize::from(message.max_payload().clamp(512, OUR_MAX_PAYLOAD));
+        let fitted = emit(
+            out,
+            &reply.metadata,
+            &message.queries,
+            reply.lookup.as_ref(),
+            reply.edns.as_ref(),
+        ) && out.len() <= limit;
+        if !fitted {
+            // No records at all rather than some: a client never mistakes a partial RRset
+            // for the whole; it retries over TCP.
+            debug!(%source, size = out.len(), "truncating UDP answer");
+            out.clear();
+            reply.metadata.truncation = true;
+            return emit(
+                out,
+                &reply.metadata,
+                &message.queries,
+                None,
+                reply.edns.as_ref(),
+            );
+        }
+        true
+    }
+
+    /// The reply to one query: response code, records and our OPT record.
+    fn reply(&self, query: &Query<'_>) -> Reply {
+        let ecs = query
             .edns
-            .as_ref()
             .and_then(|edns| match edns.option(EdnsCode::Subnet) {
                 Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
                 _ => None,
             });
 
-        let (rcode, lookup) = self.decide(request, ecs);
+        let (rcode, lookup) = self.decide(query, ecs);
 
         // Our OPT record, only when the client sent one (RFC 6891).
-        let edns = request.edns.as_ref().map(|_| {
+        let edns = query.edns.map(|_| {
             let mut edns = Edns::new();
             edns.set_max_payload(OUR_MAX_PAYLOAD);
             if let Some(ecs) = ecs {
@@ -155,90 +332,42 @@ impl GeoDns {
             edns
         });
 
-        let builder = || {
-            let mut builder = MessageResponseBuilder::from_message_request(request);
-            if let Some(edns) = &edns {
-                builder.edns(edns);
-            }
-            builder
-        };
-
-        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let mut metadata = Metadata::response_from_request(query.metadata);
         metadata.response_code = rcode;
-        let Some(lookup) = lookup else {
-            return response_handle
-                .send_response(builder().build_no_records(metadata))
-                .await;
-        };
-        metadata.authoritative = true;
-
-        let build = |metadata: Metadata| {
-            builder().build(
-                metadata,
-                lookup.answers.iter(),
-                lookup.authorities.iter(),
-                std::iter::empty::<&Record>(),
-                lookup.additionals.iter(),
-            )
-        };
-
-        if request.protocol() == Protocol::Udp {
-            // hickory truncates by dropping the records that no longer fit; we send none at
-            // all, so a client never mistakes a partial RRset for the whole.
-            let mut buf = Vec::with_capacity(512);
-            let mut encoder = BinEncoder::new(&mut buf);
-            // Never more than the client asked for, nor more than the size that avoids
-            // fragmentation: no amplification beyond what the question invites.
-            let limit = request.max_payload().clamp(512, OUR_MAX_PAYLOAD);
-            let fits = match build(metadata).destructive_emit(&mut encoder) {
-                Ok(_) => buf.len() <= usize::from(limit),
-                Err(_) => false,
-            };
-            if !fits {
-                debug!(src = %request.src(), size = buf.len(), "truncating UDP answer");
-                metadata.truncation = true;
-                return response_handle
-                    .send_response(builder().build_no_records(metadata))
-                    .await;
-            }
+        metadata.authoritative = lookup.is_some();
+        Reply {
+            metadata,
+            lookup,
+            edns,
         }
-        response_handle.send_response(build(metadata)).await
     }
 
     /// The response code, and the records when the question is ours to answer.
     fn decide(
         &self,
-        request: &Request,
+        query: &Query<'_>,
         ecs: Option<ClientSubnet>,
     ) -> (ResponseCode, Option<Lookup>) {
-        if request.metadata.message_type != MessageType::Query {
-            return (ResponseCode::FormErr, None);
-        }
-        if request.metadata.op_code != OpCode::Query {
+        if query.metadata.op_code != OpCode::Query {
             return (ResponseCode::NotImp, None);
         }
-        let [query] = request.queries.queries() else {
+        let Some(question) = &query.question else {
             return (ResponseCode::FormErr, None);
         };
-        let qtype = query.query_type();
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        if matches!(question.qtype, RecordType::AXFR | RecordType::IXFR) {
             return (ResponseCode::Refused, None);
         }
-        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+        if !matches!(question.class, DNSClass::IN | DNSClass::ANY) {
             return (ResponseCode::Refused, None);
         }
-        if !self.origin.zone_of(query.name()) {
+        if !self.origin.zone_of(&question.name) {
             return (ResponseCode::Refused, None);
         }
-        let located = self.client_location(request, ecs);
-        let lookup = self.lookup(query.name(), qtype, located);
-        (lookup.rcode, Some(lookup))
-    }
-
-    fn client_location(&self, request: &Request, ecs: Option<ClientSubnet>) -> Located {
-        match ecs {
+        let located = match ecs {
             Some(ecs) if ecs.source_prefix() > 0 => self.locate(ecs.addr(), ecs.source_prefix()),
-            _ => self.locate(request.src().ip(), 128),
-        }
+            _ => self.locate(query.source, 128),
+        };
+        let lookup = self.lookup(&question.name, question.qtype, located);
+        (lookup.rcode, Some(lookup))
     }
 }
