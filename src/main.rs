@@ -1,11 +1,13 @@
 //! `outpost`: the command line of the Outpost CDN. Argument parsing and wiring only; every
 //! node role lives in its own crate.
 
+mod admin;
 mod config;
 mod nodes;
 mod purge;
 mod routing;
 mod tls;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ enum Command {
     Origin(OriginArgs),
     /// Purge URLs or tags on every edge and parent of the topology.
     Purge(purge::PurgeArgs),
+    /// Deploy, list and remove Wasm edge workers (wasi:http/proxy components) on every edge.
+    Workers(workers::WorkersArgs),
     /// Check a topology file and report what it describes.
     Validate(ValidateArgs),
     /// Show where the local certificate authority is and how to trust it (creating it if
@@ -171,6 +175,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Parent(args) => node(args, Role::Parent).await,
         Command::Origin(args) => origin(args).await,
         Command::Purge(args) => purge::run(args).await,
+        Command::Workers(args) => workers::run(args).await,
         Command::Dns(args) => {
             let topology = load_or_default(args.config.as_deref())?;
             let edges = routing::configured_edges(&topology);
@@ -241,6 +246,7 @@ fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
         health: topology.health.clone(),
         limits: topology.limits.limits(true),
         shutdown: shutdown.clone(),
+        workers: None,
     }
 }
 
@@ -265,6 +271,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     if topology.origin.shielded {
         shared.shield = Some(std::sync::Arc::new(tls::Shield::new(&state_dir)?));
+    }
+    if !topology.edges.is_empty() {
+        shared.workers = Some(nodes::WorkersSetup::new(&state_dir)?);
     }
     if topology.admin.tls {
         shared.admin_tls = Some(tls::terminator(tls::admin_settings(
@@ -341,7 +350,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             bound,
             targets,
             Some(origin_url.clone()),
-        );
+            settings.location,
+        )?;
     }
     routing::start_dns(&mut tasks, &topology, &places, &shutdown).await?;
     routing::start_anycast(
@@ -427,7 +437,15 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
                     .await?
                     .with_https(settings.https)
                     .await?;
-                nodes::start_edge(&mut tasks, &shared, bound, targets, Some(origin_url));
+                shared.workers = Some(nodes::WorkersSetup::new(&topology.tls.state_dir)?);
+                nodes::start_edge(
+                    &mut tasks,
+                    &shared,
+                    bound,
+                    targets,
+                    Some(origin_url),
+                    settings.location,
+                )?;
             }
             Role::Parent => {
                 let settings = topology
@@ -464,7 +482,9 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     });
     let bound = Bound::bind(&name, args.listen, args.admin).await?;
     match role {
-        Role::Edge => nodes::start_edge(&mut tasks, &shared, bound, Vec::new(), Some(upstream)),
+        Role::Edge => {
+            nodes::start_edge(&mut tasks, &shared, bound, Vec::new(), Some(upstream), None)?
+        }
         Role::Parent => nodes::start_parent(&mut tasks, &shared, bound, upstream),
     }
     wait_and_drain(shutdown, tasks).await

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use outpost_cache::{CacheConfig, HttpClient};
 use outpost_edge::{HealthCheck, ParentSet, ParentTarget};
 use outpost_origin::{Origin, OriginConfig};
-use outpost_server::admin::{Admin, Purge, Registry};
+use outpost_server::admin::{Admin, AdminExtension, Purge, Registry};
 use outpost_server::tls::TlsTerminator;
 use outpost_server::{Body, Handler, Limits, Peer, Shutdown};
 use prometheus_client::metrics::counter::Counter;
@@ -112,6 +112,30 @@ pub struct Shared {
     pub health: HealthCheck,
     pub limits: Limits,
     pub shutdown: Shutdown,
+    /// Edge workers: the process's wasm runtime and the directory deployed workers are kept
+    /// in (one subdirectory per edge). `None`: edges run no workers.
+    pub workers: Option<WorkersSetup>,
+}
+
+/// What every edge of the process shares to run workers.
+#[derive(Clone)]
+pub struct WorkersSetup {
+    pub runtime: Arc<outpost_workers::Runtime>,
+    pub dir: std::path::PathBuf,
+}
+
+impl WorkersSetup {
+    /// The runtime, caching compiled code under `state_dir/wasm-cache`, and workers kept under
+    /// `state_dir/workers`.
+    pub fn new(state_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let cache = std::path::absolute(state_dir.join("wasm-cache"))?;
+        std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+        let runtime = outpost_workers::Runtime::new(Some(&cache)).context("workers")?;
+        Ok(Self {
+            runtime,
+            dir: state_dir.join("workers"),
+        })
+    }
 }
 
 impl Shared {
@@ -144,13 +168,13 @@ fn serve_admin(
     admin: TcpListener,
     registry: Registry,
     purge: Option<Arc<dyn Purge>>,
+    extension: Option<Arc<dyn AdminExtension>>,
 ) {
-    let handler = Arc::new(Admin::new(
-        name,
-        shared.token.clone(),
-        Arc::new(registry),
-        purge,
-    ));
+    let mut handler = Admin::new(name, shared.token.clone(), Arc::new(registry), purge);
+    if let Some(extension) = extension {
+        handler = handler.with_extension(extension);
+    }
+    let handler = Arc::new(handler);
     let tls = shared.admin_tls.clone();
     spawn_listener(tasks, shared, name, admin, tls, handler, false);
 }
@@ -179,22 +203,50 @@ fn spawn_listener<H: Handler>(
     };
 }
 
-/// Starts an edge pulling through `parents`, with `origin` as the last resort.
+/// Starts an edge pulling through `parents`, with `origin` as the last resort, and its
+/// workers in front when the process runs workers.
 pub fn start_edge(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
     bound: Bound,
     parents: Vec<ParentTarget>,
     origin: Option<http::Uri>,
-) {
+    location: Option<[f64; 2]>,
+) -> anyhow::Result<()> {
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
     bound.announce("edge");
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
+    let origin_hosts = origin
+        .as_ref()
+        .and_then(|uri| uri.host())
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     let set = ParentSet::new(&bound.name, parents, origin, client);
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
+    let workers = match &shared.workers {
+        Some(setup) => {
+            let metrics = outpost_workers::WorkersMetrics::default();
+            metrics.register(&mut registry);
+            Some(
+                outpost_workers::Workers::open(
+                    setup.runtime.clone(),
+                    Some(setup.dir.join(&bound.name)),
+                    outpost_workers::EdgeInfo {
+                        name: bound.name.clone(),
+                        location,
+                        origin_hosts,
+                    },
+                    metrics,
+                )
+                .with_context(|| format!("{}: workers", bound.name))?,
+            )
+        }
+        None => None,
+    };
     serve_admin(
         tasks,
         shared,
@@ -202,29 +254,60 @@ pub fn start_edge(
         bound.admin,
         registry,
         Some(Arc::new(edge.clone())),
+        workers
+            .clone()
+            .map(|w| Arc::new(outpost_workers::WorkersAdmin(w)) as Arc<dyn AdminExtension>),
     );
     let https_port = bound
         .https
         .as_ref()
         .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port());
-    let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-        edge,
-        &shared.host_policies,
-        https_port.unwrap_or(443),
-    ));
-    if let (Some(https), Some(tls)) = (bound.https, &shared.edge_tls) {
+        .map(|a| a.port())
+        .unwrap_or(443);
+    let name = bound.name.clone();
+    let listeners = (bound.data, bound.https);
+    match workers {
+        Some(workers) => {
+            let front = outpost_workers::WorkerFront::new(workers, Arc::new(edge));
+            let handler = Arc::new(outpost_edge::HttpsPolicy::new(
+                front,
+                &shared.host_policies,
+                https_port,
+            ));
+            spawn_edge_listeners(tasks, shared, &name, listeners, handler);
+        }
+        None => {
+            let handler = Arc::new(outpost_edge::HttpsPolicy::new(
+                edge,
+                &shared.host_policies,
+                https_port,
+            ));
+            spawn_edge_listeners(tasks, shared, &name, listeners, handler);
+        }
+    }
+    Ok(())
+}
+
+/// An edge's plain and HTTPS data listeners, both serving `handler`.
+fn spawn_edge_listeners<H: Handler>(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    name: &str,
+    (data, https): (TcpListener, Option<TcpListener>),
+    handler: Arc<H>,
+) {
+    if let (Some(https), Some(tls)) = (https, &shared.edge_tls) {
         spawn_listener(
             tasks,
             shared,
-            &bound.name,
+            name,
             https,
             Some(tls.clone()),
             handler.clone(),
             true,
         );
     }
-    spawn_listener(tasks, shared, &bound.name, bound.data, None, handler, true);
+    spawn_listener(tasks, shared, name, data, None, handler, true);
 }
 
 /// Starts a parent pulling from `origin`.
@@ -242,6 +325,7 @@ pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, orig
         bound.admin,
         registry,
         Some(Arc::new(parent.clone())),
+        None,
     );
     spawn_listener(
         tasks,
@@ -275,7 +359,15 @@ pub fn start_origin(
         "Requests the origin answered",
         requests.clone(),
     );
-    serve_admin(tasks, shared, &bound.name, bound.admin, registry, None);
+    serve_admin(
+        tasks,
+        shared,
+        &bound.name,
+        bound.admin,
+        registry,
+        None,
+        None,
+    );
     let handler = Arc::new(OriginService { origin, requests });
     spawn_listener(tasks, shared, &bound.name, bound.data, tls, handler, true);
     Ok(())

@@ -46,12 +46,25 @@ pub trait Purge: Send + Sync + 'static {
     }
 }
 
+/// More admin endpoints under one path prefix (edge workers' `/workers`, say). Every request
+/// to them needs the bearer token.
+pub trait AdminExtension: Send + Sync + 'static {
+    /// The path prefix it serves, e.g. `/workers`.
+    fn prefix(&self) -> &'static str;
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>>;
+}
+
 /// The admin handler of one node.
 pub struct Admin {
     node: String,
     token: Option<String>,
     registry: Arc<Registry>,
     purge: Option<Arc<dyn Purge>>,
+    extension: Option<Arc<dyn AdminExtension>>,
 }
 
 impl Admin {
@@ -67,7 +80,14 @@ impl Admin {
             token,
             registry,
             purge,
+            extension: None,
         }
+    }
+
+    /// Also serves `extension` under its prefix.
+    pub fn with_extension(mut self, extension: Arc<dyn AdminExtension>) -> Self {
+        self.extension = Some(extension);
+        self
     }
 
     fn authorized(&self, request: &Request<Body>) -> bool {
@@ -152,6 +172,23 @@ impl Admin {
 
 impl Handler for Admin {
     async fn handle(&self, request: Request<Body>, _peer: Peer) -> Response<Body> {
+        if let Some(extension) = &self.extension {
+            let path = request.uri().path();
+            let prefix = extension.prefix();
+            if path == prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            {
+                if !self.authorized(&request) {
+                    return body::text(
+                        StatusCode::UNAUTHORIZED,
+                        "a valid bearer token is required",
+                    );
+                }
+                return extension.handle(request).await;
+            }
+        }
         match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/health") => body::text(StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),

@@ -75,6 +75,7 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 let outgoing = wasi::http::types::OutgoingRequest::new(wasi::http::types::Fields::new());
                 let _ = outgoing.set_authority(Some("example.com"));
                 let _ = outgoing.set_scheme(Some(&wasi::http::types::Scheme::Http));
+                let _ = outgoing.set_path_with_query(Some("/"));
                 let result = wasi::http::outgoing_handler::handle(outgoing, None).and_then(|pending| {
                     pending.subscribe().block();
                     pending.get().unwrap().unwrap()

@@ -1,0 +1,135 @@
+//! Talking to the nodes' admin listeners from the CLI (`purge`, `workers`): which nodes a
+//! topology has, the bearer token, and a client that verifies TLS admin listeners against the
+//! local CA.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use http_body_util::BodyExt;
+use outpost_cache::{HttpClient, UpstreamTimeouts};
+
+use crate::config::Topology;
+
+/// Where the admin listeners are and how to authenticate.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Topology whose nodes to address; default: the built-in topology.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Admin URLs to address instead of the topology's nodes (`http://host:port`); repeatable.
+    #[arg(long = "admin", value_name = "URL")]
+    pub admin: Vec<String>,
+    /// CA that signed the admin certificates, for https admin URLs; default: the local CA in
+    /// the config's state directory.
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
+    /// Bearer token; default: the topology's admin.token [env: OUTPOST_ADMIN_TOKEN].
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Which nodes of the topology a command addresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nodes {
+    Edges,
+    EdgesAndParents,
+}
+
+/// A client for a set of admin listeners.
+pub struct AdminClient {
+    client: HttpClient,
+    token: String,
+    targets: Vec<(String, String)>,
+}
+
+impl AdminClient {
+    pub fn new(args: &AdminArgs, nodes: Nodes) -> anyhow::Result<Self> {
+        let topology = match &args.config {
+            Some(path) => Topology::load(path)?,
+            None => Topology::default_topology(),
+        };
+        let scheme = if topology.admin.tls { "https" } else { "http" };
+        let targets: Vec<(String, String)> = if args.admin.is_empty() {
+            let parents = topology
+                .parents
+                .iter()
+                .filter(|_| nodes == Nodes::EdgesAndParents)
+                .map(|p| (p.name.clone(), p.admin));
+            topology
+                .edges
+                .iter()
+                .map(|e| (e.name.clone(), e.admin))
+                .chain(parents)
+                .map(|(name, admin)| (name, format!("{scheme}://{admin}")))
+                .collect()
+        } else {
+            args.admin
+                .iter()
+                .map(|url| (url.clone(), url.trim_end_matches('/').to_owned()))
+                .collect()
+        };
+        let token = args
+            .token
+            .clone()
+            .or(topology.admin.token.clone())
+            .context("no admin token: pass --token or set admin.token in the config")?;
+        let cacert = args
+            .cacert
+            .clone()
+            .unwrap_or_else(|| topology.tls.state_dir.join("ca.pem"));
+        let timeouts = UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            // A deploy compiles the component before it answers.
+            first_byte: Duration::from_secs(120),
+        };
+        let client = if cacert.exists() {
+            let config = crate::tls::trusting(&cacert)?.with_no_client_auth();
+            HttpClient::with_tls(timeouts, config)
+        } else {
+            HttpClient::new(timeouts)
+        };
+        Ok(Self {
+            client,
+            token,
+            targets,
+        })
+    }
+
+    /// (name, admin URL) of each node addressed.
+    pub fn targets(&self) -> &[(String, String)] {
+        &self.targets
+    }
+
+    /// Sends one request to the admin listener at `admin`; returns its status and body.
+    pub async fn send(
+        &self,
+        admin: &str,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+        let base: http::Uri = admin
+            .parse()
+            .with_context(|| format!("{admin}: not a URL"))?;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(
+                http::header::HOST,
+                base.authority().map_or("admin", |a| a.as_str()),
+            )
+            .body(outpost_server::body::full(body))?;
+        let response = self.client.send_to(&base, request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}

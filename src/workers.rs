@@ -1,0 +1,232 @@
+//! `outpost workers`: deploy a wasi:http/proxy component to every edge (like `wrangler deploy`
+//! or `spin deploy`), list what runs where, and remove a worker.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use outpost_workers::{WorkerSpec, WorkerSummary};
+
+use crate::admin::{AdminArgs, AdminClient, Nodes};
+
+#[derive(Args)]
+pub struct WorkersArgs {
+    #[command(subcommand)]
+    command: WorkersCommand,
+}
+
+#[derive(Subcommand)]
+enum WorkersCommand {
+    /// Validate a component and make it live on every edge, without a restart.
+    Deploy(DeployArgs),
+    /// Show which workers run on which edge.
+    List(ListArgs),
+    /// Take a worker off every edge.
+    Remove(RemoveArgs),
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The component (.wasm) exporting wasi:http/incoming-handler, e.g. built with
+    /// `cargo build --target wasm32-wasip2`.
+    file: PathBuf,
+    /// The worker's name: a-z, 0-9 and '-'.
+    #[arg(long)]
+    name: String,
+    /// A route such as `www.outpost.test/api/*` or `*.outpost.test/*`; repeatable.
+    #[arg(long = "route", value_name = "PATTERN", required = true)]
+    routes: Vec<String>,
+    /// A configuration value or secret for the worker (environment and wasi:config); never
+    /// logged; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Memory cap of one instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory: u32,
+    /// CPU time one request may use, in milliseconds.
+    #[arg(long = "cpu-ms", default_value_t = 50)]
+    cpu_ms: u32,
+    /// Instances running at once (more requests wait in a queue).
+    #[arg(long = "max-concurrent", default_value_t = 64)]
+    max_concurrent: u32,
+    /// Outbound requests one invocation may make.
+    #[arg(long = "max-outbound", default_value_t = 8)]
+    max_outbound: u32,
+    /// A host outbound requests may reach (default: the hosts of the routes and the origin);
+    /// `*.example.test` allows subdomains; repeatable.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct RemoveArgs {
+    /// The worker to remove.
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
+    match args.command {
+        WorkersCommand::Deploy(args) => deploy(args).await,
+        WorkersCommand::List(args) => list(args).await,
+        WorkersCommand::Remove(args) => remove(args).await,
+    }
+}
+
+async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let component =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let mut spec = WorkerSpec::new(args.name, args.routes);
+    for pair in &args.env {
+        let (key, value) = pair.split_once('=').with_context(|| {
+            format!(
+                "--env {key}: expected KEY=VALUE",
+                key = pair.split('=').next().unwrap_or_default()
+            )
+        })?;
+        spec.env.insert(key.to_owned(), value.to_owned());
+    }
+    spec.memory_mib = args.memory;
+    spec.cpu_ms = args.cpu_ms;
+    spec.max_concurrent = args.max_concurrent;
+    spec.max_outbound = args.max_outbound;
+    spec.allowed_hosts = args.allow_hosts;
+    spec.validate()?;
+    // Refuse here what every edge would refuse: not a component, the wrong world, no compile.
+    let runtime = outpost_workers::Runtime::new(None)?;
+    runtime
+        .validate(&component)
+        .with_context(|| format!("{}", args.file.display()))?;
+
+    let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
+    let body = outpost_workers::deploy_body(&spec, &component);
+    let path = format!("/workers/{}", spec.name);
+    let mut failures = 0;
+    for (name, url) in admin.targets() {
+        match admin
+            .send(
+                url,
+                http::Method::PUT,
+                &path,
+                "application/vnd.outpost.worker",
+                body.clone(),
+            )
+            .await
+        {
+            Ok((status, reply)) if status.is_success() => {
+                println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
+            }
+            Ok((status, reply)) => {
+                failures += 1;
+                eprintln!(
+                    "{name}: deploy refused: {status} {}",
+                    String::from_utf8_lossy(&reply).trim()
+                );
+            }
+            Err(error) => {
+                failures += 1;
+                eprintln!("{name}: deploy failed: {error:#}");
+            }
+        }
+    }
+    let total = admin.targets().len();
+    if failures > 0 {
+        bail!(
+            "{} deployed on {} of {total} edges",
+            spec.name,
+            total - failures
+        );
+    }
+    println!("{} deployed on {total} edges", spec.name);
+    Ok(())
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
+    let mut failures = 0;
+    for (name, url) in admin.targets() {
+        match admin
+            .send(
+                url,
+                http::Method::GET,
+                "/workers",
+                "application/json",
+                Vec::new(),
+            )
+            .await
+        {
+            Ok((status, reply)) if status.is_success() => {
+                let workers: Vec<WorkerSummary> = serde_json::from_slice(&reply)
+                    .with_context(|| format!("{name}: reading the worker list"))?;
+                if workers.is_empty() {
+                    println!("{name}: no workers");
+                }
+                for worker in workers {
+                    println!(
+                        "{name}: {} routes={} memory={}MiB cpu={}ms env=[{}]",
+                        worker.name,
+                        worker.routes.join(","),
+                        worker.memory_mib,
+                        worker.cpu_ms,
+                        worker.env_keys.join(",")
+                    );
+                }
+            }
+            Ok((status, reply)) => {
+                failures += 1;
+                eprintln!(
+                    "{name}: {status} {}",
+                    String::from_utf8_lossy(&reply).trim()
+                );
+            }
+            Err(error) => {
+                failures += 1;
+                eprintln!("{name}: {error:#}");
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} edges did not answer");
+    }
+    Ok(())
+}
+
+async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
+    let path = format!("/workers/{}", args.name);
+    let mut failures = 0;
+    for (name, url) in admin.targets() {
+        match admin
+            .send(url, http::Method::DELETE, &path, "text/plain", Vec::new())
+            .await
+        {
+            Ok((status, reply)) if status.is_success() => {
+                println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
+            }
+            Ok((status, reply)) => {
+                failures += 1;
+                eprintln!(
+                    "{name}: {status} {}",
+                    String::from_utf8_lossy(&reply).trim()
+                );
+            }
+            Err(error) => {
+                failures += 1;
+                eprintln!("{name}: {error:#}");
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{} not removed from {failures} edges", args.name);
+    }
+    Ok(())
+}

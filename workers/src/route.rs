@@ -1,0 +1,251 @@
+//! Worker routes, as in Cloudflare: `host/path` patterns where the host may start with `*.`
+//! (any subdomain) or be `*` (any host), and the path may end in `*` (any suffix). The most
+//! specific matching route wins: an exact host before a wildcard host, then the longer path, an
+//! exact path before a prefix of the same length. Requests that match no route skip workers.
+
+use std::cmp::Reverse;
+use std::fmt;
+
+/// One parsed route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    host: HostPattern,
+    /// The path, without its trailing `*` when `prefix` is set.
+    path: String,
+    prefix: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    /// `*.example.test`: stored as `.example.test`.
+    Suffix(String),
+    Exact(String),
+}
+
+/// A route pattern that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "route {pattern:?}: {reason} (expected e.g. \"www.outpost.test/api/*\" or \"*.outpost.test/*\")"
+)]
+pub struct RouteError {
+    pub pattern: String,
+    pub reason: &'static str,
+}
+
+impl Route {
+    pub fn parse(pattern: &str) -> Result<Self, RouteError> {
+        let bad = |reason| RouteError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let trimmed = pattern.trim();
+        let without_scheme = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+            .unwrap_or(trimmed);
+        let (host, path) = match without_scheme.find('/') {
+            Some(slash) => without_scheme.split_at(slash),
+            None => return Err(bad("a route needs a path, at least \"/*\"")),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = match host.as_str() {
+            "" => return Err(bad("a route needs a host (or \"*\" for any)")),
+            "*" => HostPattern::Any,
+            h if h.starts_with("*.") => {
+                let rest = &h[1..];
+                if rest.len() < 2 || rest[1..].contains('*') {
+                    return Err(bad("a wildcard host is \"*.\" followed by a domain"));
+                }
+                HostPattern::Suffix(rest.to_owned())
+            }
+            h if h.contains('*') => return Err(bad("\"*\" may only start a host, as \"*.\"")),
+            h if h.contains(':') => return Err(bad("a route matches any port: leave it out")),
+            h => HostPattern::Exact(h.to_owned()),
+        };
+        let (path, prefix) = match path.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (path, false),
+        };
+        if path.contains('*') {
+            return Err(bad("\"*\" may only end a path"));
+        }
+        Ok(Self {
+            host,
+            path: path.to_owned(),
+            prefix,
+        })
+    }
+
+    /// Whether the route covers a request for `host` (no port) and `path`.
+    pub fn matches(&self, host: &str, path: &str) -> bool {
+        let host_ok = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
+            HostPattern::Exact(exact) => host.eq_ignore_ascii_case(exact),
+        };
+        host_ok
+            && if self.prefix {
+                path.starts_with(&self.path)
+            } else {
+                path == self.path
+            }
+    }
+
+    /// The host, when the route names one exactly.
+    pub fn host_name(&self) -> Option<&str> {
+        match &self.host {
+            HostPattern::Exact(host) => Some(host),
+            _ => None,
+        }
+    }
+
+    /// Orders routes most specific first.
+    fn specificity(&self) -> (u8, usize, bool, usize) {
+        let (host_rank, host_len) = match &self.host {
+            HostPattern::Exact(h) => (2, h.len()),
+            HostPattern::Suffix(s) => (1, s.len()),
+            HostPattern::Any => (0, 0),
+        };
+        (host_rank, host_len, !self.prefix, self.path.len())
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Any => f.write_str("*")?,
+            HostPattern::Suffix(s) => write!(f, "*{s}")?,
+            HostPattern::Exact(h) => f.write_str(h)?,
+        }
+        f.write_str(&self.path)?;
+        if self.prefix {
+            f.write_str("*")?;
+        }
+        Ok(())
+    }
+}
+
+/// Routes to targets (workers), most specific first.
+#[derive(Debug, Clone)]
+pub struct RouteTable<T> {
+    entries: Vec<(Route, T)>,
+}
+
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T> RouteTable<T> {
+    pub fn new(entries: impl IntoIterator<Item = (Route, T)>) -> Self {
+        let mut entries: Vec<(Route, T)> = entries.into_iter().collect();
+        // Stable: equal routes keep their insertion order.
+        entries.sort_by_key(|(route, _)| Reverse(route.specificity()));
+        Self { entries }
+    }
+
+    /// The most specific target for a request; `host` may carry a port.
+    pub fn find(&self, host: &str, path: &str) -> Option<&T> {
+        let host = strip_port(host);
+        self.entries
+            .iter()
+            .find(|(route, _)| route.matches(host, path))
+            .map(|(_, target)| target)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(patterns: &[&str]) -> RouteTable<String> {
+        RouteTable::new(
+            patterns
+                .iter()
+                .map(|p| (Route::parse(p).unwrap(), (*p).to_owned())),
+        )
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let t = table(&[
+            "*/*",
+            "*.outpost.test/*",
+            "www.outpost.test/*",
+            "www.outpost.test/api/*",
+            "www.outpost.test/api/login",
+        ]);
+        let find = |host, path| t.find(host, path).map(String::as_str);
+        assert_eq!(
+            find("www.outpost.test", "/api/login"),
+            Some("www.outpost.test/api/login")
+        );
+        assert_eq!(
+            find("www.outpost.test:8080", "/api/x"),
+            Some("www.outpost.test/api/*")
+        );
+        assert_eq!(find("WWW.outpost.test", "/"), Some("www.outpost.test/*"));
+        assert_eq!(find("img.outpost.test", "/a.png"), Some("*.outpost.test/*"));
+        assert_eq!(find("outpost.test", "/"), Some("*/*"));
+        assert_eq!(find("example.test", "/"), Some("*/*"));
+    }
+
+    #[test]
+    fn unmatched_requests_skip_workers() {
+        let t = table(&["www.outpost.test/api/*", "*.example.test/*"]);
+        assert_eq!(t.find("www.outpost.test", "/index.html"), None);
+        assert_eq!(t.find("example.test", "/"), None, "*. needs a subdomain");
+        assert_eq!(t.find("evilexample.test", "/"), None);
+        assert!(t.find("a.example.test", "/").is_some());
+        assert_eq!(
+            table(&["www.outpost.test/exact"]).find("www.outpost.test", "/exact/more"),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        for (pattern, reason) in [
+            ("www.outpost.test", "needs a path"),
+            ("/api/*", "needs a host"),
+            ("w*w.outpost.test/*", "only start a host"),
+            ("www.outpost.test/a*b", "only end a path"),
+            ("www.outpost.test:8080/*", "any port"),
+            ("*./x", "wildcard host"),
+        ] {
+            let error = Route::parse(pattern).unwrap_err();
+            assert!(error.to_string().contains(reason), "{pattern}: {error}");
+        }
+        assert_eq!(
+            Route::parse("https://www.outpost.test/api/*")
+                .unwrap()
+                .to_string(),
+            "www.outpost.test/api/*"
+        );
+    }
+}

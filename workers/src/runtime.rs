@@ -1,0 +1,142 @@
+//! The wasmtime engine every worker of a process shares: the pooling allocator with
+//! copy-on-write memory images (a fresh instance per request costs microseconds), epoch
+//! interruption ticking every millisecond (the CPU-time deadline), an on-disk cache of compiled
+//! code (a restart does not recompile), and the linker with WASI, wasi:http, wasi:config and
+//! wasi:keyvalue.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::error::DeployError;
+use crate::host::HostState;
+use crate::spec::MAX_MEMORY_MIB;
+
+/// One epoch tick; CPU-time limits are counted in ticks.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+/// Instances that may exist at once in the process (all workers together).
+const TOTAL_INSTANCES: u32 = 1000;
+
+/// The engine and linker shared by every worker of the process.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// An engine whose compiled code is cached in `cache_dir` (none with `None`).
+    pub fn new(cache_dir: Option<&Path>) -> Result<Arc<Self>, DeployError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.memory_init_cow(true);
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(TOTAL_INSTANCES)
+            .total_core_instances(TOTAL_INSTANCES * 4)
+            .total_memories(TOTAL_INSTANCES * 2)
+            .total_tables(TOTAL_INSTANCES * 4)
+            .total_stacks(TOTAL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        if let Some(dir) = cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache).map_err(|e| {
+                DeployError::Storage(format!("compiled-code cache in {}: {e}", dir.display()))
+            })?;
+            config.cache(Some(cache));
+        }
+        let engine =
+            Engine::new(&config).map_err(|e| DeployError::Compile(format!("engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        let link = |result: wasmtime::Result<()>| {
+            result.map_err(|e| DeployError::Compile(format!("linker: {e:#}")))
+        };
+        // Full WASI (guests built with std import wasi:cli too), then only the HTTP part.
+        link(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
+        link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            &mut linker,
+        ))?;
+        link(wasmtime_wasi_config::add_to_linker(
+            &mut linker,
+            HostState::config,
+        ))?;
+        link(crate::kv::add_to_linker(&mut linker, HostState::kv))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = engine.weak();
+        let ticking = stop.clone();
+        std::thread::Builder::new()
+            .name("outpost-epoch".to_owned())
+            .spawn(move || {
+                while !ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| DeployError::Compile(format!("epoch thread: {e}")))?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            stop,
+        }))
+    }
+
+    /// Checks that `bytes` is a wasi:http/proxy component that compiles and links here.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(), DeployError> {
+        self.compile(bytes).map(|_| ())
+    }
+
+    /// Checks that `bytes` is a wasi:http/proxy component and compiles it (from the cache when
+    /// it was compiled before), ready to instantiate per request.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<ProxyPre<HostState>, DeployError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| DeployError::Compile(format!("{e:#}")))?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if !exports
+            .iter()
+            .any(|name| name.starts_with("wasi:http/incoming-handler@0.2"))
+        {
+            return Err(DeployError::WrongWorld(if exports.is_empty() {
+                "it exports nothing".to_owned()
+            } else {
+                format!("it exports {}", exports.join(", "))
+            }));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| DeployError::Compile(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))
+    }
+}
+
+/// A component starts with `\0asm`, then version 0x0d and layer 1; a core module has version 1
+/// and layer 0.
+pub fn check_header(bytes: &[u8]) -> Result<(), DeployError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(DeployError::NotAComponent),
+        _ => Err(DeployError::NotWasm),
+    }
+}

@@ -1,0 +1,271 @@
+//! One deployed worker and one invocation of it: admission (a cap on concurrent instances and
+//! a bounded queue), a fresh instance per request from the pre-instantiated component, the
+//! limits (memory, CPU time, outbound requests), and the response handed to the client as the
+//! guest writes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use outpost_server::{Body, Peer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::error::InvokeError;
+use crate::host::{HostState, LogStream, Outbound, Pipeline, full};
+use crate::kv::KvStore;
+use crate::metrics::WorkerMetrics;
+use crate::route::Route;
+use crate::runtime::Runtime;
+use crate::spec::WorkerSpec;
+
+/// How long a request may wait in the queue for an instance.
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// A worker as it runs on one edge.
+pub struct Worker {
+    pub(crate) spec: WorkerSpec,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) name: Arc<str>,
+    pre: ProxyPre<HostState>,
+    runtime: Arc<Runtime>,
+    kv: Arc<KvStore>,
+    env: Vec<(String, String)>,
+    config: Vec<(String, String)>,
+    allowed_hosts: Arc<[String]>,
+    slots: Arc<Semaphore>,
+    queued: AtomicU32,
+    metrics: WorkerMetrics,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        spec: WorkerSpec,
+        routes: Vec<Route>,
+        pre: ProxyPre<HostState>,
+        runtime: Arc<Runtime>,
+        kv: Arc<KvStore>,
+        allowed_hosts: Vec<String>,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+        Self {
+            name: spec.name.as_str().into(),
+            config: env.clone(),
+            env,
+            slots: Arc::new(Semaphore::new(spec.max_concurrent as usize)),
+            queued: AtomicU32::new(0),
+            allowed_hosts: allowed_hosts.into(),
+            spec,
+            routes,
+            pre,
+            runtime,
+            kv,
+            metrics,
+        }
+    }
+
+    pub fn spec(&self) -> &WorkerSpec {
+        &self.spec
+    }
+
+    /// A slot for one instance: at once if one is free, else after waiting in the queue.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let overloaded = || InvokeError::Overloaded(self.name.to_string());
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.spec.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(overloaded());
+        }
+        let waited = tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(overloaded()),
+        }
+    }
+
+    /// Runs the worker for one request; its outbound requests go to `pipeline`.
+    pub async fn invoke(
+        self: Arc<Self>,
+        request: Request<Body>,
+        peer: Peer,
+        request_id: Arc<str>,
+        pipeline: Arc<dyn Pipeline>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let result = self
+            .clone()
+            .run(request, peer, request_id.clone(), pipeline)
+            .await;
+        self.metrics
+            .finished(started.elapsed(), result.as_ref().err());
+        match result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(target: "outpost::worker", worker = %self.name, request_id = %request_id, "{error}");
+                let mut response = Response::new(full(format!("{error}\n")));
+                *response.status_mut() = error.status();
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        }
+    }
+
+    fn classify(&self, error: &wasmtime::Error) -> InvokeError {
+        let name = self.name.to_string();
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => InvokeError::CpuTime(name),
+            Some(Trap::StackOverflow) => InvokeError::Trap {
+                worker: name,
+                reason: "stack overflow (recursion too deep)".to_owned(),
+            },
+            _ if format!("{error:?}").contains("growing memory") => InvokeError::Memory(name),
+            _ => InvokeError::Trap {
+                worker: name,
+                reason: error
+                    .downcast_ref::<Trap>()
+                    .map_or_else(|| format!("{error:#}"), |trap| trap.to_string()),
+            },
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        request: Request<Body>,
+        peer: Peer,
+        request_id: Arc<str>,
+        pipeline: Arc<dyn Pipeline>,
+    ) -> Result<Response<Body>, InvokeError> {
+        let permit = self.admit().await?;
+        let trap = |error: wasmtime::Error| self.classify(&error);
+
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.env);
+        for (stream, name) in [("stdout", true), ("stderr", false)] {
+            let log = LogStream {
+                worker: self.name.clone(),
+                request_id: request_id.clone(),
+                stream,
+            };
+            if name {
+                wasi.stdout(log);
+            } else {
+                wasi.stderr(log);
+            }
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            table: wasmtime::component::ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound {
+                pipeline,
+                allowed_hosts: self.allowed_hosts.clone(),
+                remaining: self.spec.max_outbound,
+                worker: self.name.clone(),
+                request_id: request_id.clone(),
+                peer,
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.spec.memory_mib as usize * 1024 * 1024)
+                .trap_on_grow_failure(true)
+                .build(),
+            kv: self.kv.clone(),
+            config: self.config.iter().cloned().collect(),
+            cpu_ticks: 0,
+            cpu_budget: self.spec.cpu_ms,
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // The deadline comes every tick the guest runs: count the ticks, stop it past its
+        // budget, and yield in between so a busy guest does not hold a thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            state.cpu_ticks += 1;
+            if state.cpu_ticks > state.cpu_budget {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+        let scheme = if peer.tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let request = request.map(|body| {
+            body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+        });
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(scheme, request)
+            .map_err(trap)?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(trap)?;
+
+        let instantiating = Instant::now();
+        let proxy = self.pre.instantiate_async(&mut store).await.map_err(trap)?;
+        self.metrics.instantiated(instantiating.elapsed());
+
+        // The guest runs in its own task: it goes on writing the body after handing over the
+        // response head, and holds its slot until it returns.
+        let guest = tokio::spawn(async move {
+            let result = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await;
+            drop(permit);
+            result
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                let worker = self.clone();
+                let request_id = request_id.clone();
+                // A trap after the head breaks the body; say why in the log.
+                tokio::spawn(async move {
+                    if let Ok(Err(error)) = guest.await {
+                        let error = worker.classify(&error);
+                        worker.metrics.failed_late(&error);
+                        tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id, "after the response head: {error}");
+                    }
+                });
+                Ok(response.map(|body| {
+                    body.map_err(|e| -> outpost_server::BoxError { Box::new(e) })
+                        .boxed_unsync()
+                }))
+            }
+            Ok(Err(code)) => Err(InvokeError::Trap {
+                worker: self.name.to_string(),
+                reason: format!("the worker answered with an error: {code:?}"),
+            }),
+            Err(_) => match guest.await {
+                Ok(Err(error)) => Err(self.classify(&error)),
+                Ok(Ok(())) => Err(InvokeError::NoResponse(self.name.to_string())),
+                Err(join) => Err(InvokeError::Trap {
+                    worker: self.name.to_string(),
+                    reason: join.to_string(),
+                }),
+            },
+        }
+    }
+}
