@@ -49,6 +49,9 @@ struct DeployArgs {
     /// Instances running at once (more requests wait in a queue).
     #[arg(long = "max-concurrent", default_value_t = 64)]
     max_concurrent: u32,
+    /// Requests that may wait for an instance; past it, 503 at once.
+    #[arg(long = "max-queued", default_value_t = 256)]
+    max_queued: u32,
     /// Outbound requests one invocation may make.
     #[arg(long = "max-outbound", default_value_t = 8)]
     max_outbound: u32,
@@ -98,6 +101,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     spec.memory_mib = args.memory;
     spec.cpu_ms = args.cpu_ms;
     spec.max_concurrent = args.max_concurrent;
+    spec.max_queued = args.max_queued;
     spec.max_outbound = args.max_outbound;
     spec.allowed_hosts = args.allow_hosts;
     spec.validate()?;

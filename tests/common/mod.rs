@@ -39,7 +39,13 @@ impl Outpost {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outpost.toml");
         std::fs::write(&path, toml).unwrap();
-        let mut outpost = Self::spawn(&["up", "--config", path.to_str().unwrap()], expect);
+        // Each run keeps its state (CA, deployed workers) to itself unless the config says where.
+        let state = dir.path().join("state");
+        let mut args = vec!["up", "--config", path.to_str().unwrap()];
+        if !toml.contains("state_dir") {
+            args.extend(["--state-dir", state.to_str().unwrap()]);
+        }
+        let mut outpost = Self::spawn(&args, expect);
         outpost._dir = Some(dir);
         outpost
     }

@@ -260,5 +260,6 @@ mod tests {
         assert!(!host_allowed(&allowed, "example.test"));
         assert!(!host_allowed(&allowed, "evil.test"));
         assert!(!host_allowed(&allowed, "www.outpost.test.evil"));
+        assert!(host_allowed(&["*".to_owned()], "anything.test"));
     }
 }

@@ -15,7 +15,7 @@ use crate::error::DeployError;
 use crate::host::Pipeline;
 use crate::kv::KvStore;
 use crate::metrics::WorkersMetrics;
-use crate::route::RouteTable;
+use crate::route::{Route, RouteTable};
 use crate::runtime::Runtime;
 use crate::spec::WorkerSpec;
 use crate::worker::Worker;
@@ -140,11 +140,7 @@ impl Workers {
         let pre = self.runtime.compile(bytes)?;
         let mut allowed = if spec.allowed_hosts.is_empty() {
             let mut hosts = self.edge.origin_hosts.clone();
-            hosts.extend(
-                routes
-                    .iter()
-                    .filter_map(|r| r.host_name().map(str::to_owned)),
-            );
+            hosts.extend(routes.iter().map(Route::host_pattern));
             hosts
         } else {
             spec.allowed_hosts.clone()

@@ -97,11 +97,12 @@ impl Route {
             }
     }
 
-    /// The host, when the route names one exactly.
-    pub fn host_name(&self) -> Option<&str> {
+    /// The hosts the route covers, as an allowed-host pattern: `host`, `*.domain` or `*`.
+    pub fn host_pattern(&self) -> String {
         match &self.host {
-            HostPattern::Exact(host) => Some(host),
-            _ => None,
+            HostPattern::Exact(host) => host.clone(),
+            HostPattern::Suffix(suffix) => format!("*{suffix}"),
+            HostPattern::Any => "*".to_owned(),
         }
     }
 

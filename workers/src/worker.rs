@@ -3,6 +3,7 @@
 //! limits (memory, CPU time, outbound requests), and the response handed to the client as the
 //! guest writes it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -228,12 +229,14 @@ impl Worker {
 
         // The guest runs in its own task: it goes on writing the body after handing over the
         // response head, and holds its slot until it returns.
+        let (finished, outcome) = tokio::sync::oneshot::channel();
         let guest = tokio::spawn(async move {
             let result = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
                 .await;
             drop(permit);
+            let _ = finished.send(result.is_ok());
             result
         });
 
@@ -250,8 +253,11 @@ impl Worker {
                     }
                 });
                 Ok(response.map(|body| {
-                    body.map_err(|e| -> outpost_server::BoxError { Box::new(e) })
-                        .boxed_unsync()
+                    CheckedBody {
+                        inner: body,
+                        outcome: Some(outcome),
+                    }
+                    .boxed_unsync()
                 }))
             }
             Ok(Err(code)) => Err(InvokeError::Trap {
@@ -266,6 +272,51 @@ impl Worker {
                     reason: join.to_string(),
                 }),
             },
+        }
+    }
+}
+
+/// The body a worker writes, ending cleanly only if the worker returned without error: a
+/// worker that traps or runs out of time mid-body gives the client a broken body, never one
+/// that looks complete.
+struct CheckedBody {
+    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl http_body::Body for CheckedBody {
+    type Data = bytes::Bytes;
+    type Error = outpost_server::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            Poll::Ready(Some(frame)) => {
+                return Poll::Ready(Some(
+                    frame.map_err(|e| -> outpost_server::BoxError { Box::new(e) }),
+                ));
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+        let Some(outcome) = self.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(outcome).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.outcome = None;
+                if result == Ok(true) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(
+                        "the worker failed before finishing the body".into()
+                    )))
+                }
+            }
         }
     }
 }

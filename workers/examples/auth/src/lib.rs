@@ -54,12 +54,12 @@ impl wasi::exports::http::incoming_handler::Guest for Auth {
             );
             return;
         };
-        let _ = request.headers().delete("authorization");
         outpost_guest::forward(
             request,
             out,
             Forward {
                 request_headers: &[("outpost-user", &user)],
+                remove_request_headers: &["authorization", "outpost-user"],
                 ..Forward::default()
             },
         );

@@ -106,6 +106,8 @@ pub struct Forward<'a> {
     pub path: Option<&'a str>,
     /// Headers to add to the request.
     pub request_headers: &'a [(&'a str, &'a str)],
+    /// Headers of the request not to send on (lowercase names).
+    pub remove_request_headers: &'a [&'a str],
     /// Headers to add to the response.
     pub response_headers: &'a [(&'a str, &'a str)],
 }
@@ -159,7 +161,11 @@ pub fn fetch(request: &IncomingRequest, change: &Forward<'_>) -> Result<Incoming
         .headers()
         .entries()
         .into_iter()
-        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()))
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            !HOP_BY_HOP.contains(&name.as_str())
+                && !change.remove_request_headers.contains(&name.as_str())
+        })
         .chain(
             change
                 .request_headers

@@ -2,7 +2,7 @@
 //! that the edge stops it and goes on serving: `/loop` never yields, `/alloc` allocates without
 //! end, `/panic` traps, `/recurse` recurses without end, `/endless` writes a body forever,
 //! `/fetch-many` makes outbound requests until refused, `/forbidden` tries a host it may not
-//! reach. Anything else answers 200.
+//! reach, `/sleep` waits half a second without using CPU. Anything else answers 200.
 
 use std::hint::black_box;
 
@@ -82,6 +82,13 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 });
                 let body = format!("{:?}\n", result.map(|r| r.status()));
                 outpost_guest::respond(out, 502, &[], body.as_bytes());
+            }
+            "/sleep" => {
+                // Waits without using CPU: holds its instance slot for half a second.
+                wasi::clocks::monotonic_clock::subscribe_duration(500_000_000).block();
+                let version = std::env::var("VERSION").unwrap_or_default();
+                let body = format!("slept; version {version}\n");
+                outpost_guest::respond(out, 200, &[], body.as_bytes());
             }
             _ => outpost_guest::respond(out, 200, &[], b"well behaved\n"),
         }
