@@ -33,6 +33,7 @@ done
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true   # gdnsd's run_dir is in $WORK
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -73,7 +74,8 @@ threads() { cat /proc/"$1"/task/*/comm | grep -c "$2" || true; }
 RAW="$RESULTS/dns-$(date +%Y%m%d-%H%M%S).txt"
 {
   echo "# $(date -Is) $(git rev-parse --short HEAD 2>/dev/null) $BIN built $(date -r "$BIN" -Is)"
-  echo "# $(gdnsd 2>&1 | head -1), dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ {print $2}'), $(nproc) cores"
+  echo "# $(gdnsd 2>&1 | head -1), dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ {print $2}'), $(nproc) cores," \
+    "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# Outpost $OUTPOST: $(threads $OUTPOST_PID tokio-rt-worker) tokio worker threads;" \
     "gdnsd $GDNSD: $(threads $GDNSD_PID gdnsd-io-udp) UDP threads"
   echo "# dnsperf -c $CLIENTS -T 1 -l $SECONDS_PER_RUN; case noecs: no EDNS; case ecs: -E $ECS (203.0.113.0/24)"

@@ -43,9 +43,15 @@ fn print_config_is_the_shipped_default_and_validates() {
 
 #[test]
 fn every_shipped_config_validates() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    for entry in std::fs::read_dir(dir).unwrap() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    let dirs = ["config", "bench/dns", "bench/workers"];
+    for entry in dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(format!("{root}/{dir}")).unwrap())
+    {
         let path = entry.unwrap().path();
+        checked += usize::from(path.extension().is_some_and(|e| e == "toml"));
         if path.extension().is_some_and(|e| e == "toml") {
             let output = outpost(&["validate", path.to_str().unwrap()]);
             assert!(
@@ -56,6 +62,7 @@ fn every_shipped_config_validates() {
             );
         }
     }
+    assert!(checked >= 3, "found {checked} configs");
 }
 
 #[test]

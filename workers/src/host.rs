@@ -60,6 +60,7 @@ fn host_allowed(allowed: &[String], host: &str) -> bool {
     allowed
         .iter()
         .any(|pattern| match pattern.strip_prefix("*.") {
+            _ if pattern == "*" => true,
             Some(domain) => host.ends_with(&format!(".{domain}")),
             None => *pattern == host,
         })

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Edge workers, measured on this machine in the same run:
+#  1. requests/s of the `hello` worker through an Outpost edge beside `wasmtime serve` 48
+#     running the same component;
+#  2. the edge's cache-hit requests/s for one asset with a pass-through worker on its route,
+#     as a ratio to the same edge without a worker on the route;
+#  3. the median and p99 time to instantiate a worker, from the edge's histogram
+#     (outpost_worker_instantiation_seconds, buckets 25% apart).
+# wrk drives each in turn, several rounds interleaved; the summary gives medians and ratios.
+#
+#   bench/workers.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#
+# Needs: wrk, wasmtime 48 on PATH (cargo install wasmtime-cli --version 48.0.8 --locked),
+# the wasm32-wasip2 target, and a release build (cargo build --release). Uses fixed ports on
+# 127.0.0.52; writes bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-10}
+CONNECTIONS=${3:-16}
+IP=127.0.0.52
+EDGE=$IP:18080
+EDGE_ADMIN=$IP:19080
+WASMTIME=$IP:18090
+WORK=$(mktemp -d)
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+BIN=target/release/outpost
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+for tool in wrk wasmtime; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (see the header of this script)" >&2; exit 1; }
+done
+cargo build --quiet --release --locked --target wasm32-wasip2 \
+  --manifest-path workers/examples/Cargo.toml --target-dir workers/examples/target
+WASM=workers/examples/target/wasm32-wasip2/release
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN" up --config bench/workers/outpost.toml --state-dir "$WORK/state" >"$WORK/outpost.log" 2>&1 & pids+=($!)
+wasmtime serve -Scli --addr "$WASMTIME" "$WASM/hello.wasm" >"$WORK/wasmtime.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://$EDGE/_outpost/health" && curl -s -o /dev/null "http://$WASMTIME/" && break
+  sleep 0.1
+done
+deploy() { "$BIN" workers deploy "$@" --admin "http://$EDGE_ADMIN" --token bench >/dev/null; }
+deploy "$WASM/hello.wasm" --name hello --route 'www.outpost.test/hello'
+deploy "$WASM/passthrough.wasm" --name pass --route 'www.outpost.test/*'
+
+ASSET=$(curl -s -H 'host: plain.outpost.test' "http://$EDGE/" | grep -o '/assets/app\.[0-9a-f]*\.js' | head -1)
+for host in plain.outpost.test www.outpost.test; do
+  curl -s -o /dev/null -H "host: $host" "http://$EDGE$ASSET"
+  curl -s -o /dev/null -H "host: $host" "http://$EDGE$ASSET"
+done
+echo "checks:"
+echo "  edge hello:     $(curl -s -H 'host: www.outpost.test' "http://$EDGE/hello")"
+echo "  wasmtime hello: $(curl -s "http://$WASMTIME/")"
+echo "  no worker:      $(curl -sI -H 'host: plain.outpost.test' "http://$EDGE$ASSET" | grep -i cache-status | tr -d '\r')"
+echo "  pass-through:   $(curl -sI -H 'host: www.outpost.test' "http://$EDGE$ASSET" | grep -i cache-status | tr -d '\r')"
+
+lua="$WORK/host.lua"
+RAW="$RESULTS/workers-$(date +%Y%m%d-%H%M%S).txt"
+echo "# $(date -Is) $(git rev-parse --short HEAD) $(wasmtime --version) $(nproc) cores wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s" | tee "$RAW"
+run() { # NAME HOST URL
+  printf 'wrk.headers["Host"] = "%s"\n' "$2" > "$lua"
+  rps=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$lua" "$3" | awk '/Requests\/sec/ {print $2}')
+  echo "$round $1 $rps" | tee -a "$RAW"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  run outpost-hello www.outpost.test "http://$EDGE/hello"
+  run wasmtime-hello localhost "http://$WASMTIME/"
+  run hit-no-worker plain.outpost.test "http://$EDGE$ASSET"
+  run hit-pass-through www.outpost.test "http://$EDGE$ASSET"
+done
+curl -s "http://$EDGE_ADMIN/metrics" | grep 'outpost_worker_instantiation_seconds_bucket{.*worker="hello"' > "$WORK/buckets"
+
+echo
+echo "median requests/s over $ROUNDS rounds, raw: $RAW"
+python3 - "$RAW" "$WORK/buckets" <<'PY' | tee -a "$RAW"
+import re, statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if not l.startswith("#")]
+med = {n: statistics.median(float(r[2]) for r in rows if r[1] == n) for n in {r[1] for r in rows}}
+print(f"hello: outpost {med['outpost-hello']:.0f}  wasmtime serve {med['wasmtime-hello']:.0f}"
+      f"  | outpost/wasmtime {med['outpost-hello']/med['wasmtime-hello']:.2f}")
+print(f"cache hit: no worker {med['hit-no-worker']:.0f}  pass-through worker {med['hit-pass-through']:.0f}"
+      f"  | with/without {med['hit-pass-through']/med['hit-no-worker']:.2f}")
+buckets = []
+for line in open(sys.argv[2]):
+    m = re.search(r'le="([^"]+)"\} (\d+)', line)
+    if m:
+        buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+total = buckets[-1][1]
+def quantile(q):
+    return next(le for le, count in buckets if count >= q * total)
+print(f"instantiation (hello, {total} instances): p50 <= {quantile(0.5)*1e6:.1f} us, p99 <= {quantile(0.99)*1e6:.1f} us")
+PY
