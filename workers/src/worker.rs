@@ -27,6 +27,9 @@ use crate::spec::WorkerSpec;
 
 /// How long a request may wait in the queue for an instance.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How long a worker may take to hand over a response head, waiting included (the CPU-time
+/// limit only counts time the guest runs).
+const HEAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A worker as it runs on one edge.
 pub struct Worker {
@@ -240,7 +243,14 @@ impl Worker {
             result
         });
 
-        match receiver.await {
+        let Ok(answer) = tokio::time::timeout(HEAD_DEADLINE, receiver).await else {
+            guest.abort();
+            return Err(InvokeError::Trap {
+                worker: self.name.to_string(),
+                reason: format!("no response within {} s", HEAD_DEADLINE.as_secs()),
+            });
+        };
+        match answer {
             Ok(Ok(response)) => {
                 let worker = self.clone();
                 let request_id = request_id.clone();
