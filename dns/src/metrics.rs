@@ -35,14 +35,59 @@ struct ActionLabel {
     action: &'static str,
 }
 
-/// The DNS server's counters; [`DnsMetrics::register`] adds them to an admin registry.
-#[derive(Clone, Default)]
+const QTYPES: [&str; 12] = [
+    "A", "AAAA", "ANY", "CNAME", "NS", "SOA", "TXT", "MX", "AXFR", "IXFR", "other", "none",
+];
+const RCODES: [&str; 7] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "other",
+];
+
+/// The DNS server's counters; [`DnsMetrics::register`] adds them to an admin registry. The
+/// per-query counters are looked up once, here, not per query.
+#[derive(Clone)]
 pub(crate) struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     responses: Family<RcodeLabel, Counter>,
     answers: Family<EdgeLabel, Counter>,
     changes: Family<ChangeLabels, Counter>,
     rate_limited: Family<ActionLabel, Counter>,
+    /// `queries` by [qtype index][udp].
+    query_counters: Vec<[Counter; 2]>,
+    /// `responses` by rcode index.
+    response_counters: Vec<Counter>,
+}
+
+impl Default for DnsMetrics {
+    fn default() -> Self {
+        let queries = Family::<QueryLabels, Counter>::default();
+        let responses = Family::<RcodeLabel, Counter>::default();
+        let query_counters = QTYPES
+            .iter()
+            .map(|&qtype| {
+                [false, true].map(|udp| {
+                    queries
+                        .get_or_create(&QueryLabels {
+                            qtype,
+                            protocol: if udp { "udp" } else { "tcp" },
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+        let response_counters = RCODES
+            .iter()
+            .map(|&rcode| responses.get_or_create(&RcodeLabel { rcode }).clone())
+            .collect();
+        Self {
+            queries,
+            responses,
+            answers: Family::default(),
+            changes: Family::default(),
+            rate_limited: Family::default(),
+            query_counters,
+            response_counters,
+        }
+    }
 }
 
 fn qtype_label(qtype: RecordType) -> &'static str {
@@ -103,20 +148,15 @@ impl DnsMetrics {
     }
 
     pub(crate) fn query(&self, qtype: Option<RecordType>, udp: bool) {
-        self.queries
-            .get_or_create(&QueryLabels {
-                qtype: qtype.map_or("none", qtype_label),
-                protocol: if udp { "udp" } else { "tcp" },
-            })
-            .inc();
+        let label = qtype.map_or("none", qtype_label);
+        let index = QTYPES.iter().position(|&q| q == label).unwrap_or(0);
+        self.query_counters[index][usize::from(udp)].inc();
     }
 
     pub(crate) fn response(&self, rcode: ResponseCode) {
-        self.responses
-            .get_or_create(&RcodeLabel {
-                rcode: rcode_label(rcode),
-            })
-            .inc();
+        let label = rcode_label(rcode);
+        let index = RCODES.iter().position(|&r| r == label).unwrap_or(0);
+        self.response_counters[index].inc();
     }
 
     /// The counter of answers naming `edge`, to keep beside the edge.

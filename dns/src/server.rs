@@ -1,9 +1,10 @@
-//! Wire handling: [`serve`], with Outpost's own UDP loop and the hickory `RequestHandler` for
+//! Wire handling: [`serve`], with Outpost's own UDP threads and the hickory `RequestHandler` for
 //! TCP; both put the same [`Reply`] on the wire.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{
@@ -17,9 +18,6 @@ use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::config::DnsError;
@@ -31,13 +29,17 @@ const OUR_MAX_PAYLOAD: u16 = 1232;
 /// Idle timeout of TCP connections.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many tasks answer UDP queries (each reads the shared socket in turn).
+/// How many threads answer UDP queries (each blocks on the shared socket in turn).
 fn udp_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
 }
 
-/// Serves DNS on the given sockets until `shutdown` resolves: UDP on Outpost's own loop (one
-/// task per core, no task or channel per query), TCP through `hickory_server::Server`.
+/// How often a UDP thread that has nothing to read checks for shutdown.
+const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// Serves DNS on the given sockets until `shutdown` resolves: UDP on Outpost's own threads
+/// (blocking reads, one thread per core, no task, wake-up or channel per query, as gdnsd
+/// does), TCP through `hickory_server::Server`.
 pub async fn serve(
     dns: Arc<GeoDns>,
     udp: tokio::net::UdpSocket,
@@ -47,40 +49,68 @@ pub async fn serve(
     let mut server = Server::new(Shared(dns.clone()));
     server.register_listener(tcp, TCP_TIMEOUT, 64);
     let token = server.shutdown_token().clone();
-    let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
     let trigger = tokio::spawn(async move {
         shutdown.await;
-        let _ = stop.send(true);
+        stopping.store(true, Ordering::Relaxed);
         token.cancel();
     });
-    let udp = Arc::new(udp);
-    let mut udp_tasks = JoinSet::new();
-    for _ in 0..udp_workers() {
-        udp_tasks.spawn(serve_udp(dns.clone(), udp.clone(), stopped.clone()));
+    let udp = udp
+        .into_std()
+        .and_then(|socket| {
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(Some(UDP_POLL))?;
+            Ok(socket)
+        })
+        .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;
+    let mut threads = Vec::new();
+    for n in 0..udp_workers() {
+        let socket = udp
+            .try_clone()
+            .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;
+        let (dns, stop) = (dns.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("outpost-dns-udp-{n}"))
+            .spawn(move || serve_udp(&dns, &socket, &stop))
+            .map_err(|e| DnsError::Server(format!("UDP thread: {e}")))?;
+        threads.push(thread);
     }
     let result = server.block_until_done().await;
     trigger.abort();
-    udp_tasks.shutdown().await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await
+    .map_err(|e| DnsError::Server(e.to_string()))?;
     result.map_err(|e| DnsError::Server(e.to_string()))
 }
 
-async fn serve_udp(dns: Arc<GeoDns>, socket: Arc<UdpSocket>, mut stop: watch::Receiver<bool>) {
+fn serve_udp(dns: &GeoDns, socket: &std::net::UdpSocket, stop: &AtomicBool) {
     let mut packet = vec![0u8; 4096];
     let mut reply = Vec::with_capacity(usize::from(OUR_MAX_PAYLOAD));
-    loop {
-        let (len, source) = tokio::select! {
-            received = socket.recv_from(&mut packet) => match received {
-                Ok(received) => received,
-                Err(error) => {
-                    debug!(%error, "DNS UDP receive failed");
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|stop| *stop) => return,
+    while !stop.load(Ordering::Relaxed) {
+        let (len, source) = match socket.recv_from(&mut packet) {
+            Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                debug!(%error, "DNS UDP receive failed");
+                continue;
+            }
         };
         reply.clear();
         if dns.answer_udp(&packet[..len], source.ip(), &mut reply)
-            && let Err(error) = socket.send_to(&reply, source).await
+            && let Err(error) = socket.send_to(&reply, source)
         {
             debug!(%error, %source, "DNS UDP send failed");
         }
