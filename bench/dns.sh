@@ -13,10 +13,12 @@
 # writes bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Production settings: no backtrace captured for every error value.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CLIENTS=${3:-4}
-THREADS=$(nproc)   # server threads: Outpost's tokio workers, gdnsd's udp_threads
+THREADS=$(nproc)   # gdnsd's udp_threads and Outpost's tokio workers (its UDP threads: one per core)
 IP=127.0.0.55
 GDNSD=$IP:15354    # Outpost's address is dns.listen in bench/dns/outpost.toml
 # EDNS Client Subnet (option 8): family 1 (IPv4), source prefix 24, scope 0, address 203.0.113.
@@ -56,7 +58,7 @@ if ! "$BIN" validate "$WORK/outpost.toml" >"$WORK/validate.log" 2>&1; then
   sed -i '/^\[dns\.authority\.rate_limit\]/,$d' "$WORK/outpost.toml"
   "$BIN" validate "$WORK/outpost.toml" >/dev/null
 fi
-# RUST_LOG: at the default (info) hickory_server logs every query; gdnsd logs none.
+# RUST_LOG: at info, hickory_server logs every query it handles (TCP); gdnsd logs none.
 RUST_LOG=warn,outpost=info TOKIO_WORKER_THREADS=$THREADS \
   "$BIN" dns --config "$WORK/outpost.toml" >"$WORK/outpost.log" 2>&1 & pids+=($!)
 OUTPOST_PID=$!
@@ -69,15 +71,14 @@ GDNSD_PID=$!
 wait_for "$WORK/outpost.log" "ready node=dns" $OUTPOST_PID
 wait_for "$WORK/gdnsd.log" "DNS listeners started" $GDNSD_PID
 OUTPOST=$(grep -o 'data=dns://[^ ]*' "$WORK/outpost.log" | head -1 | sed 's|data=dns://||')
-threads() { cat /proc/"$1"/task/*/comm | grep -c "$2" || true; }
+threads() { cat /proc/"$1"/task/*/comm | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}'; }
 
 RAW="$RESULTS/dns-$(date +%Y%m%d-%H%M%S).txt"
 {
   echo "# $(date -Is) $(git rev-parse --short HEAD 2>/dev/null) $BIN built $(date -r "$BIN" -Is)"
   echo "# $(gdnsd 2>&1 | head -1), dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ {print $2}'), $(nproc) cores," \
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# Outpost $OUTPOST: $(threads $OUTPOST_PID tokio-rt-worker) tokio worker threads;" \
-    "gdnsd $GDNSD: $(threads $GDNSD_PID gdnsd-io-udp) UDP threads"
+  echo "# threads: Outpost $OUTPOST: $(threads $OUTPOST_PID); gdnsd $GDNSD: $(threads $GDNSD_PID)"
   echo "# dnsperf -c $CLIENTS -T 1 -l $SECONDS_PER_RUN; case noecs: no EDNS; case ecs: -E $ECS (203.0.113.0/24)"
 } | tee "$RAW"
 

@@ -9,6 +9,8 @@
 # (cargo build --release). Uses fixed ports on 127.0.0.51; writes bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Production settings: no backtrace captured for every error value.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${3:-64}

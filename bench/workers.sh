@@ -15,6 +15,8 @@
 # 127.0.0.52; writes bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Production settings: no backtrace captured for every error value.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${3:-16}
@@ -90,7 +92,7 @@ print(f"cache hit: no worker {med['hit-no-worker']:.0f}  pass-through worker {me
       f"  | with/without {med['hit-pass-through']/med['hit-no-worker']:.2f}")
 buckets = []
 for line in open(sys.argv[2]):
-    m = re.search(r'le="([^"]+)"\} (\d+)', line)
+    m = re.search(r'le="([^"]+)".*\} (\d+)', line)
     if m:
         buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
 total = buckets[-1][1]
