@@ -132,4 +132,37 @@ impl AdminClient {
         let bytes = response.into_body().collect().await?.to_bytes();
         Ok((status, bytes))
     }
+
+    /// Sends the same request to every node; `answered` gets each successful reply, and every
+    /// refusal or failure is reported on stderr. Returns how many nodes did not answer well.
+    pub async fn send_all(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        mut answered: impl FnMut(&str, bytes::Bytes) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        let mut failures = 0;
+        for (name, url) in &self.targets {
+            match self
+                .send(url, method.clone(), path, content_type, body.clone())
+                .await
+            {
+                Ok((status, reply)) if status.is_success() => answered(name, reply)?,
+                Ok((status, reply)) => {
+                    failures += 1;
+                    eprintln!(
+                        "{name}: refused: {status} {}",
+                        String::from_utf8_lossy(&reply).trim()
+                    );
+                }
+                Err(error) => {
+                    failures += 1;
+                    eprintln!("{name}: {error:#}");
+                }
+            }
+        }
+        Ok(failures)
+    }
 }

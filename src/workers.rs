@@ -114,34 +114,18 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
     let body = outpost_workers::deploy_body(&spec, &component);
     let path = format!("/workers/{}", spec.name);
-    let mut failures = 0;
-    for (name, url) in admin.targets() {
-        match admin
-            .send(
-                url,
-                http::Method::PUT,
-                &path,
-                "application/vnd.outpost.worker",
-                body.clone(),
-            )
-            .await
-        {
-            Ok((status, reply)) if status.is_success() => {
+    let failures = admin
+        .send_all(
+            http::Method::PUT,
+            &path,
+            "application/vnd.outpost.worker",
+            body,
+            |name, reply| {
                 println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
-            }
-            Ok((status, reply)) => {
-                failures += 1;
-                eprintln!(
-                    "{name}: deploy refused: {status} {}",
-                    String::from_utf8_lossy(&reply).trim()
-                );
-            }
-            Err(error) => {
-                failures += 1;
-                eprintln!("{name}: deploy failed: {error:#}");
-            }
-        }
-    }
+                Ok(())
+            },
+        )
+        .await?;
     let total = admin.targets().len();
     if failures > 0 {
         bail!(
@@ -156,19 +140,13 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
-    let mut failures = 0;
-    for (name, url) in admin.targets() {
-        match admin
-            .send(
-                url,
-                http::Method::GET,
-                "/workers",
-                "application/json",
-                Vec::new(),
-            )
-            .await
-        {
-            Ok((status, reply)) if status.is_success() => {
+    let failures = admin
+        .send_all(
+            http::Method::GET,
+            "/workers",
+            "application/json",
+            Vec::new(),
+            |name, reply| {
                 let workers: Vec<WorkerSummary> = serde_json::from_slice(&reply)
                     .with_context(|| format!("{name}: reading the worker list"))?;
                 if workers.is_empty() {
@@ -184,20 +162,10 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                         worker.env_keys.join(",")
                     );
                 }
-            }
-            Ok((status, reply)) => {
-                failures += 1;
-                eprintln!(
-                    "{name}: {status} {}",
-                    String::from_utf8_lossy(&reply).trim()
-                );
-            }
-            Err(error) => {
-                failures += 1;
-                eprintln!("{name}: {error:#}");
-            }
-        }
-    }
+                Ok(())
+            },
+        )
+        .await?;
     if failures > 0 {
         bail!("{failures} edges did not answer");
     }
@@ -207,28 +175,18 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let admin = AdminClient::new(&args.admin, Nodes::Edges)?;
     let path = format!("/workers/{}", args.name);
-    let mut failures = 0;
-    for (name, url) in admin.targets() {
-        match admin
-            .send(url, http::Method::DELETE, &path, "text/plain", Vec::new())
-            .await
-        {
-            Ok((status, reply)) if status.is_success() => {
+    let failures = admin
+        .send_all(
+            http::Method::DELETE,
+            &path,
+            "text/plain",
+            Vec::new(),
+            |name, reply| {
                 println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
-            }
-            Ok((status, reply)) => {
-                failures += 1;
-                eprintln!(
-                    "{name}: {status} {}",
-                    String::from_utf8_lossy(&reply).trim()
-                );
-            }
-            Err(error) => {
-                failures += 1;
-                eprintln!("{name}: {error:#}");
-            }
-        }
-    }
+                Ok(())
+            },
+        )
+        .await?;
     if failures > 0 {
         bail!("{} not removed from {failures} edges", args.name);
     }
