@@ -78,10 +78,17 @@ impl WorkersMetrics {
         );
     }
 
+    /// One worker's handles, looked up once so an invocation costs no label lookup.
     pub(crate) fn for_worker(&self, name: &str) -> WorkerMetrics {
+        let label = WorkerLabel {
+            worker: name.to_owned(),
+        };
         WorkerMetrics {
-            name: name.to_owned(),
-            families: self.clone(),
+            invocations: self.invocations.get_or_create(&label).clone(),
+            duration: self.duration.get_or_create(&label).clone(),
+            instantiation: self.instantiation.get_or_create(&label).clone(),
+            name: label.worker,
+            errors: self.errors.clone(),
         }
     }
 }
@@ -90,38 +97,28 @@ impl WorkersMetrics {
 #[derive(Clone)]
 pub(crate) struct WorkerMetrics {
     name: String,
-    families: WorkersMetrics,
+    invocations: Counter,
+    duration: Histogram,
+    instantiation: Histogram,
+    errors: Family<ErrorLabels, Counter>,
 }
 
 impl WorkerMetrics {
-    fn label(&self) -> WorkerLabel {
-        WorkerLabel {
-            worker: self.name.clone(),
-        }
-    }
-
     pub(crate) fn instantiated(&self, took: Duration) {
-        self.families
-            .instantiation
-            .get_or_create(&self.label())
-            .observe(took.as_secs_f64());
+        self.instantiation.observe(took.as_secs_f64());
     }
 
     pub(crate) fn finished(&self, took: Duration, error: Option<&InvokeError>) {
-        self.families.invocations.get_or_create(&self.label()).inc();
-        self.families
-            .duration
-            .get_or_create(&self.label())
-            .observe(took.as_secs_f64());
+        self.invocations.inc();
+        self.duration.observe(took.as_secs_f64());
         if let Some(error) = error {
-            self.failed_late(error);
+            self.failed(error);
         }
     }
 
-    /// An error after the response head was sent.
-    pub(crate) fn failed_late(&self, error: &InvokeError) {
-        self.families
-            .errors
+    /// A failed invocation, before or after its response head.
+    pub(crate) fn failed(&self, error: &InvokeError) {
+        self.errors
             .get_or_create(&ErrorLabels {
                 worker: self.name.clone(),
                 kind: error.kind(),

@@ -49,10 +49,14 @@ impl Runtime {
             .total_tables(TOTAL_INSTANCES * 4)
             .total_stacks(TOTAL_INSTANCES)
             .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024)
-            // Reset the first pages of a slot in place and return the rest to the kernel in
-            // batches: fewer page faults and TLB shootdowns per request.
-            .linear_memory_keep_resident(128 * 1024)
-            .table_keep_resident(64 * 1024)
+            // Find the pages an instance wrote (PAGEMAP_SCAN, Linux 6.7 and later) and copy
+            // them back from the image in place, up to a limit, instead of handing them back
+            // to the kernel: the next instance in the slot then takes no page faults and no
+            // TLB shootdowns. Without the ioctl, the first pages are reset in place and the
+            // rest returned in batches.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(1024 * 1024)
+            .table_keep_resident(256 * 1024)
             .decommit_batch_size(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         if let Some(dir) = cache_dir {

@@ -231,16 +231,24 @@ impl Worker {
         self.metrics.instantiated(instantiating.elapsed());
 
         // The guest runs in its own task: it goes on writing the body after handing over the
-        // response head, and holds its slot until it returns.
+        // response head, and holds its slot until it returns. How it ended goes to whoever
+        // holds the other end: the body (after the head) or this function (before it).
         let (finished, outcome) = tokio::sync::oneshot::channel();
+        let worker = self.clone();
+        let request_id_for_guest = request_id.clone();
         let guest = tokio::spawn(async move {
             let result = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
                 .await;
+            drop(store);
             drop(permit);
-            let _ = finished.send(result.is_ok());
-            result
+            // Nobody to tell when the client has gone: log it here.
+            if let Err(Err(error)) = finished.send(result.map_err(|error| worker.classify(&error)))
+            {
+                worker.metrics.failed(&error);
+                tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id_for_guest, "after the client went away: {error}");
+            }
         });
 
         let Ok(answer) = tokio::time::timeout(HEAD_DEADLINE, receiver).await else {
@@ -251,35 +259,25 @@ impl Worker {
             });
         };
         match answer {
-            Ok(Ok(response)) => {
-                let worker = self.clone();
-                let request_id = request_id.clone();
-                // A trap after the head breaks the body; say why in the log.
-                tokio::spawn(async move {
-                    if let Ok(Err(error)) = guest.await {
-                        let error = worker.classify(&error);
-                        worker.metrics.failed_late(&error);
-                        tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id, "after the response head: {error}");
-                    }
-                });
-                Ok(response.map(|body| {
-                    CheckedBody {
-                        inner: body,
-                        outcome: Some(outcome),
-                    }
-                    .boxed_unsync()
-                }))
-            }
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                CheckedBody {
+                    inner: body,
+                    outcome: Some(outcome),
+                    worker: self,
+                    request_id,
+                }
+                .boxed_unsync()
+            })),
             Ok(Err(code)) => Err(InvokeError::Trap {
                 worker: self.name.to_string(),
                 reason: format!("the worker answered with an error: {code:?}"),
             }),
-            Err(_) => match guest.await {
-                Ok(Err(error)) => Err(self.classify(&error)),
+            Err(_) => match outcome.await {
+                Ok(Err(error)) => Err(error),
                 Ok(Ok(())) => Err(InvokeError::NoResponse(self.name.to_string())),
-                Err(join) => Err(InvokeError::Trap {
+                Err(_) => Err(InvokeError::Trap {
                     worker: self.name.to_string(),
-                    reason: join.to_string(),
+                    reason: "the worker's task ended abnormally".to_owned(),
                 }),
             },
         }
@@ -291,7 +289,9 @@ impl Worker {
 /// that looks complete.
 struct CheckedBody {
     inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
-    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+    outcome: Option<tokio::sync::oneshot::Receiver<Result<(), InvokeError>>>,
+    worker: Arc<Worker>,
+    request_id: Arc<str>,
 }
 
 impl http_body::Body for CheckedBody {
@@ -319,13 +319,20 @@ impl http_body::Body for CheckedBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 self.outcome = None;
-                if result == Ok(true) {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Err(
-                        "the worker failed before finishing the body".into()
-                    )))
-                }
+                let error = match result {
+                    Ok(Ok(())) => return Poll::Ready(None),
+                    Ok(Err(error)) => error,
+                    Err(_) => InvokeError::Trap {
+                        worker: self.worker.name.to_string(),
+                        reason: "the worker's task ended abnormally".to_owned(),
+                    },
+                };
+                // A failure after the head breaks the body; the log says why.
+                self.worker.metrics.failed(&error);
+                tracing::warn!(target: "outpost::worker", worker = %self.worker.name, request_id = %self.request_id, "after the response head: {error}");
+                Poll::Ready(Some(Err(
+                    "the worker failed before finishing the body".into()
+                )))
             }
         }
     }
