@@ -41,6 +41,9 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.memory_init_cow(true);
+        // wasi:http/proxy 0.2 calls are synchronous from the guest's side: without the
+        // bookkeeping for component-model async tasks, a host call costs less.
+        config.concurrency_support(false);
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(TOTAL_INSTANCES)
