@@ -5,7 +5,9 @@
 #  2. the edge's cache-hit requests/s for one asset with a pass-through worker on its route,
 #     as a ratio to the same edge without a worker on the route;
 #  3. the median and p99 time to instantiate a worker, from the edge's histogram
-#     (outpost_worker_instantiation_seconds, buckets 25% apart).
+#     (outpost_worker_instantiation_seconds, buckets 25% apart);
+#  4. the server's CPU time per request in each case (user + system, from /proc/PID/stat),
+#     which says where the time goes when wrk shares the cores.
 # wrk drives each in turn, several rounds interleaved; the summary gives medians and ratios.
 #
 #   bench/workers.sh [ROUNDS] [SECONDS] [CONNECTIONS]
@@ -67,16 +69,24 @@ echo "  pass-through:   $(curl -sI -H 'host: www.outpost.test' "http://$EDGE$ASS
 lua="$WORK/host.lua"
 RAW="$RESULTS/workers-$(date +%Y%m%d-%H%M%S).txt"
 echo "# $(date -Is) $(git rev-parse --short HEAD) $(wasmtime --version) $(nproc) cores wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s" | tee "$RAW"
-run() { # NAME HOST URL
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+run() { # NAME HOST URL SERVER_PID: requests/s, and the server's CPU time per request
   printf 'wrk.headers["Host"] = "%s"\n' "$2" > "$lua"
-  rps=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$lua" "$3" | awk '/Requests\/sec/ {print $2}')
-  echo "$round $1 $rps" | tee -a "$RAW"
+  before=$(cpu_ticks "$4")
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$lua" "$3")
+  ticks=$(( $(cpu_ticks "$4") - before ))
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$round $1 $rps $(( ticks * TICK_US / requests ))" | tee -a "$RAW"
 }
+OUTPOST_PID=${pids[0]}
+WASMTIME_PID=${pids[1]}
 for round in $(seq 1 "$ROUNDS"); do
-  run outpost-hello www.outpost.test "http://$EDGE/hello"
-  run wasmtime-hello localhost "http://$WASMTIME/"
-  run hit-no-worker plain.outpost.test "http://$EDGE$ASSET"
-  run hit-pass-through www.outpost.test "http://$EDGE$ASSET"
+  run outpost-hello www.outpost.test "http://$EDGE/hello" "$OUTPOST_PID"
+  run wasmtime-hello localhost "http://$WASMTIME/" "$WASMTIME_PID"
+  run hit-no-worker plain.outpost.test "http://$EDGE$ASSET" "$OUTPOST_PID"
+  run hit-pass-through www.outpost.test "http://$EDGE$ASSET" "$OUTPOST_PID"
 done
 curl -s "http://$EDGE_ADMIN/metrics" | grep 'outpost_worker_instantiation_seconds_bucket{.*worker="hello"' > "$WORK/buckets"
 
@@ -85,11 +95,15 @@ echo "median requests/s over $ROUNDS rounds, raw: $RAW"
 python3 - "$RAW" "$WORK/buckets" <<'PY' | tee -a "$RAW"
 import re, statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if not l.startswith("#")]
-med = {n: statistics.median(float(r[2]) for r in rows if r[1] == n) for n in {r[1] for r in rows}}
+names = {r[1] for r in rows}
+med = {n: statistics.median(float(r[2]) for r in rows if r[1] == n) for n in names}
+cpu = {n: statistics.median(float(r[3]) for r in rows if r[1] == n) for n in names}
 print(f"hello: outpost {med['outpost-hello']:.0f}  wasmtime serve {med['wasmtime-hello']:.0f}"
       f"  | outpost/wasmtime {med['outpost-hello']/med['wasmtime-hello']:.2f}")
 print(f"cache hit: no worker {med['hit-no-worker']:.0f}  pass-through worker {med['hit-pass-through']:.0f}"
       f"  | with/without {med['hit-pass-through']/med['hit-no-worker']:.2f}")
+print("server CPU per request (us): " + ", ".join(f"{n} {cpu[n]:.1f}" for n in
+      ["hit-no-worker", "outpost-hello", "hit-pass-through", "wasmtime-hello"]))
 buckets = []
 for line in open(sys.argv[2]):
     m = re.search(r'le="([^"]+)".*\} (\d+)', line)
