@@ -11,10 +11,8 @@
 # Needs: dnsperf, gdnsd 3.x, dig (apt-get install dnsperf gdnsd bind9-dnsutils), python3 and a
 # release build (cargo build --release). Configs in bench/dns/; uses fixed ports on 127.0.0.55;
 # writes bench/results/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-# Production settings: no backtrace captured for every error value.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source "$(dirname "$0")/common.sh"
+require "apt-get install dnsperf gdnsd bind9-dnsutils" dnsperf gdnsd dig python3
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CLIENTS=${3:-4}
@@ -23,23 +21,6 @@ IP=127.0.0.55
 GDNSD=$IP:15354    # Outpost's address is dns.listen in bench/dns/outpost.toml
 # EDNS Client Subnet (option 8): family 1 (IPv4), source prefix 24, scope 0, address 203.0.113.
 ECS=8:00011800cb0071
-WORK=$(mktemp -d)
-RESULTS=bench/results
-mkdir -p "$RESULTS"
-BIN=target/release/outpost
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-for tool in dnsperf gdnsd dig python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf gdnsd bind9-dnsutils" >&2; exit 1; }
-done
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait "${pids[@]}" 2>/dev/null || true   # gdnsd's run_dir is in $WORK
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 wait_for() { # LOG PATTERN PID
   for _ in $(seq 100); do
     grep -q "$2" "$1" && return 0

@@ -7,10 +7,8 @@
 #
 # Needs: wrk, varnishd, nginx (apt-get install wrk varnish nginx) and a release build
 # (cargo build --release). Uses fixed ports on 127.0.0.51; writes bench/results/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-# Production settings: no backtrace captured for every error value.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source "$(dirname "$0")/common.sh"
+require "apt-get install wrk varnish nginx" wrk varnishd nginx
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${3:-64}
@@ -19,24 +17,10 @@ ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 VARNISH=$IP:18081
 NGINX=$IP:18082
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-RESULTS=bench/results
-mkdir -p "$RESULTS"
-BIN=target/release/outpost
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-for tool in wrk varnishd nginx; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk varnish nginx" >&2; exit 1; }
-done
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+bench_cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 RUST_LOG=warn "$BIN" origin --listen $ORIGIN --admin $IP:19000 & pids+=($!)
 RUST_LOG=warn "$BIN" edge --listen $OUTPOST --admin $IP:19080 --upstream http://$ORIGIN --name edge-bench & pids+=($!)

@@ -8,28 +8,15 @@
 #
 # Needs: wrk, nginx, openssl (apt-get install wrk nginx openssl) and a release build.
 # Uses fixed ports on 127.0.0.52; writes bench/results/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-# Production settings: no backtrace captured for every error value.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source "$(dirname "$0")/common.sh"
+require "apt-get install wrk nginx openssl" wrk nginx openssl
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-5}
 CONNECTIONS=${3:-64}
 IP=127.0.0.52
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-RESULTS=bench/results
-mkdir -p "$RESULTS"
-BIN=$PWD/target/release/outpost
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+bench_cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 cat > "$WORK/outpost.toml" <<TOML
 [admin]

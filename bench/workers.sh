@@ -15,10 +15,8 @@
 # Needs: wrk, wasmtime 48 on PATH (cargo install wasmtime-cli --version 48.0.8 --locked),
 # the wasm32-wasip2 target, and a release build (cargo build --release). Uses fixed ports on
 # 127.0.0.52; writes bench/results/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-# Production settings: no backtrace captured for every error value.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source "$(dirname "$0")/common.sh"
+require "see the header of this script" wrk wasmtime
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${3:-16}
@@ -26,24 +24,10 @@ IP=127.0.0.52
 EDGE=$IP:18080
 EDGE_ADMIN=$IP:19080
 WASMTIME=$IP:18090
-WORK=$(mktemp -d)
-RESULTS=bench/results
-mkdir -p "$RESULTS"
-BIN=target/release/outpost
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-for tool in wrk wasmtime; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (see the header of this script)" >&2; exit 1; }
-done
 cargo build --quiet --release --locked --target wasm32-wasip2 \
   --manifest-path workers/examples/Cargo.toml --target-dir workers/examples/target
 WASM=workers/examples/target/wasm32-wasip2/release
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 RUST_LOG=warn "$BIN" up --config bench/workers/outpost.toml --state-dir "$WORK/state" >"$WORK/outpost.log" 2>&1 & pids+=($!)
 wasmtime serve -Scli --addr "$WASMTIME" "$WASM/hello.wasm" >"$WORK/wasmtime.log" 2>&1 & pids+=($!)

@@ -29,39 +29,23 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         soft: args.soft,
     };
     let body = serde_json::to_vec(&request)?;
-    let targets = admin.targets();
-    let mut failures = 0;
     let mut total = 0;
-    for (name, url) in targets {
-        match admin
-            .send(
-                url,
-                http::Method::POST,
-                "/purge",
-                "application/json",
-                body.clone(),
-            )
-            .await
-        {
-            Ok((status, bytes)) if status.is_success() => {
-                let report: PurgeReport = serde_json::from_slice(&bytes)
+    let failures = admin
+        .send_all(
+            http::Method::POST,
+            "/purge",
+            "application/json",
+            body,
+            |name, reply| {
+                let report: PurgeReport = serde_json::from_slice(&reply)
                     .with_context(|| format!("{name}: reading the purge report"))?;
                 total += report.purged;
                 println!("{}: purged {}", report.node, report.purged);
-            }
-            Ok((status, bytes)) => {
-                failures += 1;
-                eprintln!(
-                    "{name}: purge refused: {status} {}",
-                    String::from_utf8_lossy(&bytes).trim()
-                );
-            }
-            Err(error) => {
-                failures += 1;
-                eprintln!("{name}: purge failed: {error:#}");
-            }
-        }
-    }
+                Ok(())
+            },
+        )
+        .await?;
+    let targets = admin.targets();
     println!(
         "purged {total} objects on {} of {} nodes",
         targets.len() - failures,

@@ -1,0 +1,33 @@
+# What every bench script starts with; source it first:
+#   source "$(dirname "$0")/common.sh"
+# It moves to the repository root, unsets the backtrace variables (production settings: no
+# backtrace captured for every error value), checks for the release build, makes a scratch
+# directory $WORK (removed on exit) and bench/results/, and kills every PID added to `pids`
+# on exit, after running `bench_cleanup` if the script defines one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+WORK=$(mktemp -d)
+chmod 755 "$WORK" # nginx and varnish workers read files in it
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+BIN=$PWD/target/release/outpost
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+
+# require HINT TOOL...: stop with HINT unless every TOOL is on PATH.
+require() {
+  local hint=$1
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: $hint" >&2; exit 1; }
+  done
+}
+
+pids=()
+cleanup() {
+  if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
