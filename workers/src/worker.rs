@@ -243,11 +243,12 @@ impl Worker {
                 .await;
             drop(store);
             drop(permit);
-            // Nobody to tell when the client has gone: log it here.
+            // Nobody waits for the outcome any more (the client went away, or the worker
+            // answered with an error code first): log it here.
             if let Err(Err(error)) = finished.send(result.map_err(|error| worker.classify(&error)))
             {
                 worker.metrics.failed(&error);
-                tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id_for_guest, "after the client went away: {error}");
+                tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id_for_guest, "with nobody waiting for its answer: {error}");
             }
         });
 
