@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use outpost_workers::{WorkerSpec, WorkerSummary};
+use outpost_workers::{WorkerSpec, WorkerSummary, defaults};
 
 use crate::admin::{AdminArgs, AdminClient, Nodes};
 
@@ -41,19 +41,19 @@ struct DeployArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// Memory cap of one instance, in MiB.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::MEMORY_MIB)]
     memory: u32,
     /// CPU time one request may use, in milliseconds.
-    #[arg(long = "cpu-ms", default_value_t = 50)]
+    #[arg(long = "cpu-ms", default_value_t = defaults::CPU_MS)]
     cpu_ms: u32,
     /// Instances running at once (more requests wait in a queue).
-    #[arg(long = "max-concurrent", default_value_t = 64)]
+    #[arg(long = "max-concurrent", default_value_t = defaults::MAX_CONCURRENT)]
     max_concurrent: u32,
     /// Requests that may wait for an instance; past it, 503 at once.
-    #[arg(long = "max-queued", default_value_t = 256)]
+    #[arg(long = "max-queued", default_value_t = defaults::MAX_QUEUED)]
     max_queued: u32,
     /// Outbound requests one invocation may make.
-    #[arg(long = "max-outbound", default_value_t = 8)]
+    #[arg(long = "max-outbound", default_value_t = defaults::MAX_OUTBOUND)]
     max_outbound: u32,
     /// A host outbound requests may reach (default: the hosts of the routes and the origin);
     /// `*.example.test` allows subdomains; repeatable.

@@ -31,5 +31,5 @@ pub use registry::{
 };
 pub use route::{Route, RouteError, RouteTable};
 pub use runtime::{Runtime, check_header};
-pub use spec::{MAX_CPU_MS, MAX_MEMORY_MIB, WorkerSpec};
+pub use spec::{MAX_CPU_MS, MAX_MEMORY_MIB, WorkerSpec, defaults};
 pub use worker::Worker;

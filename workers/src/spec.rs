@@ -46,20 +46,29 @@ pub struct WorkerSpec {
     pub allowed_hosts: Vec<String>,
 }
 
+/// The limits a deploy gets unless it says otherwise (the CLI's defaults too).
+pub mod defaults {
+    pub const MEMORY_MIB: u32 = 128;
+    pub const CPU_MS: u32 = 50;
+    pub const MAX_CONCURRENT: u32 = 64;
+    pub const MAX_QUEUED: u32 = 256;
+    pub const MAX_OUTBOUND: u32 = 8;
+}
+
 fn default_memory_mib() -> u32 {
-    128
+    defaults::MEMORY_MIB
 }
 fn default_cpu_ms() -> u32 {
-    50
+    defaults::CPU_MS
 }
 fn default_max_concurrent() -> u32 {
-    64
+    defaults::MAX_CONCURRENT
 }
 fn default_max_queued() -> u32 {
-    256
+    defaults::MAX_QUEUED
 }
 fn default_max_outbound() -> u32 {
-    8
+    defaults::MAX_OUTBOUND
 }
 
 impl WorkerSpec {
