@@ -55,14 +55,20 @@ type SendFuture = Box<
         > + Send,
 >;
 
+/// Whether `host` matches one of the (lowercase) patterns: `*`, `*.domain` (subdomains only)
+/// or an exact name; case-insensitive, without allocating.
 fn host_allowed(allowed: &[String], host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
     allowed
         .iter()
         .any(|pattern| match pattern.strip_prefix("*.") {
             _ if pattern == "*" => true,
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => *pattern == host,
+            Some(domain) => host
+                .len()
+                .checked_sub(domain.len() + 1)
+                .and_then(|dot| host.get(dot..))
+                .and_then(|tail| tail.strip_prefix('.'))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(domain)),
+            None => pattern.eq_ignore_ascii_case(host),
         })
 }
 
@@ -73,30 +79,28 @@ impl WasiHttpHooks for Outbound {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        let host = request.uri().host().map(str::to_owned).unwrap_or_default();
+        let host = request.uri().host().unwrap_or_default();
         if self.remaining == 0 {
             tracing::warn!(target: "outpost::worker", worker = %self.worker, request_id = %self.request_id, "outbound request refused: the per-invocation limit is spent");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        if !host_allowed(&self.allowed_hosts, &host) {
+        if !host_allowed(&self.allowed_hosts, host) {
             tracing::warn!(target: "outpost::worker", worker = %self.worker, request_id = %self.request_id, host, "outbound request refused: host not allowed");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         self.remaining -= 1;
         let (mut parts, body) = request.into_parts();
         // Origin-form with a Host header, as a client would send it to the edge.
-        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-        if let Some(authority) = authority
-            && let Ok(value) = http::HeaderValue::from_str(&authority)
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        if let Some(authority) = uri.authority.take()
+            && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(http::header::HOST, value);
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        uri.scheme = None;
+        uri.path_and_query
+            .get_or_insert(http::uri::PathAndQuery::from_static("/"));
+        parts.uri = http::Uri::from_parts(uri).unwrap_or_else(|_| http::Uri::from_static("/"));
         let body: Body = body
             .map_err(|e| -> outpost_server::BoxError { Box::new(e) })
             .boxed_unsync();
@@ -124,7 +128,8 @@ pub(crate) struct HostState {
     pub(crate) outbound: Outbound,
     pub(crate) limits: StoreLimits,
     pub(crate) kv: Arc<KvStore>,
-    pub(crate) config: wasmtime_wasi_config::WasiConfigVariables,
+    /// The worker's `wasi:config` values, shared by its invocations.
+    pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     /// Epoch ticks (milliseconds) the guest has run.
     pub(crate) cpu_ticks: u32,
     pub(crate) cpu_budget: u32,
@@ -158,7 +163,7 @@ impl HostState {
     }
 
     pub(crate) fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
-        wasmtime_wasi_config::WasiConfig::from(&self.config)
+        wasmtime_wasi_config::WasiConfig::from(&*self.config)
     }
 }
 

@@ -136,6 +136,13 @@ impl Workers {
 
     /// Compiles and makes live, without storing.
     fn install(&self, spec: WorkerSpec, bytes: &[u8]) -> Result<(), DeployError> {
+        let worker = self.build(spec, bytes)?;
+        self.go_live(worker);
+        Ok(())
+    }
+
+    /// Checks the spec and compiles the component: a worker ready to go live.
+    fn build(&self, spec: WorkerSpec, bytes: &[u8]) -> Result<Arc<Worker>, DeployError> {
         let routes = spec.validate()?;
         let pre = self.runtime.compile(bytes)?;
         let mut allowed = if spec.allowed_hosts.is_empty() {
@@ -148,8 +155,7 @@ impl Workers {
         allowed.iter_mut().for_each(|h| h.make_ascii_lowercase());
         let kv = self.store_for(&spec.name)?;
         let metrics = self.metrics.for_worker(&spec.name);
-        let name = spec.name.clone();
-        let worker = Arc::new(Worker::new(
+        Ok(Arc::new(Worker::new(
             spec,
             routes,
             pre,
@@ -157,11 +163,14 @@ impl Workers {
             kv,
             allowed,
             metrics,
-        ));
+        )))
+    }
+
+    /// Puts `worker` on its routes, in place of any worker of the same name.
+    fn go_live(&self, worker: Arc<Worker>) {
         let mut deployed = self.deployed.lock().unwrap_or_else(|p| p.into_inner());
-        deployed.insert(name, worker);
+        deployed.insert(worker.spec.name.clone(), worker);
         self.publish(&deployed);
-        Ok(())
     }
 
     fn publish(&self, deployed: &BTreeMap<String, Arc<Worker>>) {
@@ -183,19 +192,18 @@ impl Workers {
     /// Validates, compiles, stores and makes live a worker (replacing one of the same name).
     /// CPU-heavy: call it off the async threads.
     pub fn deploy(&self, spec: WorkerSpec, bytes: &[u8]) -> Result<(), DeployError> {
-        let name = spec.name.clone();
         // Compile before storing: a bad deploy leaves the old worker running.
-        spec.validate()?;
-        self.runtime.compile(bytes)?;
+        let worker = self.build(spec, bytes)?;
+        let name = worker.spec.name.clone();
         if let (Some(wasm), Some(spec_path)) =
             (self.path_of(&name, "wasm"), self.path_of(&name, "spec"))
         {
-            let spec_json = serde_json::to_vec_pretty(&spec)
+            let spec_json = serde_json::to_vec_pretty(&worker.spec)
                 .map_err(|e| DeployError::Storage(e.to_string()))?;
             write_atomically(&wasm, bytes)?;
             write_atomically(&spec_path, &spec_json)?;
         }
-        self.install(spec, bytes)?;
+        self.go_live(worker);
         tracing::info!(target: "outpost::worker", edge = %self.edge.name, worker = %name, "worker deployed");
         Ok(())
     }
@@ -259,11 +267,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
 pub struct WorkerFront<H> {
     workers: Arc<Workers>,
     next: Arc<H>,
+    /// `next`, as the workers' outbound requests see it.
+    pipeline: Arc<dyn Pipeline>,
 }
 
 impl<H: Handler> WorkerFront<H> {
     pub fn new(workers: Arc<Workers>, next: Arc<H>) -> Self {
-        Self { workers, next }
+        Self {
+            workers,
+            pipeline: Arc::new(HandlerPipeline(next.clone())),
+            next,
+        }
     }
 }
 
@@ -308,7 +322,8 @@ impl<H: Handler> Handler for WorkerFront<H> {
         }
         set(CLIENT_IP_HEADER, peer.remote.ip().to_string());
         set(REQUEST_ID_HEADER, request_id.to_string());
-        let pipeline: Arc<dyn Pipeline> = Arc::new(HandlerPipeline(self.next.clone()));
-        worker.invoke(request, peer, request_id, pipeline).await
+        worker
+            .invoke(request, peer, request_id, self.pipeline.clone())
+            .await
     }
 }

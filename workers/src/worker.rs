@@ -40,7 +40,7 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     kv: Arc<KvStore>,
     env: Vec<(String, String)>,
-    config: Vec<(String, String)>,
+    config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     allowed_hosts: Arc<[String]>,
     slots: Arc<Semaphore>,
     queued: AtomicU32,
@@ -61,7 +61,7 @@ impl Worker {
         let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
         Self {
             name: spec.name.as_str().into(),
-            config: env.clone(),
+            config: Arc::new(env.iter().cloned().collect()),
             env,
             slots: Arc::new(Semaphore::new(spec.max_concurrent as usize)),
             queued: AtomicU32::new(0),
@@ -186,7 +186,7 @@ impl Worker {
                 .trap_on_grow_failure(true)
                 .build(),
             kv: self.kv.clone(),
-            config: self.config.iter().cloned().collect(),
+            config: self.config.clone(),
             cpu_ticks: 0,
             cpu_budget: self.spec.cpu_ms,
         };
