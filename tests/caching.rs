@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, cache_status, client, topology};
+use common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
 use tokio::sync::Notify;
 
 const FAST: &str = "[cache]\nfirst_byte_timeout_ms = 1000\nbody_idle_timeout_ms = 1000\nconnect_timeout_ms = 500\n";
@@ -230,16 +230,7 @@ async fn stale_if_error_serves_the_stale_copy_on_5xx_timeout_and_refusal() {
     let edge = cdn.data("edge-0");
     let http = client();
     for path in ["/a", "/b"] {
-        assert_eq!(
-            http.get(format!("{edge}{path}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "cached"
-        );
+        assert_eq!(get_text(&http, format!("{edge}{path}")).await, "cached");
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let a = http.get(format!("{edge}/a")).send().await.unwrap();
@@ -272,10 +263,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
     let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
     let url = format!("{}/swr", cdn.data("edge-0"));
     let http = client();
-    assert_eq!(
-        http.get(&url).send().await.unwrap().text().await.unwrap(),
-        "v1"
-    );
+    assert_eq!(get_text(&http, &url).await, "v1");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let stale = http.get(&url).send().await.unwrap();
     assert!(
@@ -324,7 +312,7 @@ async fn stale_objects_revalidate_with_validators_and_a_304_refreshes_them() {
     let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
     let url = format!("{}/reval", cdn.data("edge-0"));
     let http = client();
-    http.get(&url).send().await.unwrap().text().await.unwrap();
+    get_text(&http, &url).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let revalidated = http.get(&url).send().await.unwrap();
     assert!(
@@ -362,22 +350,8 @@ async fn what_a_shared_cache_must_not_store_is_not_stored() {
     let edge = cdn.data("edge-0");
     let http = client();
     for path in ["/no-store", "/private", "/cookie", "/vary-star"] {
-        let one = http
-            .get(format!("{edge}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let two = http
-            .get(format!("{edge}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let one = get_text(&http, format!("{edge}{path}")).await;
+        let two = get_text(&http, format!("{edge}{path}")).await;
         assert_ne!(one, two, "{path} must not be served from cache");
     }
     let get = |path: &str| {
@@ -471,32 +445,9 @@ async fn unsafe_methods_pass_through_and_invalidate() {
     let cdn = two_tiers(&origin, "");
     let edge = cdn.data("edge-0");
     let http = client();
-    let items = http
-        .get(format!("{edge}/items"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let item2 = http
-        .get(format!("{edge}/items/2"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        http.get(format!("{edge}/items"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        items
-    );
+    let items = get_text(&http, format!("{edge}/items")).await;
+    let item2 = get_text(&http, format!("{edge}/items/2")).await;
+    assert_eq!(get_text(&http, format!("{edge}/items")).await, items);
     let posted = http
         .post(format!("{edge}/items"))
         .body("data")
@@ -506,26 +457,8 @@ async fn unsafe_methods_pass_through_and_invalidate() {
     assert_eq!(posted.status(), 201);
     assert!(cache_status(&posted).contains("edge-0; fwd=method"));
     assert_eq!(posted.text().await.unwrap(), "posted data");
-    assert_ne!(
-        http.get(format!("{edge}/items"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        items
-    );
-    assert_ne!(
-        http.get(format!("{edge}/items/2"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        item2
-    );
+    assert_ne!(get_text(&http, format!("{edge}/items")).await, items);
+    assert_ne!(get_text(&http, format!("{edge}/items/2")).await, item2);
 }
 
 #[tokio::test]
@@ -730,10 +663,7 @@ async fn a_purge_during_a_fetch_keeps_the_fetched_copy_out_of_the_cache() {
     assert_eq!(rest, b"version");
     // And the old fetch did not overwrite the cache once it finished.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        http.get(&url).send().await.unwrap().text().await.unwrap(),
-        "new-version"
-    );
+    assert_eq!(get_text(&http, &url).await, "new-version");
 }
 
 #[tokio::test]
@@ -754,10 +684,7 @@ async fn ranges_of_an_uncacheable_object_go_upstream_as_ranges() {
     let url = format!("{}/video.mp4", cdn.data("edge-0"));
     let http = client();
     // The first request learns that the key is uncacheable.
-    assert_eq!(
-        http.get(&url).send().await.unwrap().text().await.unwrap(),
-        "0123456789"
-    );
+    assert_eq!(get_text(&http, &url).await, "0123456789");
     // A seek afterwards reaches the origin as a Range request and comes back as 206.
     let seek = http
         .get(&url)

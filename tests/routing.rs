@@ -225,14 +225,7 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     assert!(matches!(broken, Ok(0) | Err(_)), "{broken:?}");
 
     // The DNS reports what it did on its admin listener.
-    let metrics = http
-        .get(format!("{}/metrics", cdn.admin("dns")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cdn.metrics("dns").await;
     for needle in [
         "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"udp\"",
         "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"tcp\"",

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin};
+use common::{Outpost, Reply, TestOrigin, get_text};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -502,13 +502,7 @@ async fn admin_listeners_serve_tls_and_purge_goes_over_it() {
     let admin = cdn.admin("edge-0").to_owned();
     assert!(admin.starts_with("https://"), "{admin}");
     let http = common::client();
-    http.get(format!("{}/x", cdn.data("edge-0")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&http, format!("{}/x", cdn.data("edge-0"))).await;
     // Plain HTTP to the admin port gets no answer.
     assert!(
         http.get(admin.replace("https://", "http://") + "/health")
@@ -540,13 +534,7 @@ async fn admin_listeners_serve_tls_and_purge_goes_over_it() {
         "the token is never logged"
     );
     assert_eq!(
-        http.get(format!("{}/x", cdn.data("edge-0")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        get_text(&http, format!("{}/x", cdn.data("edge-0"))).await,
         "n2"
     );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, cache_status, client, topology};
+use common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
 
 #[tokio::test]
 async fn each_object_is_fetched_once_from_the_origin_however_many_edges_ask() {
@@ -138,13 +138,7 @@ async fn purge_by_url_and_tag_reaches_every_node_and_needs_the_token() {
     let http = client();
     let edge = cdn.data("edge-0").to_owned();
     for path in ["/a", "/b"] {
-        http.get(format!("{edge}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&http, format!("{edge}{path}")).await;
     }
     assert_eq!(origin.hits(), 2);
     let admins = [cdn.admin("edge-0"), cdn.admin("parent-0")];
@@ -188,13 +182,7 @@ async fn purge_by_url_and_tag_reaches_every_node_and_needs_the_token() {
     let purged = purge(&["--token", "test-token", "--tag", "catalog"]);
     assert!(purged.status.success());
     assert!(String::from_utf8_lossy(&purged.stdout).contains("edge-0: purged 2"));
-    http.get(format!("{edge}/b"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&http, format!("{edge}/b")).await;
     assert_eq!(origin.hits(), 4);
 
     // Soft purge keeps the copy for stale-if-error while marking it stale.
@@ -214,13 +202,7 @@ async fn nodes_expose_health_and_prometheus_metrics() {
     let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
     let http = client();
     for _ in 0..3 {
-        http.get(format!("{}/m", cdn.data("edge-0")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&http, format!("{}/m", cdn.data("edge-0"))).await;
     }
     let health = http
         .get(format!("{}/health", cdn.admin("edge-0")))
@@ -228,14 +210,7 @@ async fn nodes_expose_health_and_prometheus_metrics() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = http
-        .get(format!("{}/metrics", cdn.admin("edge-0")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cdn.metrics("edge-0").await;
     for line in [
         "outpost_cache_hits_total{node=\"edge-0\"} 2",
         "outpost_cache_misses_total{node=\"edge-0\"} 1",

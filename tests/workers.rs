@@ -281,14 +281,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     );
     assert!(list.contains("env=[AUTH_TOKEN,SESSION_SECRET]"), "{list}");
     assert!(!list.contains("s3cret"), "secrets are never shown: {list}");
-    let metrics = common::client()
-        .get(format!("{}/metrics", cdn.admin("edge-ams")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cdn.metrics("edge-ams").await;
     assert!(
         metrics.contains("outpost_worker_invocations_total{node=\"edge-ams\",worker=\"hello\"} 1"),
         "{metrics}"

@@ -120,6 +120,11 @@ impl Outpost {
     }
 
     /// The config file `up` was started with.
+    /// The Prometheus text `node`'s (plain-HTTP) admin listener serves.
+    pub async fn metrics(&self, node: &str) -> String {
+        get_text(&client(), format!("{}/metrics", self.admin(node))).await
+    }
+
     pub fn config_path(&self) -> std::path::PathBuf {
         self._dir
             .as_ref()
@@ -490,6 +495,11 @@ pub fn cache_status(response: &reqwest::Response) -> String {
         .get("cache-status")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default()
+}
+
+/// GETs `url` with `http` and returns the body as text; any failure fails the test.
+pub async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 pub fn client() -> reqwest::Client {
