@@ -120,10 +120,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             &path,
             "application/vnd.outpost.worker",
             body,
-            |name, reply| {
-                println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
-                Ok(())
-            },
+            print_reply,
         )
         .await?;
     let total = admin.targets().len();
@@ -181,14 +178,17 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
             &path,
             "text/plain",
             Vec::new(),
-            |name, reply| {
-                println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
-                Ok(())
-            },
+            print_reply,
         )
         .await?;
     if failures > 0 {
         bail!("{} not removed from {failures} edges", args.name);
     }
+    Ok(())
+}
+
+/// Prints an edge's plain-text answer to a deploy or a removal.
+fn print_reply(name: &str, reply: bytes::Bytes) -> anyhow::Result<()> {
+    println!("{name}: {}", String::from_utf8_lossy(&reply).trim());
     Ok(())
 }
