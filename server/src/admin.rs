@@ -160,13 +160,7 @@ impl Admin {
             node: self.node.clone(),
             purged,
         };
-        let mut response =
-            Response::new(body::full(serde_json::to_vec(&report).unwrap_or_default()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        body::json(&report)
     }
 }
 

@@ -36,3 +36,13 @@ pub fn text(status: http::StatusCode, message: impl Into<String>) -> http::Respo
     );
     response
 }
+
+/// A JSON response with status 200, for admin endpoints.
+pub fn json(value: &impl serde::Serialize) -> http::Response<Body> {
+    let mut response = http::Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

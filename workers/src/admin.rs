@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use outpost_server::Body;
 use outpost_server::admin::AdminExtension;
+use outpost_server::body::{json, text};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DeployError;
@@ -46,21 +47,6 @@ pub fn deploy_body(spec: &WorkerSpec, component: &[u8]) -> Vec<u8> {
     body.push(b'\n');
     body.extend_from_slice(component);
     body
-}
-
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    outpost_server::body::text(status, message)
-}
-
-fn json(value: &impl Serialize) -> Response<Body> {
-    let mut response = Response::new(outpost_server::body::full(
-        serde_json::to_vec(value).unwrap_or_default(),
-    ));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// Serves `/workers` on an edge's admin listener.

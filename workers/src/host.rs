@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use outpost_server::{Body, Peer};
@@ -246,11 +245,6 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
     }
-}
-
-/// The bytes of a body, for small bodies the host builds itself.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    outpost_server::body::full(bytes)
 }
 
 #[cfg(test)]

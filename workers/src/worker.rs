@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use outpost_server::{Body, Peer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::error::InvokeError;
-use crate::host::{HostState, LogStream, Outbound, Pipeline, full};
+use crate::host::{HostState, LogStream, Outbound, Pipeline};
 use crate::kv::KvStore;
 use crate::metrics::WorkerMetrics;
 use crate::route::Route;
@@ -116,13 +116,7 @@ impl Worker {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(target: "outpost::worker", worker = %self.name, request_id = %request_id, "{error}");
-                let mut response = Response::new(full(format!("{error}\n")));
-                *response.status_mut() = error.status();
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
+                outpost_server::body::text(error.status(), error.to_string())
             }
         }
     }
