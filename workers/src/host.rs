@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use outpost_server::{Body, Peer};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -125,7 +125,7 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) http: WasiHttpCtx,
     pub(crate) outbound: Outbound,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) kv: Arc<KvStore>,
     /// The worker's `wasi:config` values, shared by its invocations.
     pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
@@ -163,6 +163,55 @@ impl HostState {
 
     pub(crate) fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
         wasmtime_wasi_config::WasiConfig::from(&*self.config)
+    }
+}
+
+/// The store's limits, remembering whether the memory cap refused a growth, so that a trap
+/// it caused is reported as the memory limit.
+pub(crate) struct Limits {
+    pub(crate) store: StoreLimits,
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.store.memory_growing(current, desired, maximum);
+        self.memory_refused |= !matches!(grown, Ok(true));
+        grown
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.store.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.store.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.store.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.store.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.store.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.store.memories()
     }
 }
 

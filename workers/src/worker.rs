@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::error::InvokeError;
-use crate::host::{HostState, LogStream, Outbound, Pipeline};
+use crate::host::{HostState, Limits, LogStream, Outbound, Pipeline};
 use crate::kv::KvStore;
 use crate::metrics::WorkerMetrics;
 use crate::route::Route;
@@ -121,7 +121,9 @@ impl Worker {
         }
     }
 
-    fn classify(&self, error: &wasmtime::Error) -> InvokeError {
+    /// What a failed call means for the client; `memory_refused`: the memory cap turned down
+    /// a growth during it.
+    fn classify(&self, error: &wasmtime::Error, memory_refused: bool) -> InvokeError {
         let name = self.name.to_string();
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => InvokeError::CpuTime(name),
@@ -129,7 +131,7 @@ impl Worker {
                 worker: name,
                 reason: "stack overflow (recursion too deep)".to_owned(),
             },
-            _ if format!("{error:?}").contains("growing memory") => InvokeError::Memory(name),
+            _ if memory_refused => InvokeError::Memory(name),
             _ => InvokeError::Trap {
                 worker: name,
                 reason: error
@@ -147,7 +149,7 @@ impl Worker {
         pipeline: Arc<dyn Pipeline>,
     ) -> Result<Response<Body>, InvokeError> {
         let permit = self.admit().await?;
-        let trap = |error: wasmtime::Error| self.classify(&error);
+        let trap = |error: wasmtime::Error| self.classify(&error, false);
 
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&self.env);
@@ -175,10 +177,13 @@ impl Worker {
                 request_id: request_id.clone(),
                 peer,
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.spec.memory_mib as usize * 1024 * 1024)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limits {
+                store: StoreLimitsBuilder::new()
+                    .memory_size(self.spec.memory_mib as usize * 1024 * 1024)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_refused: false,
+            },
             kv: self.kv.clone(),
             config: self.config.clone(),
             cpu_ticks: 0,
@@ -221,7 +226,11 @@ impl Worker {
             .map_err(trap)?;
 
         let instantiating = Instant::now();
-        let proxy = self.pre.instantiate_async(&mut store).await.map_err(trap)?;
+        let proxy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|error| self.classify(&error, store.data().limits.memory_refused))?;
         self.metrics.instantiated(instantiating.elapsed());
 
         // The guest runs in its own task: it goes on writing the body after handing over the
@@ -235,12 +244,13 @@ impl Worker {
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
                 .await;
+            let memory_refused = store.data().limits.memory_refused;
             drop(store);
             drop(permit);
+            let outcome = result.map_err(|error| worker.classify(&error, memory_refused));
             // Nobody waits for the outcome any more (the client went away, or the worker
             // answered with an error code first): log it here.
-            if let Err(Err(error)) = finished.send(result.map_err(|error| worker.classify(&error)))
-            {
+            if let Err(Err(error)) = finished.send(outcome) {
                 worker.metrics.failed(&error);
                 tracing::warn!(target: "outpost::worker", worker = %worker.name, request_id = %request_id_for_guest, "with nobody waiting for its answer: {error}");
             }
