@@ -11,6 +11,7 @@
 
 mod admin;
 mod error;
+mod files;
 mod host;
 mod kv;
 mod metrics;

@@ -255,9 +255,7 @@ impl Workers {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
-    let temporary = path.with_extension("new");
-    std::fs::write(&temporary, bytes)
-        .and_then(|()| std::fs::rename(&temporary, path))
+    crate::files::replace(path, bytes)
         .map_err(|e| DeployError::Storage(format!("{}: {e}", path.display())))
 }
 

@@ -1,7 +1,6 @@
 //! The data behind `wasi:keyvalue`: per worker, buckets of keys to bytes, local to the edge and
-//! kept across restarts. Every change rewrites the worker's file (written beside it and renamed
-//! over it, so a crash leaves the old or the new version, never half of one). Meant for the
-//! small state of edge workers: counters, flags, short lists.
+//! kept across restarts. Every change replaces the worker's file whole ([`crate::files`]).
+//! Meant for the small state of edge workers: counters, flags, short lists.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,10 +52,7 @@ impl KvStore {
             return Ok(());
         };
         let bytes = serde_json::to_vec(buckets).map_err(|e| KvError::Io(e.to_string()))?;
-        let temporary = path.with_extension("json.new");
-        std::fs::write(&temporary, bytes)
-            .and_then(|()| std::fs::rename(&temporary, path))
-            .map_err(|e| KvError::Io(e.to_string()))
+        crate::files::replace(path, &bytes).map_err(|e| KvError::Io(e.to_string()))
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
