@@ -267,14 +267,29 @@ pub struct WorkerFront<H> {
     next: Arc<H>,
     /// `next`, as the workers' outbound requests see it.
     pipeline: Arc<dyn Pipeline>,
+    /// The headers that say which edge this is, the same on every request.
+    edge_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl<H: Handler> WorkerFront<H> {
     pub fn new(workers: Arc<Workers>, next: Arc<H>) -> Self {
+        let edge = &workers.edge;
+        let location = edge.location.map(|[lat, lon]| format!("{lat},{lon}"));
+        let edge_headers = [
+            (EDGE_HEADER, Some(edge.name.as_str())),
+            (LOCATION_HEADER, location.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = HeaderValue::from_str(value?).ok()?;
+            Some((HeaderName::from_static(name), value))
+        })
+        .collect();
         Self {
-            workers,
             pipeline: Arc::new(HandlerPipeline(next.clone())),
+            workers,
             next,
+            edge_headers,
         }
     }
 }
@@ -297,9 +312,8 @@ impl<H: Handler> Handler for WorkerFront<H> {
         let Some(worker) = self.workers.route(&request) else {
             return self.next.handle(request, peer).await;
         };
-        let edge = &self.workers.edge;
         let number = self.workers.requests.fetch_add(1, Ordering::Relaxed);
-        let request_id: Arc<str> = format!("{}-{number:x}", edge.name).into();
+        let request_id: Arc<str> = format!("{}-{number:x}", self.workers.edge.name).into();
         let headers = request.headers_mut();
         for name in [
             EDGE_HEADER,
@@ -309,17 +323,16 @@ impl<H: Handler> Handler for WorkerFront<H> {
         ] {
             headers.remove(name);
         }
-        let mut set = |name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
+        for (name, value) in &self.edge_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(HeaderName::from_static(name), value);
             }
         };
-        set(EDGE_HEADER, edge.name.clone());
-        if let Some([lat, lon]) = edge.location {
-            set(LOCATION_HEADER, format!("{lat},{lon}"));
-        }
-        set(CLIENT_IP_HEADER, peer.remote.ip().to_string());
-        set(REQUEST_ID_HEADER, request_id.to_string());
+        set(CLIENT_IP_HEADER, &peer.remote.ip().to_string());
+        set(REQUEST_ID_HEADER, &request_id);
         worker
             .invoke(request, peer, request_id, self.pipeline.clone())
             .await
