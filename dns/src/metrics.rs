@@ -35,12 +35,48 @@ struct ActionLabel {
     action: &'static str,
 }
 
-const QTYPES: [&str; 12] = [
-    "A", "AAAA", "ANY", "CNAME", "NS", "SOA", "TXT", "MX", "AXFR", "IXFR", "other", "none",
+/// Query types counted by name; the rest count as "other", and a query without a question
+/// as "none".
+const QTYPES: [(RecordType, &str); 10] = [
+    (RecordType::A, "A"),
+    (RecordType::AAAA, "AAAA"),
+    (RecordType::ANY, "ANY"),
+    (RecordType::CNAME, "CNAME"),
+    (RecordType::NS, "NS"),
+    (RecordType::SOA, "SOA"),
+    (RecordType::TXT, "TXT"),
+    (RecordType::MX, "MX"),
+    (RecordType::AXFR, "AXFR"),
+    (RecordType::IXFR, "IXFR"),
 ];
-const RCODES: [&str; 7] = [
-    "NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "other",
+/// Response codes counted by name; the rest count as "other".
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::ServFail, "SERVFAIL"),
 ];
+
+/// Where a query type's counter is: one per named type, then "other", then "none".
+fn qtype_index(qtype: Option<RecordType>) -> usize {
+    match qtype {
+        Some(qtype) => QTYPES
+            .iter()
+            .position(|(known, _)| *known == qtype)
+            .unwrap_or(QTYPES.len()),
+        None => QTYPES.len() + 1,
+    }
+}
+
+/// Where a response code's counter is: one per named code, then "other".
+fn rcode_index(rcode: ResponseCode) -> usize {
+    RCODES
+        .iter()
+        .position(|(known, _)| *known == rcode)
+        .unwrap_or(RCODES.len())
+}
 
 /// The DNS server's counters; [`DnsMetrics::register`] adds them to an admin registry. The
 /// per-query counters are looked up once, here, not per query.
@@ -63,7 +99,9 @@ impl Default for DnsMetrics {
         let responses = Family::<RcodeLabel, Counter>::default();
         let query_counters = QTYPES
             .iter()
-            .map(|&qtype| {
+            .map(|(_, label)| *label)
+            .chain(["other", "none"])
+            .map(|qtype| {
                 [false, true].map(|udp| {
                     queries
                         .get_or_create(&QueryLabels {
@@ -76,7 +114,9 @@ impl Default for DnsMetrics {
             .collect();
         let response_counters = RCODES
             .iter()
-            .map(|&rcode| responses.get_or_create(&RcodeLabel { rcode }).clone())
+            .map(|(_, label)| *label)
+            .chain(["other"])
+            .map(|rcode| responses.get_or_create(&RcodeLabel { rcode }).clone())
             .collect();
         Self {
             queries,
@@ -87,34 +127,6 @@ impl Default for DnsMetrics {
             query_counters,
             response_counters,
         }
-    }
-}
-
-fn qtype_label(qtype: RecordType) -> &'static str {
-    match qtype {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::ANY => "ANY",
-        RecordType::CNAME => "CNAME",
-        RecordType::NS => "NS",
-        RecordType::SOA => "SOA",
-        RecordType::TXT => "TXT",
-        RecordType::MX => "MX",
-        RecordType::AXFR => "AXFR",
-        RecordType::IXFR => "IXFR",
-        _ => "other",
-    }
-}
-
-fn rcode_label(rcode: ResponseCode) -> &'static str {
-    match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::ServFail => "SERVFAIL",
-        _ => "other",
     }
 }
 
@@ -148,15 +160,11 @@ impl DnsMetrics {
     }
 
     pub(crate) fn query(&self, qtype: Option<RecordType>, udp: bool) {
-        let label = qtype.map_or("none", qtype_label);
-        let index = QTYPES.iter().position(|&q| q == label).unwrap_or(0);
-        self.query_counters[index][usize::from(udp)].inc();
+        self.query_counters[qtype_index(qtype)][usize::from(udp)].inc();
     }
 
     pub(crate) fn response(&self, rcode: ResponseCode) {
-        let label = rcode_label(rcode);
-        let index = RCODES.iter().position(|&r| r == label).unwrap_or(0);
-        self.response_counters[index].inc();
+        self.response_counters[rcode_index(rcode)].inc();
     }
 
     /// The counter of answers naming `edge`, to keep beside the edge.
