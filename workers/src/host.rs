@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::kv::{KvStore, KvView};
+use crate::route::HostPattern;
 
 /// Where a worker's outbound requests go: the edge's own pipeline (its cache, the parent tier
 /// and the origin), never back into workers.
@@ -35,7 +36,7 @@ pub trait Pipeline: Send + Sync + 'static {
 /// into the pipeline.
 pub(crate) struct Outbound {
     pub(crate) pipeline: Arc<dyn Pipeline>,
-    pub(crate) allowed_hosts: Arc<[String]>,
+    pub(crate) allowed_hosts: Arc<[HostPattern]>,
     pub(crate) remaining: u32,
     pub(crate) worker: Arc<str>,
     pub(crate) request_id: Arc<str>,
@@ -54,21 +55,8 @@ type SendFuture = Box<
         > + Send,
 >;
 
-/// Whether `host` matches one of the (lowercase) patterns: `*`, `*.domain` (subdomains only)
-/// or an exact name; case-insensitive, without allocating.
-fn host_allowed(allowed: &[String], host: &str) -> bool {
-    allowed
-        .iter()
-        .any(|pattern| match pattern.strip_prefix("*.") {
-            _ if pattern == "*" => true,
-            Some(domain) => host
-                .len()
-                .checked_sub(domain.len() + 1)
-                .and_then(|dot| host.get(dot..))
-                .and_then(|tail| tail.strip_prefix('.'))
-                .is_some_and(|tail| tail.eq_ignore_ascii_case(domain)),
-            None => pattern.eq_ignore_ascii_case(host),
-        })
+fn host_allowed(allowed: &[HostPattern], host: &str) -> bool {
+    allowed.iter().any(|pattern| pattern.matches(host))
 }
 
 impl WasiHttpHooks for Outbound {
@@ -299,16 +287,17 @@ impl Drop for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::host_allowed;
+    use crate::route::HostPattern;
 
     #[test]
     fn allowed_hosts_are_exact_or_subdomains() {
-        let allowed = ["www.outpost.test".to_owned(), "*.example.test".to_owned()];
+        let allowed = ["www.outpost.test", "*.example.test"].map(HostPattern::allowed);
         assert!(host_allowed(&allowed, "www.outpost.test"));
         assert!(host_allowed(&allowed, "WWW.outpost.test"));
         assert!(host_allowed(&allowed, "a.example.test"));
         assert!(!host_allowed(&allowed, "example.test"));
         assert!(!host_allowed(&allowed, "evil.test"));
         assert!(!host_allowed(&allowed, "www.outpost.test.evil"));
-        assert!(host_allowed(&["*".to_owned()], "anything.test"));
+        assert!(host_allowed(&[HostPattern::allowed("*")], "anything.test"));
     }
 }

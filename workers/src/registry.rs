@@ -15,7 +15,7 @@ use crate::error::DeployError;
 use crate::host::Pipeline;
 use crate::kv::KvStore;
 use crate::metrics::WorkersMetrics;
-use crate::route::{Route, RouteTable};
+use crate::route::{HostPattern, RouteTable};
 use crate::runtime::Runtime;
 use crate::spec::WorkerSpec;
 use crate::worker::Worker;
@@ -145,14 +145,21 @@ impl Workers {
     fn build(&self, spec: WorkerSpec, bytes: &[u8]) -> Result<Arc<Worker>, DeployError> {
         let routes = spec.validate()?;
         let pre = self.runtime.compile(bytes)?;
-        let mut allowed = if spec.allowed_hosts.is_empty() {
-            let mut hosts = self.edge.origin_hosts.clone();
-            hosts.extend(routes.iter().map(Route::host_pattern));
-            hosts
+        let allowed: Vec<HostPattern> = if spec.allowed_hosts.is_empty() {
+            let origin = self
+                .edge
+                .origin_hosts
+                .iter()
+                .map(|h| HostPattern::allowed(h));
+            origin
+                .chain(routes.iter().map(|r| r.host().clone()))
+                .collect()
         } else {
-            spec.allowed_hosts.clone()
+            spec.allowed_hosts
+                .iter()
+                .map(|h| HostPattern::allowed(h))
+                .collect()
         };
-        allowed.iter_mut().for_each(|h| h.make_ascii_lowercase());
         let kv = self.store_for(&spec.name)?;
         let metrics = self.metrics.for_worker(&spec.name);
         Ok(Arc::new(Worker::new(

@@ -15,12 +15,40 @@ pub struct Route {
     prefix: bool,
 }
 
+/// Which hosts a route (or a worker's allowed outbound hosts) covers: `*`, `*.domain` (its
+/// subdomains, not the domain itself) or one name; matched without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
+pub(crate) enum HostPattern {
     Any,
     /// `*.example.test`: stored as `.example.test`.
     Suffix(String),
     Exact(String),
+}
+
+impl HostPattern {
+    /// An allowed-host entry as a deploy gives it: `*`, `*.domain` or a name.
+    pub(crate) fn allowed(pattern: &str) -> Self {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix('*') {
+            Some("") => HostPattern::Any,
+            Some(suffix) if suffix.starts_with('.') => HostPattern::Suffix(suffix.to_owned()),
+            _ => HostPattern::Exact(pattern),
+        }
+    }
+
+    /// Whether `host` (no port) is covered.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
+            HostPattern::Exact(exact) => host.eq_ignore_ascii_case(exact),
+        }
+    }
 }
 
 /// A route pattern that cannot be parsed.
@@ -79,17 +107,7 @@ impl Route {
 
     /// Whether the route covers a request for `host` (no port) and `path`.
     pub fn matches(&self, host: &str, path: &str) -> bool {
-        let host_ok = match &self.host {
-            HostPattern::Any => true,
-            HostPattern::Suffix(suffix) => {
-                host.len() > suffix.len()
-                    && host
-                        .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-            }
-            HostPattern::Exact(exact) => host.eq_ignore_ascii_case(exact),
-        };
-        host_ok
+        self.host.matches(host)
             && if self.prefix {
                 path.starts_with(&self.path)
             } else {
@@ -97,13 +115,9 @@ impl Route {
             }
     }
 
-    /// The hosts the route covers, as an allowed-host pattern: `host`, `*.domain` or `*`.
-    pub fn host_pattern(&self) -> String {
-        match &self.host {
-            HostPattern::Exact(host) => host.clone(),
-            HostPattern::Suffix(suffix) => format!("*{suffix}"),
-            HostPattern::Any => "*".to_owned(),
-        }
+    /// The hosts the route covers.
+    pub(crate) fn host(&self) -> &HostPattern {
+        &self.host
     }
 
     /// Orders routes most specific first.

@@ -21,7 +21,7 @@ use crate::error::InvokeError;
 use crate::host::{HostState, Limits, LogStream, Outbound, Pipeline};
 use crate::kv::KvStore;
 use crate::metrics::WorkerMetrics;
-use crate::route::Route;
+use crate::route::{HostPattern, Route};
 use crate::runtime::Runtime;
 use crate::spec::WorkerSpec;
 
@@ -41,7 +41,7 @@ pub struct Worker {
     kv: Arc<KvStore>,
     env: Vec<(String, String)>,
     config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
-    allowed_hosts: Arc<[String]>,
+    allowed_hosts: Arc<[HostPattern]>,
     slots: Arc<Semaphore>,
     queued: AtomicU32,
     metrics: WorkerMetrics,
@@ -55,7 +55,7 @@ impl Worker {
         pre: ProxyPre<HostState>,
         runtime: Arc<Runtime>,
         kv: Arc<KvStore>,
-        allowed_hosts: Vec<String>,
+        allowed_hosts: Vec<HostPattern>,
         metrics: WorkerMetrics,
     ) -> Self {
         let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
