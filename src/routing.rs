@@ -75,14 +75,10 @@ pub async fn start_dns(
         return Ok(());
     };
     let dns = geo_dns(topology, edges)?;
-    let udp = tokio::net::UdpSocket::bind(settings.listen)
+    let (udp, tcp) = outpost_dns::bind(settings.listen)
         .await
-        .with_context(|| format!("dns: binding UDP {}", settings.listen))?;
+        .with_context(|| format!("dns: binding UDP and TCP {}", settings.listen))?;
     let addr = udp.local_addr()?;
-    // TCP on the same port as UDP (for port 0, the one UDP got).
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("dns: binding TCP {addr}"))?;
     outpost_dns::spawn_health_checks(
         dns.clone(),
         edges.iter().map(|e| (e.name.clone(), e.http)).collect(),

@@ -18,4 +18,4 @@ pub use config::{
 };
 pub use geo::GeoDns;
 pub use health::{HealthSettings, spawn_health_checks};
-pub use server::serve;
+pub use server::{bind, serve};

@@ -37,6 +37,24 @@ fn udp_workers() -> usize {
 /// How often a UDP thread that has nothing to read checks for shutdown.
 const UDP_POLL: Duration = Duration::from_millis(200);
 
+/// Binds UDP and TCP on one address. With port 0, TCP takes the port UDP got; when another
+/// program holds that port for TCP, it starts over with a new port (a few times).
+pub async fn bind(
+    listen: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut attempts = if listen.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = tokio::net::UdpSocket::bind(listen).await?;
+        match tokio::net::TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => {
+                attempts -= 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Serves DNS on the given sockets until `shutdown` resolves: UDP on Outpost's own threads
 /// (blocking reads, one thread per core, no task, wake-up or channel per query, as gdnsd
 /// does), TCP through `hickory_server::Server`.

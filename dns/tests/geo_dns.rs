@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
 use outpost_dns::{DnsConfig, EdgeSite, GeoDns, RateLimit, ShedLoad, StaticRecord, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 const AMS: &str = "127.0.0.11";
 const NYC: &str = "127.0.0.12";
@@ -71,9 +71,10 @@ async fn start() -> Harness {
 
 async fn start_with(config: DnsConfig) -> Harness {
     let dns = Arc::new(GeoDns::new(&config, edges()).unwrap());
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = outpost_dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server_dns = dns.clone();
     tokio::spawn(async move {
