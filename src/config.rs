@@ -120,6 +120,7 @@ pub struct LimitSettings {
     pub max_headers: usize,
     pub header_read_timeout_ms: u64,
     pub max_body_bytes: u64,
+    pub max_target_bytes: usize,
     pub drain_timeout_ms: u64,
 }
 
@@ -131,6 +132,7 @@ impl Default for LimitSettings {
             max_headers: limits.max_headers,
             header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,
             max_body_bytes: limits.max_body_bytes,
+            max_target_bytes: limits.max_target_bytes,
             drain_timeout_ms: limits.drain_timeout.as_millis() as u64,
         }
     }
@@ -143,6 +145,7 @@ impl LimitSettings {
             max_headers: self.max_headers,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            max_target_bytes: self.max_target_bytes,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             access_log,
         }

@@ -25,6 +25,10 @@ pub struct CacheConfig {
     pub stale_if_error_secs: u64,
     /// Store responses that carry Set-Cookie.
     pub cache_set_cookie: bool,
+    /// Most variants (by Vary) kept of one URL; the least recently used goes first.
+    pub max_variants: usize,
+    /// Keep the port in cache keys (off: http, https and every port of a host share objects).
+    pub key_port: bool,
     /// How long a key that gave an uncacheable response skips coalescing, in seconds.
     pub hit_for_pass_secs: u64,
     /// Upstream connect timeout, in milliseconds.
@@ -46,6 +50,8 @@ impl Default for CacheConfig {
             stale_while_revalidate_secs: rules.stale_while_revalidate_secs,
             stale_if_error_secs: rules.stale_if_error_secs,
             cache_set_cookie: rules.cache_set_cookie,
+            max_variants: 64,
+            key_port: false,
             hit_for_pass_secs: 60,
             connect_timeout_ms: 2_000,
             first_byte_timeout_ms: 30_000,

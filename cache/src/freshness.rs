@@ -23,6 +23,21 @@ pub struct Timing {
     pub age: Duration,
 }
 
+/// An Age value (RFC 9111 section 5.1): delta-seconds, digits only; anything else is ignored.
+/// Only the first Age line counts (the caller passes it). Ages past 2^31 seconds, however many
+/// digits, are capped (section 1.2.2).
+fn parse_age(value: &[u8]) -> Option<Duration> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs = std::str::from_utf8(value)
+        .ok()?
+        .parse::<u64>()
+        .unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs.min(MAX_AGE_SECS)))
+}
+
 impl Timing {
     pub fn from_headers(
         headers: &HeaderMap,
@@ -35,12 +50,8 @@ impl Timing {
             date: http_date(headers, header::DATE),
             age: headers
                 .get(header::AGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                // Ages past 2^31 seconds are capped (RFC 9111 section 1.2.2).
-                .map_or(Duration::ZERO, |secs| {
-                    Duration::from_secs(secs.min(MAX_AGE_SECS))
-                }),
+                .and_then(|v| parse_age(v.as_bytes()))
+                .unwrap_or(Duration::ZERO),
         }
     }
 
@@ -216,6 +227,22 @@ mod tests {
         // no Last-Modified, no heuristic
         let h = headers(&[("date", httpdate::fmt_http_date(at(0)))]);
         assert_eq!(lifetime(StatusCode::OK, &h, &cc(&h), &capped, at(0)), None);
+    }
+
+    #[test]
+    fn age_is_digits_and_the_first_line_counts() {
+        for (value, secs) in [("+5", 0), ("-5", 0), ("5, 6", 0), ("1e3", 0), (" 7 ", 7)] {
+            let t = Timing::from_headers(&headers(&[("age", value.into())]), at(0), at(0));
+            assert_eq!(t.age, Duration::from_secs(secs), "{value:?}");
+        }
+        let mut h = headers(&[("age", "10".into())]);
+        h.append("age", http::HeaderValue::from_static("99"));
+        assert_eq!(Timing::from_headers(&h, at(0), at(0)).age, Duration::from_secs(10));
+        let huge = headers(&[("age", "99999999999999999999999".into())]);
+        assert_eq!(
+            Timing::from_headers(&huge, at(0), at(0)).age,
+            Duration::from_secs(MAX_AGE_SECS)
+        );
     }
 
     #[test]

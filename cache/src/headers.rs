@@ -42,6 +42,34 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHENTICATE);
 }
 
+/// Request headers that say how a message is framed or continued: set by whoever sends the
+/// message, never copied from another one.
+const REQUEST_FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "expect", "trailer"];
+
+/// Removes a request's framing headers (Content-Length, Transfer-Encoding, Expect, Trailer):
+/// the request sent upstream declares its own body, or none.
+pub fn remove_request_framing(headers: &mut HeaderMap) {
+    for name in REQUEST_FRAMING {
+        headers.remove(name);
+    }
+}
+
+/// The prefix of the request headers an edge sets itself (for workers and origins:
+/// `outpost-client-ip`, `outpost-edge`, ...); a client's own are removed.
+pub const EDGE_HEADER_PREFIX: &str = "outpost-";
+
+/// Removes every `outpost-*` header a client sent.
+pub fn remove_edge_only(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(EDGE_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
 /// Removes the CDN-only headers before a response goes to a client.
 pub fn strip_cdn_only(headers: &mut HeaderMap) {
     for name in CDN_ONLY {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
+use outpost_server::normal;
 
 /// The primary cache key: lower-cased host (with port, if any) and the request target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -15,8 +16,11 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    /// The key of a request, or `None` when it names no host (HTTP/1.1 requires one).
-    pub fn from_request(parts: &Parts) -> Option<Self> {
+    /// The key of a request, or `None` when it names no host (HTTP/1.1 requires one). The
+    /// request is expected in the listener's normal form ([`outpost_server::normal`]); the
+    /// port stays in the key only with `with_port`, so by default plain HTTP, HTTPS and the
+    /// anycast address share one object.
+    pub fn from_request(parts: &Parts, with_port: bool) -> Option<Self> {
         let host = match parts.uri.authority() {
             // Already parsed as an authority by the HTTP layer.
             Some(authority) => authority.as_str(),
@@ -28,9 +32,10 @@ impl CacheKey {
                 host
             }
         };
-        if host.contains('@') {
+        if host.contains('@') || host.is_empty() {
             return None;
         }
+        let host = if with_port { host } else { normal::without_port(host) };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         Some(Self::new(host, target))
     }
@@ -48,14 +53,24 @@ impl CacheKey {
         }
     }
 
-    /// The key of a URL such as `http://host/path?q`, as found in Location or a purge request.
-    pub fn from_url(url: &str) -> Option<Self> {
+    /// The key of a URL such as `http://host/path?q`, as found in Location or a purge request,
+    /// in the same normal form as a request's.
+    pub fn from_url(url: &str, with_port: bool) -> Option<Self> {
         let uri: http::Uri = url.parse().ok()?;
         let authority = uri.authority()?;
-        Some(Self::new(
-            authority.as_str(),
-            uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        ))
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let host = normal::host(authority.as_str(), default_port).ok()?;
+        let host = if with_port {
+            host.as_str()
+        } else {
+            normal::without_port(&host)
+        };
+        let target = normal::target(uri.path_and_query().map_or("/", |pq| pq.as_str())).ok()?;
+        Some(Self::new(host, &target))
     }
 
     pub fn host(&self) -> &str {
@@ -97,14 +112,15 @@ pub fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
 }
 
 /// The secondary key of a request for a response that varies on `fields`: each field's
-/// normalised value. Accept-Encoding is reduced to the one coding we would pick.
+/// normalised value. Accept-Encoding is reduced to the codings a CDN serves
+/// ([`accepted_encodings`]).
 pub fn variant_key(fields: &[HeaderName], request: &HeaderMap) -> String {
     let mut key = String::new();
     for field in fields {
         key.push_str(field.as_str());
         key.push('=');
         if field == header::ACCEPT_ENCODING {
-            key.push_str(preferred_encoding(request));
+            key.push_str(accepted_encodings(request));
         } else {
             let values: Vec<String> = request
                 .get_all(field)
@@ -124,33 +140,58 @@ pub fn variant_key(fields: &[HeaderName], request: &HeaderMap) -> String {
     key
 }
 
-/// The coding a client accepts that a CDN would serve: br, then gzip, else identity.
-fn preferred_encoding(request: &HeaderMap) -> &'static str {
-    let accepts = |coding: &str| {
-        request
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|item| {
-                let mut parts = item.split(';');
-                let name = parts.next().unwrap_or("").trim();
-                let q_zero = parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                });
-                name.eq_ignore_ascii_case(coding) && !q_zero
-            })
-    };
-    if accepts("br") {
-        "br"
-    } else if accepts("gzip") {
-        "gzip"
-    } else {
-        "identity"
+/// Whether the client accepts `coding` by its Accept-Encoding: named (or `*`) with a
+/// non-zero weight. A request without Accept-Encoding accepts no coding but identity: that is
+/// what clients such as curl without `--compressed` can read.
+fn accepts(request: &HeaderMap, coding: &str) -> bool {
+    let mut named = None;
+    let mut star = None;
+    for item in request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q_zero = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if name.eq_ignore_ascii_case(coding) {
+            named = Some(!q_zero);
+        } else if name == "*" {
+            star = Some(!q_zero);
+        }
     }
+    named.or(star).unwrap_or(false)
+}
+
+/// The content codings a client accepts among those a CDN serves, as one of four normal
+/// values. This is the value a variant is keyed by and exactly what a cache fill sends
+/// upstream, so whatever comes back is fit for every client of the variant (a client that also
+/// takes zstd is asked for br or gzip, never zstd).
+pub fn accepted_encodings(request: &HeaderMap) -> &'static str {
+    match (accepts(request, "br"), accepts(request, "gzip")) {
+        (true, true) => "br, gzip",
+        (true, false) => "br",
+        (false, true) => "gzip",
+        (false, false) => "identity",
+    }
+}
+
+/// Whether a stored response's Content-Encoding is one the client accepts.
+pub fn encoding_accepted(stored: &HeaderMap, request: &HeaderMap) -> bool {
+    stored
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .all(|coding| accepts(request, coding))
 }
 
 #[cfg(test)]
@@ -173,28 +214,42 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let key = CacheKey::from_request(&parts).unwrap();
+        let key = CacheKey::from_request(&parts, true).unwrap();
         assert_eq!(key.as_str(), "www.example.test:8080/a?b=1");
+        let key = CacheKey::from_request(&parts, false).unwrap();
+        assert_eq!(key.as_str(), "www.example.test/a?b=1");
         assert_eq!(key.target(), "/a?b=1");
         let (parts, ()) = http::Request::get("http://x.test/p")
             .body(())
             .unwrap()
             .into_parts();
-        assert_eq!(CacheKey::from_request(&parts).unwrap().as_str(), "x.test/p");
+        assert_eq!(CacheKey::from_request(&parts, false).unwrap().as_str(), "x.test/p");
         let (parts, ()) = http::Request::get("/p").body(()).unwrap().into_parts();
-        assert!(CacheKey::from_request(&parts).is_none());
+        assert!(CacheKey::from_request(&parts, false).is_none());
         for bad in ["site.test/a", "user@site.test", "a b"] {
             let (parts, ()) = http::Request::get("/b")
                 .header("host", bad)
                 .body(())
                 .unwrap()
                 .into_parts();
-            assert!(CacheKey::from_request(&parts).is_none(), "{bad}");
+            assert!(CacheKey::from_request(&parts, false).is_none(), "{bad}");
         }
         assert_eq!(
-            CacheKey::from_url("http://X.test/q?z").unwrap().as_str(),
+            CacheKey::from_url("http://X.test/q?z", false).unwrap().as_str(),
             "x.test/q?z"
         );
+        // Every spelling of one URL is one key.
+        for url in [
+            "http://www.outpost.test./private/a",
+            "http://WWW.outpost.test:8080//private/a",
+            "https://www.outpost.test:443/%70rivate/./a",
+        ] {
+            assert_eq!(
+                CacheKey::from_url(url, false).unwrap().as_str(),
+                "www.outpost.test/private/a",
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -222,10 +277,32 @@ mod tests {
         let c = variant_key(&fields, &req(&[("accept-encoding", "gzip")]));
         let d = variant_key(&fields, &req(&[("accept-encoding", "br;q=0, gzip")]));
         let e = variant_key(&fields, &req(&[]));
+        let zstd = variant_key(&fields, &req(&[("accept-encoding", "zstd")]));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(c, d);
         assert!(e.contains("identity"));
+        assert_eq!(zstd, e, "zstd is not a coding the CDN asks for");
+        let chrome = req(&[("accept-encoding", "gzip, deflate, br, zstd")]);
+        assert_eq!(accepted_encodings(&chrome), "br, gzip");
+        assert_eq!(accepted_encodings(&req(&[("accept-encoding", "*")])), "br, gzip");
+        assert_eq!(
+            accepted_encodings(&req(&[("accept-encoding", "*, gzip;q=0")])),
+            "br"
+        );
+    }
+
+    #[test]
+    fn a_stored_coding_is_served_only_to_clients_that_accept_it() {
+        let stored = |ce: &'static str| req(&[("content-encoding", ce)]);
+        let chrome = req(&[("accept-encoding", "gzip, deflate, br, zstd")]);
+        let curl = req(&[]);
+        assert!(encoding_accepted(&stored("zstd"), &chrome));
+        assert!(!encoding_accepted(&stored("zstd"), &curl));
+        assert!(!encoding_accepted(&stored("gzip"), &curl));
+        assert!(encoding_accepted(&stored("identity"), &curl));
+        assert!(encoding_accepted(&req(&[]), &curl));
+        assert!(!encoding_accepted(&stored("br"), &req(&[("accept-encoding", "gzip")])));
     }
 
     #[test]

@@ -182,16 +182,50 @@ pub fn storability(
     Ok(StoredPolicy {
         timing,
         lifetime,
-        stale_while_revalidate: directives
-            .stale_while_revalidate
-            .unwrap_or(Duration::from_secs(rules.stale_while_revalidate_secs)),
+        // s-maxage carries the meaning of proxy-revalidate (RFC 9111 section 5.2.2.10): only
+        // the response's own stale directives may allow stale, not the operator's defaults.
+        stale_while_revalidate: directives.stale_while_revalidate.unwrap_or(
+            default_stale(directives.s_maxage, rules.stale_while_revalidate_secs),
+        ),
         stale_if_error: directives
             .stale_if_error
-            .unwrap_or(Duration::from_secs(rules.stale_if_error_secs)),
+            .unwrap_or(default_stale(directives.s_maxage, rules.stale_if_error_secs)),
         forbids_stale: directives.forbids_stale(),
         no_cache: directives.no_cache,
         allows_authorization,
     })
+}
+
+fn default_stale(s_maxage: Option<Duration>, default_secs: u64) -> Duration {
+    match s_maxage {
+        Some(_) => Duration::ZERO,
+        None => Duration::from_secs(default_secs),
+    }
+}
+
+/// Whether a 304 answers for the stored response it would update (RFC 9111 section 4.3.4):
+/// its entity tag matches the stored one, or, without one, its Last-Modified does; a 304
+/// with no validator at all is taken to mean the one stored response.
+pub fn not_modified_selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    use outpost_representation::EntityTag;
+    let tag = |h: &HeaderMap| {
+        h.get(header::ETAG)
+            .and_then(|v| EntityTag::parse(v.as_bytes()))
+    };
+    if not_modified.contains_key(header::ETAG) {
+        return match (tag(stored), tag(not_modified)) {
+            (Some(stored), Some(new)) => stored.weak_eq(&new),
+            _ => false,
+        };
+    }
+    match (
+        stored.get(header::LAST_MODIFIED),
+        not_modified.get(header::LAST_MODIFIED),
+    ) {
+        (_, None) => true,
+        (Some(stored), Some(new)) => stored == new,
+        (None, Some(_)) => false,
+    }
 }
 
 impl StoredPolicy {
@@ -370,6 +404,75 @@ mod tests {
         etag.insert("etag", HeaderValue::from_static("\"v1\""));
         let p = store(&HeaderMap::new(), 200, &etag).unwrap();
         assert_eq!(p.reuse(at(0), None), Reuse::Revalidate);
+    }
+
+    #[test]
+    fn s_maxage_forbids_the_default_stale_windows() {
+        let rules = CacheRules {
+            stale_while_revalidate_secs: 30,
+            stale_if_error_secs: 300,
+            ..CacheRules::default()
+        };
+        let resp = response("s-maxage=10");
+        let timing = Timing::from_headers(&resp, at(0), at(0));
+        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
+            .unwrap();
+        assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
+        assert!(!p.serves_stale_on_error(at(12), None));
+        // Its own stale directives still count.
+        let resp = response("s-maxage=10, stale-if-error=60");
+        let timing = Timing::from_headers(&resp, at(0), at(0));
+        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
+            .unwrap();
+        assert!(p.serves_stale_on_error(at(12), None));
+        // Without s-maxage the defaults apply.
+        let resp = response("max-age=10");
+        let timing = Timing::from_headers(&resp, at(0), at(0));
+        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
+            .unwrap();
+        assert_eq!(p.reuse(at(12), None), Reuse::StaleWhileRevalidate);
+        // proxy-revalidate forbids them too.
+        let resp = response("max-age=10, proxy-revalidate");
+        let timing = Timing::from_headers(&resp, at(0), at(0));
+        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
+            .unwrap();
+        assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
+        assert!(!p.serves_stale_on_error(at(12), None));
+    }
+
+    #[test]
+    fn interim_responses_are_never_stored() {
+        for status in [100, 103] {
+            assert_eq!(
+                store(&HeaderMap::new(), status, &response("max-age=60")),
+                Err(Uncacheable::Status)
+            );
+        }
+    }
+
+    #[test]
+    fn a_304_updates_only_the_response_it_validates() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let stored = h(&[("etag", "\"v1\""), ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
+        assert!(not_modified_selects(&stored, &h(&[("etag", "\"v1\"")])));
+        assert!(not_modified_selects(&stored, &h(&[("etag", "W/\"v1\"")])));
+        assert!(!not_modified_selects(&stored, &h(&[("etag", "\"v2\"")])));
+        assert!(!not_modified_selects(&h(&[]), &h(&[("etag", "\"v1\"")])));
+        assert!(not_modified_selects(
+            &stored,
+            &h(&[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")])
+        ));
+        assert!(!not_modified_selects(
+            &stored,
+            &h(&[("last-modified", "Tue, 02 Jan 2024 00:00:00 GMT")])
+        ));
+        assert!(not_modified_selects(&stored, &h(&[])));
     }
 
     #[test]

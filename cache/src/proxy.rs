@@ -67,6 +67,8 @@ struct Inner<U> {
     /// Keys whose last response was uncacheable: fetched without coalescing for a while.
     pass_keys: moka::sync::Cache<Arc<str>, ()>,
     rules: CacheRules,
+    /// The port is part of the cache key (off: every port of a host shares its objects).
+    key_port: bool,
     body_idle_timeout: Duration,
     upstream: U,
     metrics: CacheMetrics,
@@ -81,7 +83,6 @@ struct Inner<U> {
 #[derive(Debug, Clone)]
 struct RequestHead {
     method: Method,
-    uri: Uri,
     version: Version,
     headers: HeaderMap,
     peer: Peer,
@@ -118,10 +119,11 @@ impl<U: Upstream> CacheNode<U> {
             inner: Arc::new(Inner {
                 name: name.into(),
                 tier,
-                store: Store::new(config.capacity_mib << 20),
+                store: Store::new(config.capacity_mib << 20, config.max_variants),
                 inflight: InFlight::default(),
                 pass_keys,
                 rules: config.rules(),
+                key_port: config.key_port,
                 body_idle_timeout: config.body_idle_timeout(),
                 upstream,
                 metrics: CacheMetrics::register(registry),
@@ -175,8 +177,10 @@ impl<U: Upstream> Purge for CacheNode<U> {
         let mut purged = 0;
         for url in &request.urls {
             if url.starts_with('/') {
-                purged += store.purge_target(url, request.soft);
-            } else if let Some(key) = CacheKey::from_url(url) {
+                if let Ok(target) = outpost_server::normal::target(url) {
+                    purged += store.purge_target(&target, request.soft);
+                }
+            } else if let Some(key) = CacheKey::from_url(url, self.inner.key_port) {
                 purged += store.purge_key(&key, request.soft);
             }
         }
@@ -213,7 +217,11 @@ impl<U: Upstream> Drop for AbandonGuard<U> {
 
 impl<U: Upstream> Inner<U> {
     async fn respond(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        if self.tier == Tier::Edge {
+            // What the edge tells workers and origins about a request is the edge's to say.
+            headers::remove_edge_only(&mut parts.headers);
+        }
         if parts.uri.path() == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
             if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 return bodies::text(StatusCode::SERVICE_UNAVAILABLE, "draining");
@@ -240,7 +248,7 @@ impl<U: Upstream> Inner<U> {
                 format!("request loop: already passed through {}", self.name),
             );
         }
-        let Some(key) = CacheKey::from_request(&parts) else {
+        let Some(key) = CacheKey::from_request(&parts, self.key_port) else {
             return bodies::text(
                 StatusCode::BAD_REQUEST,
                 "a valid Host header (host or host:port) is required",
@@ -248,7 +256,6 @@ impl<U: Upstream> Inner<U> {
         };
         let head = RequestHead {
             method: parts.method,
-            uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
             peer,
@@ -269,6 +276,11 @@ impl<U: Upstream> Inner<U> {
         match self.store.lookup(&key, &head.headers) {
             Lookup::Found(object) if has_authorization && !object.policy.allows_authorization => {
                 fwd = Forward::Request;
+            }
+            // Stored compressed in a coding this client cannot decode (the origin did not say
+            // it varies on Accept-Encoding): fetch what this client can take.
+            Lookup::Found(object) if !key::encoding_accepted(&object.headers, &head.headers) => {
+                fwd = Forward::VaryMiss;
             }
             Lookup::Found(object) => {
                 let purged_at = object.purged_at();
@@ -433,7 +445,7 @@ impl<U: Upstream> Inner<U> {
         leader: Option<oneshot::Sender<Released>>,
     ) {
         let request_time = SystemTime::now();
-        let epoch = self.store.purge_epoch();
+        let ticket = self.store.ticket(key);
         // A key known to be uncacheable is fetched for this client alone: its Range and
         // preconditions go upstream, so a seek in a large uncacheable video stays a seek.
         let mode = if fwd == Forward::Bypass {
@@ -441,7 +453,7 @@ impl<U: Upstream> Inner<U> {
         } else {
             UpstreamMode::Fill
         };
-        let request = self.upstream_request(head, bodies::empty(), mode, stale.as_deref());
+        let request = self.upstream_request(head, key, None, mode, stale.as_deref());
         let result = self.send(request, key).await;
         let response_time = SystemTime::now();
         let stand_in = |status: Option<StatusCode>| {
@@ -487,7 +499,7 @@ impl<U: Upstream> Inner<U> {
                 response.headers(),
                 request_time,
                 response_time,
-                epoch,
+                ticket,
             );
             return;
         }
@@ -565,7 +577,7 @@ impl<U: Upstream> Inner<U> {
                 // Stored before the client gets its last byte, so a request that follows at
                 // once is a hit.
                 self.store
-                    .insert_unless_purged(key, Arc::new(object), epoch);
+                    .insert_unless_purged(key, Arc::new(object), ticket);
                 if let Some(last) = last {
                     fill.push(last);
                 }
@@ -627,7 +639,7 @@ impl<U: Upstream> Inner<U> {
         not_modified: &HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
-        epoch: u64,
+        ticket: crate::store::FillTicket,
     ) {
         let mut fresh = not_modified.clone();
         headers::remove_hop_by_hop(&mut fresh);
@@ -648,6 +660,23 @@ impl<U: Upstream> Inner<U> {
                 merged.append(name.clone(), value.clone());
             }
         }
+        if !policy::not_modified_selects(&stale.headers, &fresh) {
+            // A 304 for some other response: keep nothing of it, and fetch whole next time.
+            tracing::info!(node = %self.name, key = key.as_str(), "304 with other validators: not stored");
+            self.store.purge_key(key, false);
+            fill.publish_head(FillHead::Object(
+                stale.clone(),
+                CacheOutcome::Forwarded {
+                    fwd: Forward::Stale,
+                    status: Some(304),
+                    stored: false,
+                    collapsed: false,
+                    ttl: None,
+                    detail: Some("validator-mismatch"),
+                },
+            ));
+            return;
+        }
         let timing = Timing::from_headers(&merged, request_time, response_time);
         match policy::storability(
             &Method::GET,
@@ -667,7 +696,7 @@ impl<U: Upstream> Inner<U> {
                     stale.vary.clone(),
                     stale.variant.clone(),
                 ));
-                self.store.insert_unless_purged(key, object.clone(), epoch);
+                self.store.insert_unless_purged(key, object.clone(), ticket);
                 fill.publish_head(FillHead::Object(
                     object,
                     CacheOutcome::Forwarded {
@@ -726,7 +755,10 @@ impl<U: Upstream> Inner<U> {
                 Some(self.error_response(status, &message, fwd, collapsed))
             }
             FillHead::Object(object, mut outcome) => {
-                if collapsed && !object.matches(&head.headers) {
+                if collapsed
+                    && (!object.matches(&head.headers)
+                        || !key::encoding_accepted(&object.headers, &head.headers))
+                {
                     return None;
                 }
                 if let CacheOutcome::Forwarded {
@@ -743,8 +775,9 @@ impl<U: Upstream> Inner<U> {
             }
             FillHead::Streaming(stream) => {
                 if collapsed
-                    && !stream.vary.is_empty()
-                    && key::variant_key(&stream.vary, &head.headers) != stream.variant
+                    && (!stream.vary.is_empty()
+                        && key::variant_key(&stream.vary, &head.headers) != stream.variant
+                        || !key::encoding_accepted(&stream.headers, &head.headers))
                 {
                     return None;
                 }
@@ -890,7 +923,27 @@ impl<U: Upstream> Inner<U> {
         body: Body,
         key: CacheKey,
     ) -> Response<Body> {
-        let request = self.upstream_request(&head, body, UpstreamMode::Pass, None);
+        // The whole body is read before anything goes upstream (as nginx's default
+        // proxy_request_buffering): a body the client breaks or frames wrongly is the
+        // client's error, and none of it reaches the upstream.
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let too_large = error.is::<http_body_util::LengthLimitError>();
+                let (status, what) = if too_large {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "request body could not be read")
+                };
+                tracing::info!(node = %self.name, key = key.as_str(), %error, "{what}");
+                let mut response = bodies::text(status, format!("{what}: {error}"));
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+        };
+        let request = self.upstream_request(&head, &key, Some(body), UpstreamMode::Pass, None);
         match self.send(request, &key).await {
             Err(error) => {
                 self.error_response(error.status(), &error.to_string(), Forward::Method, false)
@@ -925,7 +978,7 @@ impl<U: Upstream> Inner<U> {
             let target = if location.starts_with('/') {
                 Some(CacheKey::new(key.host(), location))
             } else {
-                CacheKey::from_url(location).filter(|other| other.host() == key.host())
+                CacheKey::from_url(location, self.key_port).filter(|other| other.host() == key.host())
             };
             if let Some(target) = target {
                 self.store.purge_key(&target, false);
@@ -934,16 +987,22 @@ impl<U: Upstream> Inner<U> {
     }
 
     /// The request sent upstream. A cache fill asks for the whole object with GET and only
-    /// our own validators; a pass sends the client's request as it is.
+    /// our own validators; a pass sends the client's request as it is, with the body read in
+    /// full (`None`: no body). The Host is the key's, always: the upstream answers for exactly
+    /// the authority the object is stored under.
     fn upstream_request(
         &self,
         head: &RequestHead,
-        body: Body,
+        key: &CacheKey,
+        body: Option<bytes::Bytes>,
         mode: UpstreamMode,
         stale: Option<&StoredObject>,
     ) -> Request<Body> {
         let mut headers = head.headers.clone();
         headers::remove_hop_by_hop(&mut headers);
+        // Framing is ours to set: a request that goes without a body declares none, so an
+        // upstream that honours Content-Length never reads the next request as a body.
+        headers::remove_request_framing(&mut headers);
         let for_cache = mode != UpstreamMode::Pass;
         if mode == UpstreamMode::Fill {
             for name in [
@@ -956,6 +1015,12 @@ impl<U: Upstream> Inner<U> {
             ] {
                 headers.remove(name);
             }
+            // Exactly the codings the variant key stands for: what comes back is fit for every
+            // client that shares the variant.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(key::accepted_encodings(&head.headers)),
+            );
             if let Some(stale) = stale {
                 if let Some(etag) = stale.headers.get(header::ETAG) {
                     headers.insert(header::IF_NONE_MATCH, etag.clone());
@@ -965,10 +1030,7 @@ impl<U: Upstream> Inner<U> {
                 }
             }
         }
-        if !headers.contains_key(header::HOST)
-            && let Some(authority) = head.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
+        if let Ok(host) = HeaderValue::from_str(key.host()) {
             headers.insert(header::HOST, host);
         }
         headers::add_forwarding(
@@ -978,17 +1040,20 @@ impl<U: Upstream> Inner<U> {
             head.peer.remote,
             head.peer.tls,
         );
+        let body = match body {
+            Some(bytes) if !bytes.is_empty() || head.method != Method::GET => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                bodies::full(bytes)
+            }
+            _ => bodies::empty(),
+        };
         let mut request = Request::new(body);
         *request.method_mut() = if for_cache {
             Method::GET
         } else {
             head.method.clone()
         };
-        *request.uri_mut() = head
-            .uri
-            .path_and_query()
-            .and_then(|pq| Uri::try_from(pq.as_str()).ok())
-            .unwrap_or_else(|| Uri::from_static("/"));
+        *request.uri_mut() = Uri::try_from(key.target()).unwrap_or_else(|_| Uri::from_static("/"));
         *request.headers_mut() = headers;
         request
     }

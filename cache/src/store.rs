@@ -28,6 +28,9 @@ pub struct StoredObject {
     pub tags: Vec<String>,
     /// Milliseconds since the epoch of a soft purge; 0 when none.
     purged_at: AtomicU64,
+    /// When a request last selected this variant (the store's clock), to evict the least
+    /// recently used variant of a key first.
+    last_used: AtomicU64,
 }
 
 impl StoredObject {
@@ -49,6 +52,7 @@ impl StoredObject {
             variant,
             tags,
             purged_at: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
         }
     }
 
@@ -85,16 +89,19 @@ impl StoredObject {
     }
 }
 
-/// Every stored variant of one primary key.
+/// Every stored variant of one primary key. They all vary on the same fields (a response that
+/// changes Vary drops the older variants), so a request's secondary key is computed once.
 #[derive(Debug, Default)]
 struct Variants {
+    vary: Vec<HeaderName>,
     objects: Vec<Arc<StoredObject>>,
 }
 
 impl Variants {
-    fn weight(&self) -> u32 {
+    fn weight(&self, key: &str) -> u32 {
         let total: u64 = self.objects.iter().map(|o| o.weight()).sum();
-        u32::try_from(total).unwrap_or(u32::MAX)
+        let own = key.len() + 64 + self.vary.len() * 16;
+        u32::try_from(total + own as u64).unwrap_or(u32::MAX)
     }
 }
 
@@ -106,40 +113,111 @@ pub enum Lookup {
     Miss,
 }
 
+/// Taken when a fill starts; the fill may store what it fetched only if no purge of its key
+/// (and no purge by tag or path) came in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillTicket {
+    slot: usize,
+    generation: u64,
+    scans: u64,
+}
+
+/// Purge generations: per key (striped over a fixed number of slots, so memory does not grow
+/// with keys), and one for purges that scan the store (by tag or path), whose keys a fill in
+/// progress cannot know yet.
+struct Generations {
+    slots: Box<[std::sync::Mutex<u64>]>,
+    scans: std::sync::RwLock<u64>,
+    hasher: std::hash::RandomState,
+}
+
+const GENERATION_SLOTS: usize = 1024;
+
+impl Generations {
+    fn new() -> Self {
+        Self {
+            slots: (0..GENERATION_SLOTS)
+                .map(|_| std::sync::Mutex::new(0))
+                .collect(),
+            scans: std::sync::RwLock::new(0),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn slot_of(&self, key: &str) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(key) % GENERATION_SLOTS as u64) as usize
+    }
+
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, u64> {
+        self.slots[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn scans(&self) -> std::sync::RwLockReadGuard<'_, u64> {
+        self.scans
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The in-memory object store of one node.
 #[derive(Clone)]
 pub struct Store {
     objects: moka::sync::Cache<Arc<str>, Arc<Variants>>,
-    /// Counts purges: a fetch that began before a purge must not store what it fetched.
-    purges: Arc<std::sync::atomic::AtomicU64>,
+    generations: Arc<Generations>,
+    /// Most variants kept per primary key; the least recently used goes first.
+    max_variants: usize,
+    started: std::time::Instant,
 }
 
 impl Store {
-    /// A store holding up to `capacity_bytes` of objects (bodies plus headers).
-    pub fn new(capacity_bytes: u64) -> Self {
+    /// A store holding up to `capacity_bytes` of objects (bodies plus headers), and at most
+    /// `max_variants` variants of one key.
+    pub fn new(capacity_bytes: u64, max_variants: usize) -> Self {
         let objects = moka::sync::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|_key: &Arc<str>, variants: &Arc<Variants>| variants.weight())
+            .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key))
             .build();
         Self {
             objects,
-            purges: Arc::default(),
+            generations: Arc::new(Generations::new()),
+            max_variants: max_variants.max(1),
+            started: std::time::Instant::now(),
         }
     }
 
+    fn tick(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Lookup {
-        match self.objects.get(key.as_str()) {
-            None => Lookup::Miss,
-            Some(variants) => variants
+        let Some(variants) = self.objects.get(key.as_str()) else {
+            return Lookup::Miss;
+        };
+        if variants.vary.is_empty() {
+            return variants
                 .objects
-                .iter()
-                .find(|object| object.matches(request))
-                .map_or(Lookup::VaryMiss, |object| Lookup::Found(object.clone())),
+                .first()
+                .map_or(Lookup::VaryMiss, |object| Lookup::Found(object.clone()));
+        }
+        let wanted = key::variant_key(&variants.vary, request);
+        match variants.objects.iter().find(|o| o.variant == wanted) {
+            Some(object) => {
+                if variants.objects.len() > 1 {
+                    object.last_used.store(self.tick(), Ordering::Relaxed);
+                }
+                Lookup::Found(object.clone())
+            }
+            None => Lookup::VaryMiss,
         }
     }
 
     /// Stores `object`, replacing the variant with the same secondary key.
     pub fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) {
+        object.last_used.store(self.tick(), Ordering::Relaxed);
+        let max_variants = self.max_variants;
         self.objects
             .entry(key.shared())
             .and_compute_with(|existing| {
@@ -148,34 +226,56 @@ impl Store {
                     .unwrap_or_default();
                 // A changed Vary makes older variants unreachable: drop them.
                 objects.retain(|o| o.vary == object.vary && o.variant != object.variant);
+                while objects.len() >= max_variants {
+                    let oldest = objects
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, o)| o.last_used.load(Ordering::Relaxed))
+                        .map_or(0, |(i, _)| i);
+                    objects.swap_remove(oldest);
+                }
+                let vary = object.vary.clone();
                 objects.push(object);
-                Op::Put(Arc::new(Variants { objects }))
+                Op::Put(Arc::new(Variants { vary, objects }))
             });
     }
 
-    /// Removes (or, when `soft`, marks stale) every variant of `key`. Returns how many.
-    /// The purge count now; compare with [`Store::insert_unless_purged`].
-    pub fn purge_epoch(&self) -> u64 {
-        self.purges.load(Ordering::SeqCst)
+    /// A ticket for a fill of `key` that starts now; see [`Store::insert_unless_purged`].
+    pub fn ticket(&self, key: &CacheKey) -> FillTicket {
+        let slot = self.generations.slot_of(key.as_str());
+        let scans = *self.generations.scans();
+        let generation = *self.generations.slot(slot);
+        FillTicket {
+            slot,
+            generation,
+            scans,
+        }
     }
 
-    /// Stores `object` unless a purge happened since `epoch` (then what was fetched may be
-    /// exactly what the purge meant to remove). Returns whether it was stored.
+    /// Stores `object` unless `key` was purged (or a purge by tag or path ran) since `ticket`
+    /// was taken: then what was fetched may be exactly what the purge meant to remove. The
+    /// check and the insert are one step for that key, so a racing purge either comes first
+    /// (and nothing is stored) or removes what was stored. Returns whether it was stored.
     pub fn insert_unless_purged(
         &self,
         key: &CacheKey,
         object: Arc<StoredObject>,
-        epoch: u64,
+        ticket: FillTicket,
     ) -> bool {
-        if self.purge_epoch() != epoch {
+        let scans = self.generations.scans();
+        let slot = self.generations.slot(ticket.slot);
+        if *scans != ticket.scans || *slot != ticket.generation {
             return false;
         }
         self.insert(key, object);
         true
     }
 
+    /// Removes (or, when `soft`, marks stale) every variant of `key`; a fill of `key` in
+    /// progress will not store what it fetched. Returns how many.
     pub fn purge_key(&self, key: &CacheKey, soft: bool) -> u64 {
-        self.purges.fetch_add(1, Ordering::SeqCst);
+        let mut slot = self.generations.slot(self.generations.slot_of(key.as_str()));
+        *slot += 1;
         let Some(variants) = self.objects.get(key.as_str()) else {
             return 0;
         };
@@ -190,7 +290,13 @@ impl Store {
 
     /// Purges every object whose key satisfies `matches` (a scan of the store).
     fn purge_where(&self, soft: bool, matches: impl Fn(&str, &StoredObject) -> bool) -> u64 {
-        self.purges.fetch_add(1, Ordering::SeqCst);
+        // Every fill in progress may bring a match: none of them stores. Anything stored
+        // before this point is in the map for the scan to find.
+        *self
+            .generations
+            .scans
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
         let now = SystemTime::now();
         let mut purged = 0;
         for (key, variants) in self.objects.iter() {
@@ -214,8 +320,9 @@ impl Store {
                     .filter(|o| !matches(&key, o))
                     .cloned()
                     .collect();
+                let vary = variants.vary.clone();
                 self.objects
-                    .insert((*key).clone(), Arc::new(Variants { objects: keep }));
+                    .insert((*key).clone(), Arc::new(Variants { vary, objects: keep }));
             }
         }
         purged
@@ -295,7 +402,7 @@ mod tests {
 
     #[test]
     fn variants_live_side_by_side_and_purge_together() {
-        let store = Store::new(1 << 20);
+        let store = Store::new(1 << 20, 64);
         let key = CacheKey::new("a.test", "/x");
         let vary = [http::header::ACCEPT_LANGUAGE];
         store.insert(&key, object(&vary, &lang("en"), "hello", "t1"));
@@ -315,7 +422,7 @@ mod tests {
 
     #[test]
     fn purge_by_tag_and_target_and_soft() {
-        let store = Store::new(1 << 20);
+        let store = Store::new(1 << 20, 64);
         let none = HeaderMap::new();
         let a = CacheKey::new("a.test", "/p");
         let b = CacheKey::new("b.test", "/p");
@@ -336,8 +443,45 @@ mod tests {
     }
 
     #[test]
+    fn a_purge_stops_the_fills_of_its_key_only() {
+        let store = Store::new(1 << 20, 64);
+        let none = HeaderMap::new();
+        let a = CacheKey::new("a.test", "/a");
+        let b = CacheKey::new("a.test", "/b");
+        let (ticket_a, ticket_b) = (store.ticket(&a), store.ticket(&b));
+        // An unsafe method on /a (or a purge of it) while both are being fetched.
+        store.purge_key(&a, false);
+        assert!(!store.insert_unless_purged(&a, object(&[], &none, "old a", ""), ticket_a));
+        assert!(store.insert_unless_purged(&b, object(&[], &none, "b", ""), ticket_b));
+        assert!(matches!(store.lookup(&a, &none), Lookup::Miss));
+        assert!(matches!(store.lookup(&b, &none), Lookup::Found(_)));
+        // A purge by tag cannot know the keys of fills in progress: none of them stores.
+        let ticket = store.ticket(&a);
+        store.purge_tag("t", false);
+        assert!(!store.insert_unless_purged(&a, object(&[], &none, "a", ""), ticket));
+    }
+
+    #[test]
+    fn variants_per_key_are_capped_least_recently_used_first() {
+        let store = Store::new(1 << 20, 3);
+        let key = CacheKey::new("a.test", "/v");
+        let vary = [http::header::ACCEPT_LANGUAGE];
+        for l in ["en", "fr", "de"] {
+            store.insert(&key, object(&vary, &lang(l), "x", ""));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // en is used, so fr is now the least recently used.
+        assert!(matches!(store.lookup(&key, &lang("en")), Lookup::Found(_)));
+        store.insert(&key, object(&vary, &lang("nl"), "x", ""));
+        assert!(matches!(store.lookup(&key, &lang("fr")), Lookup::VaryMiss));
+        for l in ["en", "de", "nl"] {
+            assert!(matches!(store.lookup(&key, &lang(l)), Lookup::Found(_)), "{l}");
+        }
+    }
+
+    #[test]
     fn capacity_is_bounded_by_weight() {
-        let store = Store::new(64 * 1024);
+        let store = Store::new(64 * 1024, 64);
         let none = HeaderMap::new();
         let big: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
         for i in 0..50 {

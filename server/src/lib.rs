@@ -6,6 +6,9 @@
 //!
 //! TLS termination ([`tls`]) happens here too: rustls, SNI, ALPN, resumption and reload.
 //!
+//! Every request reaches its handler in one normal form ([`normal`]): host, target and
+//! hop-by-hop headers.
+//!
 //! It knows nothing of caching, routing or content: what a request means is the handler's
 //! business.
 
@@ -14,6 +17,7 @@ pub mod admin;
 pub mod body;
 pub mod health;
 mod listener;
+pub mod normal;
 mod shutdown;
 pub mod tls;
 

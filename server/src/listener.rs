@@ -32,6 +32,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request body in bytes; past it, 413.
     pub max_body_bytes: u64,
+    /// Longest request target (path and query) in bytes; past it, 414.
+    pub max_target_bytes: usize,
     /// Time open connections get to finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Write one access-log line per request.
@@ -45,6 +47,7 @@ impl Default for Limits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 16 * 1024 * 1024,
+            max_target_bytes: 8 * 1024,
             drain_timeout: Duration::from_secs(10),
             access_log: true,
         }
@@ -210,14 +213,24 @@ async fn handle_one<H: Handler>(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let (mut parts, incoming) = request.into_parts();
+    let normal = crate::normal::normalize(&mut parts, peer.tls, limits.max_target_bytes);
     let response = if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
         body::text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {} bytes", limits.max_body_bytes),
         )
+    } else if let Err(refusal) = normal {
+        let mut response = body::text(refusal.status(), refusal.to_string());
+        // What follows a request we could not read may not be a request either.
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        response
     } else {
         let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-        let request = request.map(|incoming| Limited::new(incoming, max).boxed_unsync());
+        let request = Request::from_parts(parts, Limited::new(incoming, max).boxed_unsync());
         handler.handle(request, peer).await
     };
 

@@ -310,12 +310,26 @@ impl<H: Handler> Pipeline for HandlerPipeline<H> {
         peer: Peer,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
         let handler = self.0.clone();
-        Box::pin(async move { handler.handle(request, peer).await })
+        Box::pin(async move {
+            // A worker's request gets the same normal form as a client's.
+            let (mut parts, body) = request.into_parts();
+            if let Err(refusal) =
+                outpost_server::normal::normalize(&mut parts, peer.tls, usize::MAX)
+            {
+                return outpost_server::body::text(refusal.status(), refusal.to_string());
+            }
+            handler.handle(Request::from_parts(parts, body), peer).await
+        })
     }
 }
 
 impl<H: Handler> Handler for WorkerFront<H> {
     async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
+        // The health check answers for the edge, never a worker: a catch-all route must not
+        // take the edge out of DNS and anycast.
+        if request.uri().path() == outpost_server::HEALTH_PATH {
+            return self.next.handle(request, peer).await;
+        }
         let Some(worker) = self.workers.route(&request) else {
             return self.next.handle(request, peer).await;
         };

@@ -170,7 +170,7 @@ impl<T> RouteTable<T> {
 
     /// The most specific target for a request; `host` may carry a port.
     pub fn find(&self, host: &str, path: &str) -> Option<&T> {
-        let host = strip_port(host);
+        let host = outpost_server::normal::without_port(host);
         self.entries
             .iter()
             .find(|(route, _)| route.matches(host, path))
@@ -182,17 +182,7 @@ impl<T> RouteTable<T> {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
-}
+
 
 #[cfg(test)]
 mod tests {
