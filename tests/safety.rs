@@ -76,7 +76,10 @@ async fn body_less_upstream_requests_carry_no_framing_headers() {
     for (path, request) in cases {
         let answer = raw(edge, request).await;
         assert!(status_line(&answer).contains("200"), "{path}: {answer}");
-        assert!(answer.ends_with(path), "{path}: the origin answered {answer}");
+        assert!(
+            answer.ends_with(path),
+            "{path}: the origin answered {answer}"
+        );
     }
     // The upstream saw each GET as the body-less request it is, framed by nothing, and the
     // pooled connection stayed in step: the next request is answered for itself.
@@ -141,7 +144,11 @@ async fn the_upstream_sees_exactly_the_authority_of_the_key() {
     )
     .await;
     assert!(status_line(&answer).contains("200"), "{answer}");
-    let seen_c = origin.seen().into_iter().find(|s| s.target == "/c").unwrap();
+    let seen_c = origin
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/c")
+        .unwrap();
     assert_eq!(seen_c.header("cookie"), None);
 
     // HTTP/2: the :authority wins over a Host header that disagrees.
@@ -188,16 +195,22 @@ async fn accept_encoding_goes_upstream_as_the_variant_key_has_it() {
         if let Some(coding) = coding {
             headers.push(("content-encoding", coding));
         }
-        Reply::ok(&headers, format!("{}", coding.unwrap_or("identity")))
+        Reply::ok(&headers, coding.unwrap_or("identity"))
     })
     .await;
     let cdn = one_edge(&origin, "");
     let edge = cdn.data("edge-0");
     let get = |path: &str, ae: Option<&str>| {
-        let ae = ae.map(|v| format!("accept-encoding: {v}\r\n")).unwrap_or_default();
+        let ae = ae
+            .map(|v| format!("accept-encoding: {v}\r\n"))
+            .unwrap_or_default();
         format!("GET {path} HTTP/1.1\r\nhost: a.test\r\n{ae}connection: close\r\n\r\n")
     };
-    let chrome = raw(edge, get("/vary", Some("gzip, deflate, br, zstd")).as_bytes()).await;
+    let chrome = raw(
+        edge,
+        get("/vary", Some("gzip, deflate, br, zstd")).as_bytes(),
+    )
+    .await;
     assert_eq!(header(&chrome, "content-encoding"), Some("br"), "{chrome}");
     let br_only = raw(edge, get("/vary", Some("br")).as_bytes()).await;
     assert_ne!(header(&br_only, "content-encoding"), Some("zstd"));
@@ -374,7 +387,12 @@ async fn an_unsafe_method_invalidates_its_own_key_only() {
     assert_eq!(&slow.chunk().await.unwrap().unwrap()[..], b"slow-");
     // Writes to other URLs while /slow is being filled.
     for _ in 0..3 {
-        let post = http.post(format!("{edge}/other")).body("x").send().await.unwrap();
+        let post = http
+            .post(format!("{edge}/other"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(post.status(), 200);
     }
     release.notify_waiters();
@@ -415,22 +433,37 @@ async fn a_304_with_other_validators_updates_nothing() {
     let origin = TestOrigin::start(|seen: &Seen, n| {
         if seen.header("if-none-match").is_some() && n == 2 {
             // Claims "not modified" for a different entity.
-            Reply::status(304, &[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "")
+            Reply::status(
+                304,
+                &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+                "",
+            )
         } else {
             Reply::ok(
-                &[("cache-control", "max-age=1"), ("etag", &format!("\"v{n}\""))],
+                &[
+                    ("cache-control", "max-age=1"),
+                    ("etag", &format!("\"v{n}\"")),
+                ],
                 format!("version {n}"),
             )
         }
     })
     .await;
     let cdn = Outpost::up(
-        &topology(&origin.url, 0, 1, &format!("{FAST}stale_if_error_secs = 0\n")),
+        &topology(
+            &origin.url,
+            0,
+            1,
+            &format!("{FAST}stale_if_error_secs = 0\n"),
+        ),
         1,
     );
     let url = format!("{}/doc", cdn.data("edge-0"));
     let http = client();
-    assert_eq!(http.get(&url).send().await.unwrap().text().await.unwrap(), "version 1");
+    assert_eq!(
+        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "version 1"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let revalidated = http.get(&url).send().await.unwrap();
     assert!(
@@ -440,6 +473,10 @@ async fn a_304_with_other_validators_updates_nothing() {
     );
     // Nothing was refreshed for a minute on the strength of that 304: the next request fetches.
     let next = http.get(&url).send().await.unwrap();
-    assert!(!cache_status(&next).contains("hit"), "{}", cache_status(&next));
+    assert!(
+        !cache_status(&next).contains("hit"),
+        "{}",
+        cache_status(&next)
+    );
     assert_eq!(next.text().await.unwrap(), "version 3");
 }

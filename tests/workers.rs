@@ -235,6 +235,35 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     )
     .await;
     assert_eq!(status, 401);
+    // Every other spelling of a private URL meets the same worker: the edge routes the one
+    // normal form it also keys, purges and forwards.
+    for (path, host) in [
+        ("//private/a", "www.outpost.test"),
+        ("/%70rivate/a", "www.outpost.test"),
+        ("/public/../private/a", "www.outpost.test"),
+        ("/private/a", "www.outpost.test."),
+        ("/private/a", "WWW.Outpost.Test:8080"),
+    ] {
+        let answer = raw(
+            &ams,
+            &format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{host}{path}: {answer}");
+    }
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .all(|s| !s.target.contains("rivate/a") || s.header("outpost-user").is_some())
+    );
+    // A host that is not one is refused, and the edge keeps serving.
+    let answer = raw(
+        &ams,
+        "GET / HTTP/1.1\r\nhost: [x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // rewrite: every new visitor is B here (B_SHARE=100), sticky by cookie; A stays A.
     let (_, headers, body) = get(&ams, "www.outpost.test", "/ab/page", &[]).await;
@@ -306,6 +335,26 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     assert!(ok, "{text}");
     let (_, _, body) = get(&ams, "www.outpost.test", "/hello", &[]).await;
     assert!(body.starts_with("origin saw /hello"), "{body}");
+
+    // A catch-all worker that answers everything cannot answer the edge's health check, so
+    // it cannot take the edge out of DNS and anycast.
+    deploy(&cdn, &example("hello"), "everything", &["--route", "*/*"]);
+    let (_, _, body) = get(&ams, "anything.test", "/x", &[]).await;
+    assert_eq!(body, "Hello from the edge edge-ams!\n");
+    let (status, _, body) = get(&ams, "anything.test", "/_outpost/health", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+/// Sends one raw HTTP/1.1 request (ending in `connection: close`) and returns the answer.
+async fn raw(edge: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(edge.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]

@@ -237,7 +237,10 @@ mod tests {
         }
         let mut h = headers(&[("age", "10".into())]);
         h.append("age", http::HeaderValue::from_static("99"));
-        assert_eq!(Timing::from_headers(&h, at(0), at(0)).age, Duration::from_secs(10));
+        assert_eq!(
+            Timing::from_headers(&h, at(0), at(0)).age,
+            Duration::from_secs(10)
+        );
         let huge = headers(&[("age", "99999999999999999999999".into())]);
         assert_eq!(
             Timing::from_headers(&huge, at(0), at(0)).age,

@@ -35,7 +35,11 @@ impl CacheKey {
         if host.contains('@') || host.is_empty() {
             return None;
         }
-        let host = if with_port { host } else { normal::without_port(host) };
+        let host = if with_port {
+            host
+        } else {
+            normal::without_port(host)
+        };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         Some(Self::new(host, target))
     }
@@ -223,7 +227,10 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        assert_eq!(CacheKey::from_request(&parts, false).unwrap().as_str(), "x.test/p");
+        assert_eq!(
+            CacheKey::from_request(&parts, false).unwrap().as_str(),
+            "x.test/p"
+        );
         let (parts, ()) = http::Request::get("/p").body(()).unwrap().into_parts();
         assert!(CacheKey::from_request(&parts, false).is_none());
         for bad in ["site.test/a", "user@site.test", "a b"] {
@@ -235,7 +242,9 @@ mod tests {
             assert!(CacheKey::from_request(&parts, false).is_none(), "{bad}");
         }
         assert_eq!(
-            CacheKey::from_url("http://X.test/q?z", false).unwrap().as_str(),
+            CacheKey::from_url("http://X.test/q?z", false)
+                .unwrap()
+                .as_str(),
             "x.test/q?z"
         );
         // Every spelling of one URL is one key.
@@ -285,7 +294,10 @@ mod tests {
         assert_eq!(zstd, e, "zstd is not a coding the CDN asks for");
         let chrome = req(&[("accept-encoding", "gzip, deflate, br, zstd")]);
         assert_eq!(accepted_encodings(&chrome), "br, gzip");
-        assert_eq!(accepted_encodings(&req(&[("accept-encoding", "*")])), "br, gzip");
+        assert_eq!(
+            accepted_encodings(&req(&[("accept-encoding", "*")])),
+            "br, gzip"
+        );
         assert_eq!(
             accepted_encodings(&req(&[("accept-encoding", "*, gzip;q=0")])),
             "br"
@@ -302,7 +314,10 @@ mod tests {
         assert!(!encoding_accepted(&stored("gzip"), &curl));
         assert!(encoding_accepted(&stored("identity"), &curl));
         assert!(encoding_accepted(&req(&[]), &curl));
-        assert!(!encoding_accepted(&stored("br"), &req(&[("accept-encoding", "gzip")])));
+        assert!(!encoding_accepted(
+            &stored("br"),
+            &req(&[("accept-encoding", "gzip")])
+        ));
     }
 
     #[test]

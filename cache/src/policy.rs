@@ -184,12 +184,14 @@ pub fn storability(
         lifetime,
         // s-maxage carries the meaning of proxy-revalidate (RFC 9111 section 5.2.2.10): only
         // the response's own stale directives may allow stale, not the operator's defaults.
-        stale_while_revalidate: directives.stale_while_revalidate.unwrap_or(
-            default_stale(directives.s_maxage, rules.stale_while_revalidate_secs),
-        ),
-        stale_if_error: directives
-            .stale_if_error
-            .unwrap_or(default_stale(directives.s_maxage, rules.stale_if_error_secs)),
+        stale_while_revalidate: directives.stale_while_revalidate.unwrap_or(default_stale(
+            directives.s_maxage,
+            rules.stale_while_revalidate_secs,
+        )),
+        stale_if_error: directives.stale_if_error.unwrap_or(default_stale(
+            directives.s_maxage,
+            rules.stale_if_error_secs,
+        )),
         forbids_stale: directives.forbids_stale(),
         no_cache: directives.no_cache,
         allows_authorization,
@@ -415,27 +417,55 @@ mod tests {
         };
         let resp = response("s-maxage=10");
         let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
-            .unwrap();
+        let p = storability(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &rules,
+            timing,
+        )
+        .unwrap();
         assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
         assert!(!p.serves_stale_on_error(at(12), None));
         // Its own stale directives still count.
         let resp = response("s-maxage=10, stale-if-error=60");
         let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
-            .unwrap();
+        let p = storability(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &rules,
+            timing,
+        )
+        .unwrap();
         assert!(p.serves_stale_on_error(at(12), None));
         // Without s-maxage the defaults apply.
         let resp = response("max-age=10");
         let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
-            .unwrap();
+        let p = storability(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &rules,
+            timing,
+        )
+        .unwrap();
         assert_eq!(p.reuse(at(12), None), Reuse::StaleWhileRevalidate);
         // proxy-revalidate forbids them too.
         let resp = response("max-age=10, proxy-revalidate");
         let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &rules, timing)
-            .unwrap();
+        let p = storability(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &rules,
+            timing,
+        )
+        .unwrap();
         assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
         assert!(!p.serves_stale_on_error(at(12), None));
     }
@@ -459,7 +489,10 @@ mod tests {
             }
             m
         };
-        let stored = h(&[("etag", "\"v1\""), ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
+        let stored = h(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]);
         assert!(not_modified_selects(&stored, &h(&[("etag", "\"v1\"")])));
         assert!(not_modified_selects(&stored, &h(&[("etag", "W/\"v1\"")])));
         assert!(!not_modified_selects(&stored, &h(&[("etag", "\"v2\"")])));

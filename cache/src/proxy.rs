@@ -217,11 +217,7 @@ impl<U: Upstream> Drop for AbandonGuard<U> {
 
 impl<U: Upstream> Inner<U> {
     async fn respond(self: Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
-        let (mut parts, body) = request.into_parts();
-        if self.tier == Tier::Edge {
-            // What the edge tells workers and origins about a request is the edge's to say.
-            headers::remove_edge_only(&mut parts.headers);
-        }
+        let (parts, body) = request.into_parts();
         if parts.uri.path() == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
             if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 return bodies::text(StatusCode::SERVICE_UNAVAILABLE, "draining");
@@ -978,7 +974,8 @@ impl<U: Upstream> Inner<U> {
             let target = if location.starts_with('/') {
                 Some(CacheKey::new(key.host(), location))
             } else {
-                CacheKey::from_url(location, self.key_port).filter(|other| other.host() == key.host())
+                CacheKey::from_url(location, self.key_port)
+                    .filter(|other| other.host() == key.host())
             };
             if let Some(target) = target {
                 self.store.purge_key(&target, false);

@@ -274,7 +274,9 @@ impl Store {
     /// Removes (or, when `soft`, marks stale) every variant of `key`; a fill of `key` in
     /// progress will not store what it fetched. Returns how many.
     pub fn purge_key(&self, key: &CacheKey, soft: bool) -> u64 {
-        let mut slot = self.generations.slot(self.generations.slot_of(key.as_str()));
+        let mut slot = self
+            .generations
+            .slot(self.generations.slot_of(key.as_str()));
         *slot += 1;
         let Some(variants) = self.objects.get(key.as_str()) else {
             return 0;
@@ -321,8 +323,13 @@ impl Store {
                     .cloned()
                     .collect();
                 let vary = variants.vary.clone();
-                self.objects
-                    .insert((*key).clone(), Arc::new(Variants { vary, objects: keep }));
+                self.objects.insert(
+                    (*key).clone(),
+                    Arc::new(Variants {
+                        vary,
+                        objects: keep,
+                    }),
+                );
             }
         }
         purged
@@ -475,7 +482,10 @@ mod tests {
         store.insert(&key, object(&vary, &lang("nl"), "x", ""));
         assert!(matches!(store.lookup(&key, &lang("fr")), Lookup::VaryMiss));
         for l in ["en", "de", "nl"] {
-            assert!(matches!(store.lookup(&key, &lang(l)), Lookup::Found(_)), "{l}");
+            assert!(
+                matches!(store.lookup(&key, &lang(l)), Lookup::Found(_)),
+                "{l}"
+            );
         }
     }
 

@@ -2,7 +2,6 @@
 //! a spoofed victim: a token bucket per network, and past it a truncated answer now and then
 //! (a real client retries over TCP, which a spoofer cannot) while the rest are dropped.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -20,6 +19,7 @@ pub(crate) enum Verdict {
     Drop,
 }
 
+#[derive(Clone, Copy)]
 struct Bucket {
     tokens: f64,
     last: Instant,
@@ -27,8 +27,16 @@ struct Bucket {
     limited: u32,
 }
 
-/// Networks tracked at most; past it, idle ones are forgotten.
-const MAX_NETWORKS: usize = 100_000;
+/// One entry of the table: the network it counts for, and its bucket.
+struct Slot {
+    network: Option<IpNet>,
+    bucket: Bucket,
+}
+
+/// Entries in the table (a power of two). It never grows: like BIND's RRL table, a packet
+/// costs the same whatever the number of networks sending, and random spoofed sources only
+/// push out other entries.
+const SLOTS: usize = 1 << 15;
 
 pub(crate) struct Limiter {
     rate: f64,
@@ -36,7 +44,9 @@ pub(crate) struct Limiter {
     slip: u32,
     v4_len: u8,
     v6_len: u8,
-    buckets: Mutex<HashMap<IpNet, Bucket>>,
+    /// Each network has two candidate slots (two halves of one hash); it lives in either.
+    slots: Box<[Mutex<Slot>]>,
+    hasher: std::hash::RandomState,
 }
 
 impl Limiter {
@@ -59,13 +69,26 @@ impl Limiter {
         } else {
             config.burst
         };
+        let now = Instant::now();
         Ok(Some(Self {
             rate: f64::from(config.responses_per_second),
             burst: f64::from(burst),
             slip: config.slip,
             v4_len: config.ipv4_prefix_len,
             v6_len: config.ipv6_prefix_len,
-            buckets: Mutex::new(HashMap::new()),
+            slots: (0..SLOTS)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        network: None,
+                        bucket: Bucket {
+                            tokens: 0.0,
+                            last: now,
+                            limited: 0,
+                        },
+                    })
+                })
+                .collect(),
+            hasher: std::hash::RandomState::new(),
         }))
     }
 
@@ -81,19 +104,58 @@ impl Limiter {
             .unwrap_or_else(|_| IpNet::from(source))
     }
 
-    /// Takes one response from `source`'s network at `now`.
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Slot> {
+        self.slots[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes one response from `source`'s network at `now`: at most two slots looked at, the
+    /// same work for every packet.
     pub(crate) fn check(&self, source: IpAddr, now: Instant) -> Verdict {
+        use std::hash::BuildHasher;
         let network = self.network(source);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_NETWORKS && !buckets.contains_key(&network) {
-            // A full second idle refills any bucket: those carry no state worth keeping.
-            buckets.retain(|_, b| now.saturating_duration_since(b.last).as_secs_f64() < 1.0);
-        }
-        let bucket = buckets.entry(network).or_insert(Bucket {
+        let hash = self.hasher.hash_one(network);
+        let first = (hash as usize) & (SLOTS - 1);
+        let second = ((hash >> 32) as usize) & (SLOTS - 1);
+        let fresh = Bucket {
             tokens: self.burst,
             last: now,
             limited: 0,
-        });
+        };
+        // Where the network already is; else the candidate whose entry matters least: an
+        // empty one, then one that is not being limited (forgetting it only gives it a fresh
+        // burst), then the one idle longest. A limited network is what the table is for.
+        let worth = |slot: &Slot| {
+            slot.network.map(|_| {
+                let elapsed = now
+                    .saturating_duration_since(slot.bucket.last)
+                    .as_secs_f64();
+                let limited = slot.bucket.tokens + elapsed * self.rate < 1.0;
+                (limited, slot.bucket.last)
+            })
+        };
+        let index = {
+            let a = self.slot(first);
+            if a.network == Some(network) {
+                first
+            } else {
+                let a_worth = worth(&a);
+                drop(a);
+                let b = self.slot(second);
+                if b.network == Some(network) || a_worth > worth(&b) {
+                    second
+                } else {
+                    first
+                }
+            }
+        };
+        let mut slot = self.slot(index);
+        if slot.network != Some(network) {
+            slot.network = Some(network);
+            slot.bucket = fresh;
+        }
+        let bucket = &mut slot.bucket;
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.last = now;
@@ -173,6 +235,31 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn spoofed_sources_neither_grow_the_table_nor_free_a_limited_network() {
+        let l = limiter(10, 5, 0);
+        let t0 = Instant::now();
+        let victim: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(l.check(victim, t0), Verdict::Answer);
+        }
+        assert_eq!(l.check(victim, t0), Verdict::Drop);
+        // A flood from a million random networks: the table stays the size it was.
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            l.check(IpAddr::from(x.to_be_bytes()), t0);
+            // The victim keeps querying, so it stays in the table and stays limited.
+            if x.is_multiple_of(1024) {
+                assert_ne!(l.check(victim, t0), Verdict::Answer);
+            }
+        }
+        assert_eq!(l.slots.len(), SLOTS);
+        assert_ne!(l.check(victim, t0), Verdict::Answer);
     }
 
     #[test]

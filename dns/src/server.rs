@@ -266,6 +266,16 @@ impl GeoDns {
     /// Answers one UDP datagram into `out`; false when nothing is to be sent (a response, an
     /// unreadable header, or a query over its network's rate).
     pub(crate) fn answer_udp(&self, packet: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+        // Rate limiting comes before any work on the packet, malformed ones included: a flood
+        // of garbage costs one table lookup per packet and is answered no more than queries.
+        let verdict = match &self.limiter {
+            Some(limiter) => limiter.check(source, Instant::now()),
+            None => Verdict::Answer,
+        };
+        if verdict == Verdict::Drop {
+            self.metrics.rate_limited(false);
+            return false;
+        }
         let message = match Message::from_vec(packet) {
             Ok(message) => message,
             Err(_) => {
@@ -277,6 +287,10 @@ impl GeoDns {
                     return false;
                 }
                 self.metrics.query(None, true);
+                if verdict == Verdict::Slip {
+                    self.metrics.rate_limited(false);
+                    return false;
+                }
                 self.metrics.response(ResponseCode::FormErr);
                 let mut metadata = Metadata::response_from_request(&header.metadata);
                 metadata.response_code = ResponseCode::FormErr;
@@ -289,21 +303,12 @@ impl GeoDns {
         }
         self.metrics
             .query(message.queries.first().map(|q| q.query_type()), true);
-        if let Some(limiter) = &self.limiter {
-            match limiter.check(source, Instant::now()) {
-                Verdict::Answer => {}
-                Verdict::Drop => {
-                    self.metrics.rate_limited(false);
-                    return false;
-                }
-                Verdict::Slip => {
-                    // Empty and truncated: a real client retries over TCP.
-                    self.metrics.rate_limited(true);
-                    let mut metadata = Metadata::response_from_request(&message.metadata);
-                    metadata.truncation = true;
-                    return emit(out, &metadata, &message.queries, None, None);
-                }
-            }
+        if verdict == Verdict::Slip {
+            // Empty and truncated: a real client retries over TCP.
+            self.metrics.rate_limited(true);
+            let mut metadata = Metadata::response_from_request(&message.metadata);
+            metadata.truncation = true;
+            return emit(out, &metadata, &message.queries, None, None);
         }
         let question = match &message.queries[..] {
             [query] => Some(Question {

@@ -23,7 +23,8 @@ pub struct HostPolicy {
     pub hsts_include_subdomains: bool,
 }
 
-/// An edge handler wrapped with the hosts' HTTPS policies.
+/// The edge's front for client requests: it removes the `outpost-*` headers a client sent,
+/// then applies the hosts' HTTPS policies.
 pub struct HttpsPolicy<H> {
     inner: H,
     exact: HashMap<String, HostPolicy>,
@@ -79,7 +80,10 @@ fn hostname(request: &Request<Body>) -> Option<String> {
 }
 
 impl<H: Handler> Handler for HttpsPolicy<H> {
-    async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+    async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
+        // Every client request enters the edge here. What the edge tells workers and origins
+        // about a request (`outpost-client-ip`, ...) is the edge's to say, never a client's.
+        outpost_cache::headers::remove_edge_only(request.headers_mut());
         if self.exact.is_empty() && self.wildcard.is_empty() {
             return self.inner.handle(request, peer).await;
         }

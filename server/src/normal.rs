@@ -148,7 +148,9 @@ pub fn target(raw: &str) -> Result<Cow<'_, str>, Refusal> {
     }
     let path_needs_work = path.contains('%')
         || path.contains("//")
-        || path.split('/').any(|segment| segment == "." || segment == "..");
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
     let query_needs_work = query.is_some_and(|q| q.contains('%'));
     if !path_needs_work && !query_needs_work {
         return Ok(Cow::Borrowed(raw));
@@ -289,7 +291,16 @@ mod tests {
             assert_eq!(host(raw, 80).unwrap(), normal, "{raw}");
         }
         assert_eq!(host("a.test:443", 443).unwrap(), "a.test");
-        for bad in ["[x", "a b", "user@a.test", "", ".", "a..b", "a.test:99999", "a/b"] {
+        for bad in [
+            "[x",
+            "a b",
+            "user@a.test",
+            "",
+            ".",
+            "a..b",
+            "a.test:99999",
+            "a/b",
+        ] {
             assert!(host(bad, 80).is_err(), "{bad:?}");
         }
         assert_eq!(without_port("a.test:8080"), "a.test");
@@ -302,7 +313,12 @@ mod tests {
     fn the_authority_replaces_host_and_connection_listed_headers_go() {
         let mut p = parts(
             "http://A.test/y/../z",
-            &[("host", "b.test"), ("connection", "x-a, Cookie"), ("cookie", "c=1"), ("x-a", "1")],
+            &[
+                ("host", "b.test"),
+                ("connection", "x-a, Cookie"),
+                ("cookie", "c=1"),
+                ("x-a", "1"),
+            ],
         );
         normalize(&mut p, false, 8192).unwrap();
         assert_eq!(p.headers["host"], "a.test");
@@ -312,7 +328,10 @@ mod tests {
 
         let mut p = parts("/a", &[("host", "a.test"), ("connection", "host")]);
         normalize(&mut p, false, 8192).unwrap();
-        assert!(!p.headers.contains_key("host"), "refused later for want of a host");
+        assert!(
+            !p.headers.contains_key("host"),
+            "refused later for want of a host"
+        );
 
         let mut p = parts("/a", &[("host", "a.test"), ("host", "b.test")]);
         assert!(normalize(&mut p, false, 8192).is_err());

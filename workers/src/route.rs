@@ -182,8 +182,6 @@ impl<T> RouteTable<T> {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
