@@ -248,6 +248,60 @@ async fn certificates_reload_without_dropping_open_connections_and_bad_files_kee
     assert!(http1(&mut old, "/2").await.starts_with("HTTP/1.1 200"));
 }
 
+#[tokio::test]
+async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "no-store")], "ok")).await;
+    let state = tempfile::tempdir().unwrap();
+    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
+    let first = ca
+        .ensure_server_cert("site", &["www.outpost.test".to_owned()])
+        .unwrap();
+    let tls = format!(
+        "[[tls.certificates]]\nnames = [\"www.outpost.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        first.cert.display(),
+        first.key.display()
+    );
+    // File checks once an hour: only the signal can make this reload happen in the test.
+    let toml = edge_topology(&origin.url, state.path(), &tls)
+        .replace("reload_check_ms = 100", "reload_check_ms = 3600000");
+    let cdn = Outpost::up(&toml, 1);
+    let addr = cdn.https("edge-0");
+    let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
+    let mut old = connect(&addr, "www.outpost.test", config.clone())
+        .await
+        .unwrap();
+    let old_cert = old.get_ref().1.peer_certificates().unwrap()[0].clone();
+
+    let renewed = ca
+        .ensure_server_cert("renewed", &["www.outpost.test".to_owned()])
+        .unwrap();
+    std::fs::copy(&renewed.key, &first.key).unwrap();
+    std::fs::copy(&renewed.cert, &first.cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = connect(&addr, "www.outpost.test", config.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        before.get_ref().1.peer_certificates().unwrap()[0],
+        old_cert,
+        "nothing reloads before the signal"
+    );
+    cdn.signal("HUP");
+    let mut swapped = false;
+    for _ in 0..100 {
+        let fresh_config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
+        if let Ok(new) = connect(&addr, "www.outpost.test", fresh_config).await
+            && new.get_ref().1.peer_certificates().unwrap()[0] != old_cert
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swapped, "SIGHUP gives new connections the new certificate");
+    assert!(http1(&mut old, "/still").await.starts_with("HTTP/1.1 200"));
+}
+
 async fn wait_for_log(cdn: &Outpost, needle: &str) {
     for _ in 0..100 {
         if cdn.log().contains(needle) {

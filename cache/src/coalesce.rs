@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream;
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
@@ -144,10 +144,16 @@ impl Fill {
 
     /// The body received so far, in one piece (after a successful finish: all of it).
     pub fn collected(&self) -> Bytes {
+        self.collected_with(None)
+    }
+
+    /// The body so far and then `last`, copied into one allocation of exactly their size.
+    pub fn collected_with(&self, last: Option<&Bytes>) -> Bytes {
         let state = self.lock();
-        let mut all = BytesMut::with_capacity(state.chunks.iter().map(Bytes::len).sum());
-        state.chunks.iter().for_each(|c| all.extend_from_slice(c));
-        all.freeze()
+        let chunks = || state.chunks.iter().chain(last);
+        let mut all = Vec::with_capacity(chunks().map(Bytes::len).sum());
+        chunks().for_each(|c| all.extend_from_slice(c));
+        Bytes::from(all)
     }
 
     /// Waits for the whole body.

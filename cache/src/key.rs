@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use outpost_server::normal;
 
@@ -187,10 +187,9 @@ pub fn accepted_encodings(request: &HeaderMap) -> &'static str {
 }
 
 /// Whether a stored response's Content-Encoding is one the client accepts.
-pub fn encoding_accepted(stored: &HeaderMap, request: &HeaderMap) -> bool {
-    stored
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
+pub fn encoding_accepted(content_encoding: Option<&HeaderValue>, request: &HeaderMap) -> bool {
+    content_encoding
+        .into_iter()
         .map(|v| v.to_str().unwrap_or("\u{0}"))
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -306,16 +305,16 @@ mod tests {
 
     #[test]
     fn a_stored_coding_is_served_only_to_clients_that_accept_it() {
-        let stored = |ce: &'static str| req(&[("content-encoding", ce)]);
+        let stored = |ce: &'static str| Some(HeaderValue::from_static(ce));
         let chrome = req(&[("accept-encoding", "gzip, deflate, br, zstd")]);
         let curl = req(&[]);
-        assert!(encoding_accepted(&stored("zstd"), &chrome));
-        assert!(!encoding_accepted(&stored("zstd"), &curl));
-        assert!(!encoding_accepted(&stored("gzip"), &curl));
-        assert!(encoding_accepted(&stored("identity"), &curl));
-        assert!(encoding_accepted(&req(&[]), &curl));
+        assert!(encoding_accepted(stored("zstd").as_ref(), &chrome));
+        assert!(!encoding_accepted(stored("zstd").as_ref(), &curl));
+        assert!(!encoding_accepted(stored("gzip").as_ref(), &curl));
+        assert!(encoding_accepted(stored("identity").as_ref(), &curl));
+        assert!(encoding_accepted(None, &curl));
         assert!(!encoding_accepted(
-            &stored("br"),
+            stored("br").as_ref(),
             &req(&[("accept-encoding", "gzip")])
         ));
     }
@@ -328,5 +327,59 @@ mod tests {
         let en2 = variant_key(&fields, &req(&[("accept-language", "en")]));
         assert_ne!(en, fr);
         assert_eq!(en, en2);
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::directives::ResponseDirectives;
+        use crate::freshness::Timing;
+        use http::HeaderValue;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn keys_and_variants_of_any_input_do_not_panic(
+                url in "\\PC{0,60}",
+                host in "\\PC{0,30}",
+                value in "[ -~]{0,60}",
+            ) {
+                let _ = CacheKey::from_url(&url, false);
+                let _ = CacheKey::from_url(&format!("http://{host}/{url}"), true);
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    let mut request = HeaderMap::new();
+                    request.insert(header::ACCEPT_ENCODING, value.clone());
+                    request.insert(header::ACCEPT_LANGUAGE, value.clone());
+                    let fields = [header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE];
+                    let _ = variant_key(&fields, &request);
+                    let _ = encoding_accepted(Some(&value), &request);
+                    let mut response = HeaderMap::new();
+                    response.insert(header::VARY, value.clone());
+                    let _ = vary_fields(&response);
+                }
+            }
+
+            #[test]
+            fn any_cache_control_or_age_parses_without_a_panic(value in "[ -~]{0,80}") {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    let mut response = HeaderMap::new();
+                    response.insert(header::CACHE_CONTROL, value.clone());
+                    response.insert("cdn-cache-control", value.clone());
+                    response.insert(header::AGE, value.clone());
+                    response.insert(header::EXPIRES, value.clone());
+                    let _ = ResponseDirectives::for_cdn(&response);
+                    let now = std::time::SystemTime::now();
+                    let timing = Timing::from_headers(&response, now, now);
+                    let _ = timing.current_age(now);
+                    let _ = crate::policy::storability(
+                        &http::Method::GET,
+                        &HeaderMap::new(),
+                        http::StatusCode::OK,
+                        &response,
+                        &crate::policy::CacheRules::default(),
+                        timing,
+                    );
+                }
+            }
+        }
     }
 }

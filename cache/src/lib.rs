@@ -19,6 +19,7 @@ pub mod policy;
 mod proxy;
 pub mod status;
 pub mod store;
+mod stored_headers;
 pub mod upstream;
 
 pub use config::CacheConfig;

@@ -275,7 +275,12 @@ impl<U: Upstream> Inner<U> {
             }
             // Stored compressed in a coding this client cannot decode (the origin did not say
             // it varies on Accept-Encoding): fetch what this client can take.
-            Lookup::Found(object) if !key::encoding_accepted(&object.headers, &head.headers) => {
+            Lookup::Found(object)
+                if !key::encoding_accepted(
+                    object.headers.get(&header::CONTENT_ENCODING).as_ref(),
+                    &head.headers,
+                ) =>
+            {
                 fwd = Forward::VaryMiss;
             }
             Lookup::Found(object) => {
@@ -564,12 +569,10 @@ impl<U: Upstream> Inner<U> {
 
         match self.stream_body(fill, body, expected_length).await {
             Ok((length, last)) if length <= self.rules.max_object_bytes => {
-                let mut whole = bytes::BytesMut::from(&fill.collected()[..]);
-                if let Some(last) = &last {
-                    whole.extend_from_slice(last);
-                }
-                let object =
-                    StoredObject::new(status, parts.headers, whole.freeze(), policy, vary, variant);
+                // A copy of exactly the body's size: the chunks are slices of larger read
+                // buffers, which the cache must not keep alive.
+                let whole = fill.collected_with(last.as_ref());
+                let object = StoredObject::new(status, parts.headers, whole, policy, vary, variant);
                 // Stored before the client gets its last byte, so a request that follows at
                 // once is a hit.
                 self.store
@@ -639,7 +642,7 @@ impl<U: Upstream> Inner<U> {
     ) {
         let mut fresh = not_modified.clone();
         headers::remove_hop_by_hop(&mut fresh);
-        let mut merged = stale.headers.clone();
+        let mut merged = stale.headers.to_map();
         // The 304 vouches for the object as of now: the stored Date and Age describe the old
         // response, so they go unless the 304 brings its own.
         for name in [header::DATE, header::AGE] {
@@ -656,7 +659,7 @@ impl<U: Upstream> Inner<U> {
                 merged.append(name.clone(), value.clone());
             }
         }
-        if !policy::not_modified_selects(&stale.headers, &fresh) {
+        if !policy::not_modified_selects(&stale.headers.to_map(), &fresh) {
             // A 304 for some other response: keep nothing of it, and fetch whole next time.
             tracing::info!(node = %self.name, key = key.as_str(), "304 with other validators: not stored");
             self.store.purge_key(key, false);
@@ -753,7 +756,10 @@ impl<U: Upstream> Inner<U> {
             FillHead::Object(object, mut outcome) => {
                 if collapsed
                     && (!object.matches(&head.headers)
-                        || !key::encoding_accepted(&object.headers, &head.headers))
+                        || !key::encoding_accepted(
+                            object.headers.get(&header::CONTENT_ENCODING).as_ref(),
+                            &head.headers,
+                        ))
                 {
                     return None;
                 }
@@ -773,7 +779,10 @@ impl<U: Upstream> Inner<U> {
                 if collapsed
                     && (!stream.vary.is_empty()
                         && key::variant_key(&stream.vary, &head.headers) != stream.variant
-                        || !key::encoding_accepted(&stream.headers, &head.headers))
+                        || !key::encoding_accepted(
+                            stream.headers.get(header::CONTENT_ENCODING),
+                            &head.headers,
+                        ))
                 {
                     return None;
                 }
@@ -857,7 +866,7 @@ impl<U: Upstream> Inner<U> {
         object: &StoredObject,
         outcome: CacheOutcome,
     ) -> Response<Body> {
-        let mut headers = object.headers.clone();
+        let mut headers = object.headers.to_map();
         let age = object.policy.timing.current_age(SystemTime::now());
         self.finish_headers(&mut headers, head.version, &outcome, Some(age));
         let (status, body) = if object.status == StatusCode::OK {
@@ -1019,11 +1028,11 @@ impl<U: Upstream> Inner<U> {
                 HeaderValue::from_static(key::accepted_encodings(&head.headers)),
             );
             if let Some(stale) = stale {
-                if let Some(etag) = stale.headers.get(header::ETAG) {
-                    headers.insert(header::IF_NONE_MATCH, etag.clone());
+                if let Some(etag) = stale.headers.get(&header::ETAG) {
+                    headers.insert(header::IF_NONE_MATCH, etag);
                 }
-                if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
-                    headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+                if let Some(modified) = stale.headers.get(&header::LAST_MODIFIED) {
+                    headers.insert(header::IF_MODIFIED_SINCE, modified);
                 }
             }
         }

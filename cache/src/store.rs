@@ -12,13 +12,14 @@ use moka::ops::compute::Op;
 
 use crate::key::{self, CacheKey};
 use crate::policy::StoredPolicy;
+pub use crate::stored_headers::StoredHeaders;
 
 /// One stored response: head, complete body and the policy that governs its reuse.
 #[derive(Debug)]
 pub struct StoredObject {
     pub status: StatusCode,
-    /// Headers as received from upstream, hop-by-hop headers removed.
-    pub headers: HeaderMap,
+    /// Headers as received from upstream, hop-by-hop headers removed, in one compact block.
+    pub headers: StoredHeaders,
     pub body: Bytes,
     pub policy: StoredPolicy,
     /// The request headers this response varies on, and their values for this variant.
@@ -45,7 +46,7 @@ impl StoredObject {
         let tags = crate::headers::surrogate_keys(&headers);
         Self {
             status,
-            headers,
+            headers: StoredHeaders::from_map(&headers),
             body,
             policy,
             vary,
@@ -74,13 +75,12 @@ impl StoredObject {
             .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// What the object costs in memory: body, header block, variant key, tags and the fixed
+    /// size of the object itself and its allocations.
     fn weight(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
-            .sum();
-        (self.body.len() + headers + self.variant.len() + 256) as u64
+        let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
+        let own = std::mem::size_of::<Self>() + 3 * 16;
+        (self.body.len() + self.headers.size() + self.variant.len() + tags + own) as u64
     }
 
     /// Whether this variant is the one `request` selects.

@@ -263,6 +263,14 @@ impl RequestHandler for GeoDns {
 }
 
 impl GeoDns {
+    /// Answers one UDP datagram from `source` exactly as the UDP server does (rate limit,
+    /// parsing, size limits): the bytes to send back, or `None` for silence. The fuzzer drives
+    /// the server through it.
+    pub fn answer_datagram(&self, packet: &[u8], source: IpAddr) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.answer_udp(packet, source, &mut out).then_some(out)
+    }
+
     /// Answers one UDP datagram into `out`; false when nothing is to be sent (a response, an
     /// unreadable header, or a query over its network's rate).
     pub(crate) fn answer_udp(&self, packet: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {

@@ -342,4 +342,58 @@ mod tests {
             http::StatusCode::URI_TOO_LONG
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Paths from the characters that matter: separators, dots, percent signs, hex.
+        fn tricky_target() -> impl Strategy<Value = String> {
+            "(/|\\.|%|[0-9a-fA-F]|[a-z]|\\?|=|&|~){0,40}".prop_map(|t| format!("/{t}"))
+        }
+
+        proptest! {
+            #[test]
+            fn a_normal_target_is_its_own_normal_form(raw in tricky_target()) {
+                if let Ok(normal) = target(&raw) {
+                    let again = target(&normal).unwrap();
+                    prop_assert_eq!(again.as_ref(), normal.as_ref());
+                    let path = normal.split('?').next().unwrap();
+                    prop_assert!(!path.contains("//"), "{}", normal);
+                    prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{}", normal);
+                }
+            }
+
+            #[test]
+            fn any_target_or_host_is_answered_without_a_panic(raw in "\\PC{0,64}", port in any::<u16>()) {
+                let _ = target(&raw);
+                if let Ok(normal) = host(&raw, port) {
+                    prop_assert_eq!(host(&normal, port).unwrap(), normal.clone());
+                    let _ = without_port(&normal);
+                }
+                let _ = without_port(&raw);
+            }
+
+            #[test]
+            fn any_request_head_normalises_or_is_refused(
+                target_text in tricky_target(),
+                host_text in "[a-zA-Z0-9.:\\[\\]@-]{0,30}",
+                tls in any::<bool>(),
+            ) {
+                let Ok(request) = http::Request::get(target_text.as_str())
+                    .header("host", host_text.as_str())
+                    .body(())
+                else {
+                    return Ok(());
+                };
+                let (mut parts, ()) = request.into_parts();
+                if normalize(&mut parts, tls, 8192).is_ok() {
+                    // A second pass changes nothing.
+                    let before = (parts.uri.clone(), parts.headers.clone());
+                    normalize(&mut parts, tls, 8192).unwrap();
+                    prop_assert_eq!(before, (parts.uri.clone(), parts.headers.clone()));
+                }
+            }
+        }
+    }
 }

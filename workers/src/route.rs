@@ -251,4 +251,31 @@ mod tests {
             "www.outpost.test/api/*"
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_pattern_host_or_path_routes_without_a_panic(
+                pattern in "\\PC{0,40}",
+                host in "\\PC{0,30}",
+                path in "\\PC{0,30}",
+            ) {
+                let mut entries = Vec::new();
+                if let Ok(route) = Route::parse(&pattern) {
+                    // What a route prints parses back to the same route.
+                    prop_assert_eq!(Route::parse(&route.to_string()).unwrap(), route.clone());
+                    entries.push((route, ()));
+                }
+                entries.push((Route::parse("*/*").unwrap(), ()));
+                let table = RouteTable::new(entries);
+                // Request paths start with a slash; `*/*` covers every one of them.
+                let slashed = format!("/{path}");
+                prop_assert!(table.find(&host, &slashed).is_some());
+                let _ = table.find(&host, &path);
+            }
+        }
+    }
 }

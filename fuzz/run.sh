@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 900), one after another, with the corpora
+# in fuzz/corpus/TARGET (kept in the repository). Needs the nightly toolchain and cargo-fuzz
+# (cargo install cargo-fuzz). A crash stops the script; its input is in fuzz/artifacts/.
+#
+#   fuzz/run.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_EACH=${1:-900}
+shift || true
+TARGETS=("$@")
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  TARGETS=(request_key cache_control range dns_packet config worker_route)
+fi
+cargo +nightly fuzz build --release
+for target in "${TARGETS[@]}"; do
+  mkdir -p "corpus/$target"
+  echo "== $target for ${SECONDS_EACH}s"
+  cargo +nightly fuzz run --release "$target" "corpus/$target" -- \
+    -max_total_time="$SECONDS_EACH" -max_len=4096 -print_final_stats=1 2>&1 |
+    grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY)' || true
+  echo "corpus: $(ls "corpus/$target" | wc -l) inputs"
+done
