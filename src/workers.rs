@@ -59,6 +59,15 @@ struct DeployArgs {
     /// `*.example.test` allows subdomains; repeatable.
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
+    /// Keys the worker may keep in its key-value store.
+    #[arg(long = "kv-max-keys", default_value_t = defaults::KV_MAX_KEYS)]
+    kv_max_keys: u64,
+    /// Bytes the worker may keep in its key-value store, in MiB.
+    #[arg(long = "kv-max-mib", default_value_t = defaults::KV_MAX_MIB)]
+    kv_max_mib: u64,
+    /// Wall-clock time for a whole response, body included, in seconds.
+    #[arg(long = "deadline-secs", default_value_t = defaults::DEADLINE_SECS)]
+    deadline_secs: u32,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -104,6 +113,9 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     spec.max_queued = args.max_queued;
     spec.max_outbound = args.max_outbound;
     spec.allowed_hosts = args.allow_hosts;
+    spec.kv_max_keys = args.kv_max_keys;
+    spec.kv_max_mib = args.kv_max_mib;
+    spec.deadline_secs = args.deadline_secs;
     spec.validate()?;
     // Refuse here what every edge would refuse: not a component, the wrong world, no compile.
     let runtime = outpost_workers::Runtime::new(None)?;

@@ -417,6 +417,60 @@ async fn every_limit_and_bad_input_fails_alone() {
         response.bytes().await.is_err(),
         "an endless body never completes"
     );
+    // A client that stops reading cannot hold an instance past the worker's deadline: with
+    // one slot and no queue, the stalled response takes the slot, and the deadline frees it.
+    deploy(
+        &cdn,
+        &example("misbehave"),
+        "stall",
+        &[
+            "--route",
+            "stall.outpost.test/*",
+            "--max-concurrent",
+            "1",
+            "--max-queued",
+            "0",
+            "--cpu-ms",
+            "30000",
+            "--deadline-secs",
+            "2",
+        ],
+    );
+    let mut stalled = tokio::net::TcpStream::connect(ams.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        b"GET /endless HTTP/1.1\r\nhost: stall.outpost.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, _) = get(&ams, "stall.outpost.test", "/panic", &[]).await;
+    assert_eq!(status, 503, "the stalled response holds the only slot");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _, body) = get(&ams, "stall.outpost.test", "/panic", &[]).await;
+    assert_eq!(status, 500, "the deadline freed the slot: {body}");
+    drop(stalled);
+
+    // The key-value quota: past it, the guest gets a clear error and the store keeps what
+    // it had.
+    deploy(
+        &cdn,
+        &example("counter"),
+        "quota",
+        &["--route", "quota.outpost.test/*", "--kv-max-keys", "2"],
+    );
+    for key in ["a", "b"] {
+        let (status, _, _) = get(&ams, "quota.outpost.test", &format!("/count/{key}"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, body) = get(&ams, "quota.outpost.test", "/count/c", &[]).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("quota"), "{body}");
+    let (_, headers, _) = get(&ams, "quota.outpost.test", "/count/a", &[]).await;
+    assert_eq!(headers["x-count"], "2");
+
     let log = cdn.log();
     assert!(
         log.contains("worker=bad"),

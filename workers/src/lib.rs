@@ -24,7 +24,7 @@ mod worker;
 pub use admin::{WorkerSummary, WorkersAdmin, deploy_body};
 pub use error::{DeployError, InvokeError};
 pub use host::Pipeline;
-pub use kv::{KvError, KvStore};
+pub use kv::{KvError, KvQuota, KvStore};
 pub use metrics::WorkersMetrics;
 pub use registry::{
     CLIENT_IP_HEADER, EDGE_HEADER, EdgeInfo, LOCATION_HEADER, REQUEST_ID_HEADER, WorkerFront,

@@ -61,7 +61,7 @@ impl Workers {
         metrics: WorkersMetrics,
     ) -> Result<Arc<Self>, DeployError> {
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir)
+            crate::files::private_dir(dir)
                 .map_err(|e| DeployError::Storage(format!("{}: {e}", dir.display())))?;
         }
         let workers = Arc::new(Self {
@@ -121,14 +121,18 @@ impl Workers {
         found
     }
 
-    fn store_for(&self, name: &str) -> Result<Arc<KvStore>, DeployError> {
+    fn store_for(&self, spec: &WorkerSpec) -> Result<Arc<KvStore>, DeployError> {
+        let name = &spec.name;
+        let quota = spec.kv_quota();
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = stores.get(name) {
+            store.set_quota(quota);
             return Ok(store.clone());
         }
-        let path = self.dir.as_ref().map(|d| d.join(format!("{name}.kv.json")));
+        let path = self.dir.as_ref().map(|d| d.join(format!("{name}.kv.redb")));
         let store = Arc::new(
-            KvStore::open(path.as_deref()).map_err(|e| DeployError::Storage(e.to_string()))?,
+            KvStore::open(path.as_deref(), quota)
+                .map_err(|e| DeployError::Storage(e.to_string()))?,
         );
         stores.insert(name.to_owned(), store.clone());
         Ok(store)
@@ -160,7 +164,7 @@ impl Workers {
                 .map(|h| HostPattern::allowed(h))
                 .collect()
         };
-        let kv = self.store_for(&spec.name)?;
+        let kv = self.store_for(&spec)?;
         let metrics = self.metrics.for_worker(&spec.name);
         Ok(Arc::new(Worker::new(
             spec,

@@ -44,6 +44,17 @@ pub struct WorkerSpec {
     /// and the edge's origin.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Keys the worker may keep in its key-value store.
+    #[serde(default = "default_kv_max_keys")]
+    pub kv_max_keys: u64,
+    /// Bytes (bucket names, keys and values) the worker may keep in its key-value store, in
+    /// MiB.
+    #[serde(default = "default_kv_max_mib")]
+    pub kv_max_mib: u64,
+    /// Wall-clock time for the whole response, body included, in seconds: a client that
+    /// stops reading cannot hold an instance longer.
+    #[serde(default = "default_deadline_secs")]
+    pub deadline_secs: u32,
 }
 
 /// The limits a deploy gets unless it says otherwise (the CLI's defaults too).
@@ -53,6 +64,19 @@ pub mod defaults {
     pub const MAX_CONCURRENT: u32 = 64;
     pub const MAX_QUEUED: u32 = 256;
     pub const MAX_OUTBOUND: u32 = 8;
+    pub const KV_MAX_KEYS: u64 = 10_000;
+    pub const KV_MAX_MIB: u64 = 16;
+    pub const DEADLINE_SECS: u32 = 300;
+}
+
+fn default_kv_max_keys() -> u64 {
+    defaults::KV_MAX_KEYS
+}
+fn default_kv_max_mib() -> u64 {
+    defaults::KV_MAX_MIB
+}
+fn default_deadline_secs() -> u32 {
+    defaults::DEADLINE_SECS
 }
 
 fn default_memory_mib() -> u32 {
@@ -84,6 +108,17 @@ impl WorkerSpec {
             max_queued: default_max_queued(),
             max_outbound: default_max_outbound(),
             allowed_hosts: Vec::new(),
+            kv_max_keys: default_kv_max_keys(),
+            kv_max_mib: default_kv_max_mib(),
+            deadline_secs: default_deadline_secs(),
+        }
+    }
+
+    /// What the worker may keep in its key-value store.
+    pub fn kv_quota(&self) -> crate::kv::KvQuota {
+        crate::kv::KvQuota {
+            max_keys: self.kv_max_keys,
+            max_bytes: self.kv_max_mib.saturating_mul(1 << 20),
         }
     }
 
@@ -112,6 +147,11 @@ impl WorkerSpec {
                 "memory_mib {} must be between 1 and {MAX_MEMORY_MIB}",
                 self.memory_mib
             )));
+        }
+        if self.deadline_secs == 0 {
+            return Err(DeployError::BadSpec(
+                "deadline_secs must be at least 1".to_owned(),
+            ));
         }
         if !(1..=MAX_CPU_MS).contains(&self.cpu_ms) {
             return Err(DeployError::BadSpec(format!(

@@ -239,15 +239,34 @@ impl Worker {
         let (finished, outcome) = tokio::sync::oneshot::channel();
         let worker = self.clone();
         let request_id_for_guest = request_id.clone();
+        let deadline = Duration::from_secs(u64::from(self.spec.deadline_secs));
         let guest = tokio::spawn(async move {
-            let result = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await;
+            // The whole response, body included, within the deadline: a client that stops
+            // reading (the guest then waits to write) cannot keep the instance and its slot.
+            let result = match tokio::time::timeout(
+                deadline,
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out),
+            )
+            .await
+            {
+                Ok(result) => result.map_err(Some),
+                Err(_) => Err(None),
+            };
             let memory_refused = store.data().limits.memory_refused;
             drop(store);
             drop(permit);
-            let outcome = result.map_err(|error| worker.classify(&error, memory_refused));
+            let outcome = result.map_err(|error| match error {
+                Some(error) => worker.classify(&error, memory_refused),
+                None => InvokeError::Trap {
+                    worker: worker.name.to_string(),
+                    reason: format!(
+                        "the response was not complete within {} s",
+                        deadline.as_secs()
+                    ),
+                },
+            });
             // Nobody waits for the outcome any more (the client went away, or the worker
             // answered with an error code first): log it here.
             if let Err(Err(error)) = finished.send(outcome) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-pub use store::{KvError, KvStore};
+pub use store::{KvError, KvQuota, KvStore};
 
 /// Longest key a worker may use.
 const MAX_KEY_BYTES: usize = 1024;
