@@ -25,7 +25,8 @@ pub struct AdminArgs {
     /// the config's state directory.
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
-    /// Bearer token; default: the topology's admin.token [env: OUTPOST_ADMIN_TOKEN].
+    /// Bearer token; default: the topology's admin.token, else the one `outpost up` made in
+    /// the state directory (admin-token) [env: OUTPOST_ADMIN_TOKEN].
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -74,7 +75,13 @@ impl AdminClient {
             .token
             .clone()
             .or(topology.admin.token.clone())
-            .context("no admin token: pass --token or set admin.token in the config")?;
+            .or_else(|| crate::token::stored(&topology.tls.state_dir))
+            .with_context(|| {
+                format!(
+                    "no admin token: pass --token, set admin.token in the config, or start the CDN once so it makes {}",
+                    crate::token::path(&topology.tls.state_dir).display()
+                )
+            })?;
         let cacert = args
             .cacert
             .clone()

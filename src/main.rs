@@ -7,6 +7,7 @@ mod nodes;
 mod purge;
 mod routing;
 mod tls;
+mod token;
 mod workers;
 
 use std::net::SocketAddr;
@@ -267,6 +268,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| topology.tls.state_dir.clone());
+    shared.token = Some(token::for_node(
+        topology.admin.token.as_deref(),
+        &state_dir,
+    )?);
     if topology.edges.iter().any(|e| e.https.is_some()) {
         shared.edge_tls = Some(start_tls(&topology, &state_dir, &shutdown)?);
     }
@@ -400,6 +405,10 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         let topology = Topology::load(path)?;
         let mut shared = shared(&topology, &shutdown);
+        shared.token = Some(token::for_node(
+            topology.admin.token.as_deref(),
+            &topology.tls.state_dir,
+        )?);
         if topology.origin.shielded {
             shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
                 &topology.tls.state_dir,

@@ -268,3 +268,48 @@ fn common_demo_topology() -> String {
      [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
         .to_owned()
 }
+
+#[tokio::test]
+async fn without_a_configured_token_each_installation_makes_its_own() {
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=600")], "x")).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = topology(&origin.url, 0, 1, "")
+        .replace("token = \"test-token\"\n", "")
+        .replace(
+            "[origin]",
+            &format!(
+                "[tls]\nstate_dir = \"{}\"\n\n[origin]",
+                state.path().display()
+            ),
+        );
+    let cdn = Outpost::up(&toml, 1);
+    let file = state.path().join("admin-token");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 48, "a random token: {token}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!cdn.log().contains(&token), "the token is not logged");
+    let purge = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("purge")
+            .args(["--admin", cdn.admin("edge-0")])
+            .args(["--config", cdn.config_path().to_str().unwrap()])
+            .args(args)
+            .env_remove("OUTPOST_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // The CLI finds the token where the CDN made it; a guessed one is refused.
+    let purged = purge(&["/a"]);
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
+    let refused = purge(&["--token", "outpost-dev-token", "/a"]);
+    assert!(!refused.status.success());
+}
