@@ -385,10 +385,12 @@ fn start_tls(
         .flat_map(|c| [c.cert.clone(), c.key.clone()])
         .collect();
     let terminator = tls::terminator(settings)?;
+    let (renewing, dir) = (topology.clone(), state_dir.to_owned());
     tls::spawn_reloader(
         vec![terminator.clone()],
         files,
         Duration::from_millis(topology.tls.reload_check_ms),
+        Some(Box::new(move || tls::renew_local(&renewing, &dir))),
         shutdown.signal(),
     );
     Ok(terminator)

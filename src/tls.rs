@@ -95,12 +95,28 @@ pub fn terminator(settings: TlsSettings) -> anyhow::Result<Arc<TlsTerminator>> {
     ))
 }
 
+/// How often certificates the local CA issued are checked for renewal.
+const RENEWAL_CHECK: Duration = Duration::from_secs(3600);
+
+/// Issues the edges' local certificate again if it is near its end or names other names than
+/// the topology's (nothing to do for operators' own certificates). The reloader picks up a new
+/// file as for any other change.
+pub fn renew_local(topology: &Topology, state_dir: &Path) {
+    if topology.tls.certificates.is_empty()
+        && let Err(error) =
+            local_ca(state_dir).and_then(|ca| issued(&ca, "edge", local_names(topology)))
+    {
+        tracing::error!(target: "outpost", "renewing the edge certificate failed; keeping the one in use: {error:#}");
+    }
+}
+
 /// Reloads `terminators` on SIGHUP and whenever one of `files` changes; a failed reload keeps
-/// the certificates in use and logs why.
+/// the certificates in use and logs why. `renew` runs every hour and before a SIGHUP reload.
 pub fn spawn_reloader(
     terminators: Vec<Arc<TlsTerminator>>,
     files: Vec<PathBuf>,
     check_every: Duration,
+    renew: Option<Box<dyn Fn() + Send>>,
     mut shutdown: ShutdownSignal,
 ) {
     tokio::spawn(async move {
@@ -114,10 +130,20 @@ pub fn spawn_reloader(
         };
         let mut seen = modified(&files);
         let mut ticker = tokio::time::interval(check_every.max(Duration::from_millis(50)));
+        let mut renewals = tokio::time::interval(RENEWAL_CHECK);
         loop {
             let reason = tokio::select! {
                 () = shutdown.triggered() => return,
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    if let Some(renew) = &renew { renew(); }
+                    seen = modified(&files);
+                    "SIGHUP"
+                }
+                _ = renewals.tick() => {
+                    // The files it changes are reloaded at the next check.
+                    if let Some(renew) = &renew { renew(); }
+                    continue;
+                }
                 _ = ticker.tick() => {
                     let now = modified(&files);
                     if now == seen { continue; }

@@ -72,6 +72,17 @@ impl LocalCa {
         })?;
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
+        if cert_path.exists() != key_path.exists() {
+            // A crash between writing the two: what is left can sign nothing (or be trusted
+            // by nothing), so it goes and a new CA is made.
+            let orphan = if cert_path.exists() {
+                &cert_path
+            } else {
+                &key_path
+            };
+            tracing::warn!(target: "outpost", "{} has no partner file (an interrupted first start?): making a new local CA", orphan.display());
+            remove(orphan)?;
+        }
         if cert_path.exists() && key_path.exists() {
             let cert_pem = read(&cert_path)?;
             let key_pem = read(&key_path)?;
@@ -150,8 +161,16 @@ impl LocalCa {
             cert: self.dir.join(format!("{file_stem}.pem")),
             key: self.dir.join(format!("{file_stem}.key")),
         };
-        if paths.cert.exists() && paths.key.exists() {
-            return Ok(paths);
+        let reason = match (paths.cert.exists(), paths.key.exists()) {
+            (true, true) => match reissue_reason(&paths.cert, names) {
+                None => return Ok(paths),
+                Some(reason) => reason,
+            },
+            (false, false) => "",
+            _ => "one of its two files is missing (an interrupted write?)",
+        };
+        if !reason.is_empty() {
+            tracing::info!(target: "outpost", "issuing {} again: {reason}", paths.cert.display());
         }
         let mut params = CertificateParams::default();
         let mut subject = DistinguishedName::new();
@@ -180,10 +199,82 @@ impl LocalCa {
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(397);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
-        write_new(&paths.cert, cert.pem().as_bytes(), false)?;
-        write_new(&paths.key, key.serialize_pem().as_bytes(), true)?;
+        // Leaf certificates are replaced, never edited: each file is written beside the old
+        // one and renamed over it, the key first.
+        replace(&paths.key, key.serialize_pem().as_bytes(), true)?;
+        replace(&paths.cert, cert.pem().as_bytes(), false)?;
         Ok(paths)
     }
+}
+
+/// Leaf certificates are issued again this long before they expire.
+pub const RENEW_BEFORE: time::Duration = time::Duration::days(30);
+
+/// Why the leaf certificate at `path` must be issued again for `names`, if it must: it does
+/// not parse, it expires within [`RENEW_BEFORE`], or it names other names.
+fn reissue_reason(path: &Path, names: &[String]) -> Option<&'static str> {
+    let Ok(pem) = fs::read(path) else {
+        return Some("it cannot be read");
+    };
+    let Ok(der) = CertificateDer::from_pem_slice(&pem) else {
+        return Some("it is not a PEM certificate");
+    };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(&der) else {
+        return Some("it does not parse");
+    };
+    let expires = parsed.validity().not_after.timestamp();
+    if expires < (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp() {
+        return Some("it expires within 30 days");
+    }
+    let mut issued: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    issued.push((*dns).to_owned())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    issued.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut wanted: Vec<String> = names.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    issued.sort();
+    issued.dedup();
+    (issued != wanted).then_some("the configured names changed")
+}
+
+fn remove(path: &Path) -> Result<(), CertError> {
+    fs::remove_file(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `contents` to `path.new` (0600 when `private`), syncs it and renames it to `path`.
+fn replace(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
+    let io = |source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    let _ = fs::remove_file(&temporary);
+    write_new(&temporary, contents, private)?;
+    fs::File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    fs::rename(&temporary, path).map_err(io)
 }
 
 /// Reads every certificate of a PEM file (leaf first).
@@ -306,6 +397,55 @@ mod tests {
         load_private_key(&paths.key).unwrap();
         // A certificate issued after a reload still chains to the same CA file.
         again.ensure_client_cert("client", "parent-eu").unwrap();
+    }
+
+    #[test]
+    fn leaf_certificates_are_issued_again_for_new_names_and_after_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let names = vec!["a.outpost.test".to_owned(), "127.0.0.11".to_owned()];
+        let paths = ca.ensure_server_cert("edge", &names).unwrap();
+        let first = fs::read(&paths.cert).unwrap();
+        // Same names, any order: kept.
+        let reversed: Vec<String> = names.iter().rev().cloned().collect();
+        ca.ensure_server_cert("edge", &reversed).unwrap();
+        assert_eq!(fs::read(&paths.cert).unwrap(), first);
+        // Other names: issued again.
+        let more = vec!["a.outpost.test".to_owned(), "127.0.0.12".to_owned()];
+        ca.ensure_server_cert("edge", &more).unwrap();
+        let second = fs::read(&paths.cert).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(reissue_reason(&paths.cert, &more), None);
+        // A key lost in a crash: repaired, not fatal.
+        fs::remove_file(&paths.key).unwrap();
+        ca.ensure_server_cert("edge", &more).unwrap();
+        load_private_key(&paths.key).unwrap();
+        assert_ne!(fs::read(&paths.cert).unwrap(), second);
+        // The CA itself, torn the same way, is made again.
+        fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        LocalCa::load_or_create(dir.path()).unwrap();
+        assert!(dir.path().join(CA_KEY).exists());
+    }
+
+    #[test]
+    fn a_certificate_near_its_end_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let mut params = CertificateParams::new(vec!["soon.test".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(5);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.issuer, &ca.key).unwrap();
+        fs::write(dir.path().join("soon.pem"), cert.pem()).unwrap();
+        fs::write(dir.path().join("soon.key"), key.serialize_pem()).unwrap();
+        assert_eq!(
+            reissue_reason(&dir.path().join("soon.pem"), &["soon.test".to_owned()]),
+            Some("it expires within 30 days")
+        );
+        let paths = ca
+            .ensure_server_cert("soon", &["soon.test".to_owned()])
+            .unwrap();
+        assert_eq!(reissue_reason(&paths.cert, &["soon.test".to_owned()]), None);
     }
 
     #[test]
