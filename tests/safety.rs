@@ -480,3 +480,60 @@ async fn a_304_with_other_validators_updates_nothing() {
     );
     assert_eq!(next.text().await.unwrap(), "version 3");
 }
+
+#[tokio::test]
+async fn a_fill_too_large_to_keep_stops_buffering_and_still_serves_its_client() {
+    // 3 MiB in 64 KiB chunks with no Content-Length, against a 1 MiB object cap.
+    let origin = TestOrigin::start(|_, _| Reply::Chunked {
+        headers: common::owned(&[("cache-control", "max-age=600")]),
+        chunk: 64 * 1024,
+        chunks: 48,
+        every: Duration::ZERO,
+    })
+    .await;
+    let cdn = one_edge(&origin, "max_object_mib = 1\nfill_buffer_mib = 1\n");
+    let url = format!("{}/big", cdn.data("edge-0"));
+    let http = client();
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.bytes().await.unwrap().len(), 3 * 1024 * 1024);
+    // Not stored, and from now on passed straight through.
+    let second = http.get(&url).send().await.unwrap();
+    assert!(
+        !cache_status(&second).contains("; hit"),
+        "{}",
+        cache_status(&second)
+    );
+    assert_eq!(second.bytes().await.unwrap().len(), 3 * 1024 * 1024);
+    assert!(cdn.log().contains("too large to store"), "{}", cdn.log());
+}
+
+#[tokio::test]
+async fn a_fill_that_drips_past_its_deadline_is_broken_and_not_stored() {
+    // A byte every 300 ms: never idle for the 2 s idle timeout, but 10 s in all.
+    let origin = TestOrigin::start(|_, n| {
+        if n == 1 {
+            Reply::Chunked {
+                headers: common::owned(&[("cache-control", "max-age=600")]),
+                chunk: 1,
+                chunks: 30,
+                every: Duration::from_millis(300),
+            }
+        } else {
+            Reply::ok(&[("cache-control", "max-age=600")], "whole")
+        }
+    })
+    .await;
+    let cdn = one_edge(&origin, "fill_deadline_secs = 1\n");
+    let url = format!("{}/drip", cdn.data("edge-0"));
+    let http = client();
+    let started = std::time::Instant::now();
+    let dripped = http.get(&url).send().await.unwrap();
+    assert!(
+        dripped.bytes().await.is_err(),
+        "the client sees the body break"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let next = http.get(&url).send().await.unwrap();
+    assert!(!cache_status(&next).contains("; hit"));
+    assert_eq!(next.text().await.unwrap(), "whole");
+}

@@ -37,6 +37,12 @@ pub struct CacheConfig {
     pub first_byte_timeout_ms: u64,
     /// Longest pause inside an upstream body, in milliseconds (then the body is broken).
     pub body_idle_timeout_ms: u64,
+    /// Longest a whole cache fill may take, in seconds: an upstream that drips bytes just
+    /// inside the idle timeout cannot hold a fill (and its buffer) for ever.
+    pub fill_deadline_secs: u64,
+    /// Memory all fills in progress may buffer together, in MiB (at least max_object_mib).
+    /// Past it, fills stop buffering for the cache and only relay to their clients.
+    pub fill_buffer_mib: u64,
 }
 
 impl Default for CacheConfig {
@@ -56,6 +62,8 @@ impl Default for CacheConfig {
             connect_timeout_ms: 2_000,
             first_byte_timeout_ms: 30_000,
             body_idle_timeout_ms: 30_000,
+            fill_deadline_secs: 600,
+            fill_buffer_mib: 256,
         }
     }
 }
@@ -90,6 +98,12 @@ impl CacheConfig {
         }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
             return Err(("heuristic_fraction", "a fraction between 0 and 1"));
+        }
+        if self.fill_buffer_mib < self.max_object_mib {
+            return Err(("fill_buffer_mib", "at least max_object_mib"));
+        }
+        if self.fill_deadline_secs == 0 {
+            return Err(("fill_deadline_secs", "a deadline above 0 s"));
         }
         if self.first_byte_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(("first_byte_timeout_ms", "timeouts above 0 ms"));

@@ -38,6 +38,9 @@ const SUPPORTED: [Method; 7] = [
     Method::OPTIONS,
 ];
 
+/// Memory for the keys remembered as uncacheable (hit-for-pass).
+const HIT_FOR_PASS_BYTES: u64 = 16 << 20;
+
 /// Whether a node faces clients (an edge) or other CDN nodes (a parent). Only a client-facing
 /// node removes the CDN-only headers; a parent passes them on to the edges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,7 @@ struct Inner<U> {
     /// The port is part of the cache key (off: every port of a host shares its objects).
     key_port: bool,
     body_idle_timeout: Duration,
+    fill_deadline: Duration,
     upstream: U,
     metrics: CacheMetrics,
     /// Draining: the health path fails so new clients go elsewhere; requests are still served.
@@ -111,8 +115,10 @@ impl<U: Upstream> CacheNode<U> {
         upstream: U,
         registry: &mut Registry,
     ) -> Self {
+        // Weighed in bytes, like the store: huge keys cannot make it large.
         let pass_keys = moka::sync::Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(HIT_FOR_PASS_BYTES)
+            .weigher(|key: &Arc<str>, ()| u32::try_from(key.len() + 96).unwrap_or(u32::MAX))
             .time_to_live(Duration::from_secs(config.hit_for_pass_secs.max(1)))
             .build();
         Self {
@@ -120,11 +126,14 @@ impl<U: Upstream> CacheNode<U> {
                 name: name.into(),
                 tier,
                 store: Store::new(config.capacity_mib << 20, config.max_variants),
-                inflight: InFlight::default(),
+                inflight: InFlight::new(crate::coalesce::FillBudget::new(
+                    config.fill_buffer_mib << 20,
+                )),
                 pass_keys,
                 rules: config.rules(),
                 key_port: config.key_port,
                 body_idle_timeout: config.body_idle_timeout(),
+                fill_deadline: Duration::from_secs(config.fill_deadline_secs),
                 upstream,
                 metrics: CacheMetrics::register(registry),
                 draining: std::sync::atomic::AtomicBool::new(false),
@@ -349,7 +358,7 @@ impl<U: Upstream> Inner<U> {
     ) -> Response<Body> {
         match self
             .clone()
-            .lead(InFlight::solo(), false, head, key, stale, fwd)
+            .lead(self.inflight.solo(), false, head, key, stale, fwd)
             .await
         {
             Some(response) => response,
@@ -567,7 +576,30 @@ impl<U: Upstream> Inner<U> {
         })));
         drop(leader);
 
-        match self.stream_body(fill, body, expected_length).await {
+        let streamed = match tokio::time::timeout(
+            self.fill_deadline,
+            self.stream_body(fill, registered.then_some(key), body, expected_length),
+        )
+        .await
+        {
+            Ok(streamed) => streamed,
+            Err(_) => Err(BodyBroken(
+                format!(
+                    "the fill took longer than its deadline of {} s",
+                    self.fill_deadline.as_secs()
+                )
+                .into(),
+            )),
+        };
+        match streamed {
+            Ok((length, last)) if fill.is_relay() && length <= self.rules.max_object_bytes => {
+                // Relayed for want of buffer memory: served, not stored.
+                tracing::info!(node = %self.name, key = key.as_str(), length, buffered = self.inflight.budget().used(), "fill buffers over budget: relayed, not stored");
+                if let Some(last) = last {
+                    fill.push(last);
+                }
+                fill.finish(Ok(()));
+            }
             Ok((length, last)) if length <= self.rules.max_object_bytes => {
                 // A copy of exactly the body's size: the chunks are slices of larger read
                 // buffers, which the cache must not keep alive.
@@ -603,12 +635,23 @@ impl<U: Upstream> Inner<U> {
     /// length told which chunk completes the body, that chunk, held back for the caller.
     async fn stream_body(
         &self,
-        fill: &Fill,
+        fill: &Arc<Fill>,
+        registered: Option<&CacheKey>,
         mut body: Incoming,
         expected: Option<u64>,
     ) -> Result<(u64, Option<bytes::Bytes>), BodyBroken> {
         let mut length = 0u64;
         loop {
+            // Too large to keep, or the node's fills hold too much: stop buffering for the
+            // cache at once, and let no new request join what is now only a relay.
+            if !fill.is_relay()
+                && (length > self.rules.max_object_bytes || self.inflight.budget().exceeded())
+            {
+                fill.relay();
+                if let Some(key) = registered {
+                    self.inflight.leave(&key.shared(), fill);
+                }
+            }
             match tokio::time::timeout(self.body_idle_timeout, body.frame()).await {
                 Err(_) => return Err(BodyBroken("upstream body stalled".into())),
                 Ok(None) => return Ok((length, None)),

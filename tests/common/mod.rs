@@ -245,6 +245,13 @@ pub enum Reply {
         release: Arc<Notify>,
         rest: Vec<u8>,
     },
+    /// A chunked body (no Content-Length): `chunks` chunks of `chunk` bytes, `every` apart.
+    Chunked {
+        headers: Vec<(String, String)>,
+        chunk: usize,
+        chunks: usize,
+        every: Duration,
+    },
     /// Never answers.
     Hang,
     /// Bytes that are not HTTP, then close.
@@ -390,6 +397,34 @@ async fn serve(
                 let _ = stream.flush().await;
                 release.notified().await;
                 if stream.write_all(&rest).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Chunked {
+                headers,
+                chunk,
+                chunks,
+                every,
+            } => {
+                let mut head = String::from("HTTP/1.1 200 OK\r\n");
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("transfer-encoding: chunked\r\n\r\n");
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let data = vec![b'c'; chunk];
+                for _ in 0..chunks {
+                    let mut frame = format!("{chunk:x}\r\n").into_bytes();
+                    frame.extend_from_slice(&data);
+                    frame.extend_from_slice(b"\r\n");
+                    if stream.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+                if stream.write_all(b"0\r\n\r\n").await.is_err() {
                     return;
                 }
             }
