@@ -4,24 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, client, topology};
+use common::{Outpost, Reply, TestOrigin, client, raw, status_line, topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Sends raw bytes and returns what the node answered before closing (or the first response).
-async fn raw(addr: &str, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn status_line(answer: &str) -> &str {
-    answer.lines().next().unwrap_or("")
-}
 
 #[tokio::test]
 async fn malformed_requests_get_4xx_and_the_node_keeps_serving() {

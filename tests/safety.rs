@@ -7,28 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, Seen, TestOrigin, cache_status, client, topology};
+use common::{Outpost, Reply, Seen, TestOrigin, cache_status, client, raw, status_line, topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 const FAST: &str = "[cache]\nfirst_byte_timeout_ms = 2000\nbody_idle_timeout_ms = 2000\nconnect_timeout_ms = 500\n";
-
-/// Sends raw bytes on a new connection and returns everything the node sent back before it
-/// closed (requests should say `connection: close`).
-async fn raw(addr: &str, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn status_line(answer: &str) -> &str {
-    answer.lines().next().unwrap_or("")
-}
 
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     let head = answer.split("\r\n\r\n").next()?;

@@ -232,17 +232,7 @@ async fn certificates_reload_without_dropping_open_connections_and_bad_files_kee
         .unwrap();
     std::fs::copy(&renewed.key, &first.key).unwrap();
     std::fs::copy(&renewed.cert, &first.cert).unwrap();
-    let mut swapped = false;
-    for _ in 0..100 {
-        let fresh_config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
-        if let Ok(new) = connect(&addr, "www.outpost.test", fresh_config).await
-            && new.get_ref().1.peer_certificates().unwrap()[0] != old_cert
-        {
-            swapped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let swapped = a_new_certificate_comes(&addr, &ca, &old_cert).await;
     assert!(swapped, "new connections get the new certificate");
     // The connection opened before the reload still works.
     assert!(http1(&mut old, "/2").await.starts_with("HTTP/1.1 200"));
@@ -287,19 +277,27 @@ async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
         "nothing reloads before the signal"
     );
     cdn.signal("HUP");
-    let mut swapped = false;
+    let swapped = a_new_certificate_comes(&addr, &ca, &old_cert).await;
+    assert!(swapped, "SIGHUP gives new connections the new certificate");
+    assert!(http1(&mut old, "/still").await.starts_with("HTTP/1.1 200"));
+}
+
+/// Whether new connections to `addr` get a certificate other than `old` within 5 s.
+async fn a_new_certificate_comes(
+    addr: &str,
+    ca: &outpost_certs::LocalCa,
+    old: &rustls::pki_types::CertificateDer<'_>,
+) -> bool {
     for _ in 0..100 {
         let fresh_config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
-        if let Ok(new) = connect(&addr, "www.outpost.test", fresh_config).await
-            && new.get_ref().1.peer_certificates().unwrap()[0] != old_cert
+        if let Ok(new) = connect(addr, "www.outpost.test", fresh_config).await
+            && new.get_ref().1.peer_certificates().unwrap()[0] != *old
         {
-            swapped = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(swapped, "SIGHUP gives new connections the new certificate");
-    assert!(http1(&mut old, "/still").await.starts_with("HTTP/1.1 200"));
+    false
 }
 
 async fn wait_for_log(cdn: &Outpost, needle: &str) {

@@ -244,9 +244,9 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
         ("/private/a", "www.outpost.test."),
         ("/private/a", "WWW.Outpost.Test:8080"),
     ] {
-        let answer = raw(
+        let answer = common::raw(
             &ams,
-            &format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
+            format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 401"), "{host}{path}: {answer}");
@@ -258,9 +258,9 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
             .all(|s| !s.target.contains("rivate/a") || s.header("outpost-user").is_some())
     );
     // A host that is not one is refused, and the edge keeps serving.
-    let answer = raw(
+    let answer = common::raw(
         &ams,
-        "GET / HTTP/1.1\r\nhost: [x\r\nconnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: [x\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -343,18 +343,6 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     assert_eq!(body, "Hello from the edge edge-ams!\n");
     let (status, _, body) = get(&ams, "anything.test", "/_outpost/health", &[]).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-}
-
-/// Sends one raw HTTP/1.1 request (ending in `connection: close`) and returns the answer.
-async fn raw(edge: &str, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(edge.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]

@@ -26,16 +26,7 @@ const CDN_ONLY: [&str; 4] = [
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
+    outpost_server::normal::remove_connection_listed(headers);
     for name in HOP_BY_HOP {
         headers.remove(name);
     }

@@ -415,57 +415,31 @@ mod tests {
             stale_if_error_secs: 300,
             ..CacheRules::default()
         };
-        let resp = response("s-maxage=10");
-        let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &resp,
-            &rules,
-            timing,
-        )
-        .unwrap();
+        let policy = |cc: &str| {
+            let resp = response(cc);
+            let timing = Timing::from_headers(&resp, at(0), at(0));
+            storability(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &resp,
+                &rules,
+                timing,
+            )
+            .unwrap()
+        };
+        let p = policy("s-maxage=10");
         assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
         assert!(!p.serves_stale_on_error(at(12), None));
         // Its own stale directives still count.
-        let resp = response("s-maxage=10, stale-if-error=60");
-        let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &resp,
-            &rules,
-            timing,
-        )
-        .unwrap();
-        assert!(p.serves_stale_on_error(at(12), None));
+        assert!(policy("s-maxage=10, stale-if-error=60").serves_stale_on_error(at(12), None));
         // Without s-maxage the defaults apply.
-        let resp = response("max-age=10");
-        let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &resp,
-            &rules,
-            timing,
-        )
-        .unwrap();
-        assert_eq!(p.reuse(at(12), None), Reuse::StaleWhileRevalidate);
+        assert_eq!(
+            policy("max-age=10").reuse(at(12), None),
+            Reuse::StaleWhileRevalidate
+        );
         // proxy-revalidate forbids them too.
-        let resp = response("max-age=10, proxy-revalidate");
-        let timing = Timing::from_headers(&resp, at(0), at(0));
-        let p = storability(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &resp,
-            &rules,
-            timing,
-        )
-        .unwrap();
+        let p = policy("max-age=10, proxy-revalidate");
         assert_eq!(p.reuse(at(12), None), Reuse::Revalidate);
         assert!(!p.serves_stale_on_error(at(12), None));
     }

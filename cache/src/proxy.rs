@@ -702,9 +702,8 @@ impl<U: Upstream> Inner<U> {
                 merged.append(name.clone(), value.clone());
             }
         }
-        if !policy::not_modified_selects(&stale.headers.to_map(), &fresh) {
-            // A 304 for some other response: keep nothing of it, and fetch whole next time.
-            tracing::info!(node = %self.name, key = key.as_str(), "304 with other validators: not stored");
+        // The stale object is served once more but not kept: the next request fetches whole.
+        let not_stored = |detail: &'static str| {
             self.store.purge_key(key, false);
             fill.publish_head(FillHead::Object(
                 stale.clone(),
@@ -714,9 +713,14 @@ impl<U: Upstream> Inner<U> {
                     stored: false,
                     collapsed: false,
                     ttl: None,
-                    detail: Some("validator-mismatch"),
+                    detail: Some(detail),
                 },
             ));
+        };
+        if !policy::not_modified_selects(&stale.headers.to_map(), &fresh) {
+            // A 304 for some other response: nothing of it is kept.
+            tracing::info!(node = %self.name, key = key.as_str(), "304 with other validators: not stored");
+            not_stored("validator-mismatch");
             return;
         }
         let timing = Timing::from_headers(&merged, request_time, response_time);
@@ -751,20 +755,7 @@ impl<U: Upstream> Inner<U> {
                     },
                 ));
             }
-            Err(reason) => {
-                self.store.purge_key(key, false);
-                fill.publish_head(FillHead::Object(
-                    stale.clone(),
-                    CacheOutcome::Forwarded {
-                        fwd: Forward::Stale,
-                        status: Some(304),
-                        stored: false,
-                        collapsed: false,
-                        ttl: None,
-                        detail: Some(reason.detail()),
-                    },
-                ));
-            }
+            Err(reason) => not_stored(reason.detail()),
         }
     }
 

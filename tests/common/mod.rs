@@ -523,6 +523,24 @@ async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Ve
     }
 }
 
+/// Sends raw bytes on a new connection to `addr` (`http://host:port` or `host:port`) and
+/// returns everything the node sent back before it closed (requests should say
+/// `connection: close`), or what came within 8 s.
+pub async fn raw(addr: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The first line of a raw answer.
+pub fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
 /// The Cache-Status header of a response.
 pub fn cache_status(response: &reqwest::Response) -> String {
     response
