@@ -198,15 +198,7 @@ async fn certificates_reload_without_dropping_open_connections_and_bad_files_kee
         TestOrigin::start(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("n{n}")))
             .await;
     let state = tempfile::tempdir().unwrap();
-    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
-    let first = ca
-        .ensure_server_cert("site", &["www.outpost.test".to_owned()])
-        .unwrap();
-    let tls = format!(
-        "[[tls.certificates]]\nnames = [\"www.outpost.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
-        first.cert.display(),
-        first.key.display()
-    );
+    let (ca, first, tls) = own_certificate(state.path());
     let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), &tls), 1);
     let addr = cdn.https("edge-0");
     let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
@@ -242,15 +234,7 @@ async fn certificates_reload_without_dropping_open_connections_and_bad_files_kee
 async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
     let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "no-store")], "ok")).await;
     let state = tempfile::tempdir().unwrap();
-    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
-    let first = ca
-        .ensure_server_cert("site", &["www.outpost.test".to_owned()])
-        .unwrap();
-    let tls = format!(
-        "[[tls.certificates]]\nnames = [\"www.outpost.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
-        first.cert.display(),
-        first.key.display()
-    );
+    let (ca, first, tls) = own_certificate(state.path());
     // File checks once an hour: only the signal can make this reload happen in the test.
     let toml = edge_topology(&origin.url, state.path(), &tls)
         .replace("reload_check_ms = 100", "reload_check_ms = 3600000");
@@ -280,6 +264,21 @@ async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
     let swapped = a_new_certificate_comes(&addr, &ca, &old_cert).await;
     assert!(swapped, "SIGHUP gives new connections the new certificate");
     assert!(http1(&mut old, "/still").await.starts_with("HTTP/1.1 200"));
+}
+
+/// A local CA in `state`, a certificate for www.outpost.test from it, and the config that
+/// makes it the edge's own certificate (reloaded like an operator's).
+fn own_certificate(state: &Path) -> (outpost_certs::LocalCa, outpost_certs::CertPaths, String) {
+    let ca = outpost_certs::LocalCa::load_or_create(state).unwrap();
+    let paths = ca
+        .ensure_server_cert("site", &["www.outpost.test".to_owned()])
+        .unwrap();
+    let tls = format!(
+        "[[tls.certificates]]\nnames = [\"www.outpost.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        paths.cert.display(),
+        paths.key.display()
+    );
+    (ca, paths, tls)
 }
 
 /// Whether new connections to `addr` get a certificate other than `old` within 5 s.
