@@ -210,7 +210,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .state_dir
                 .unwrap_or_else(|| topology.tls.state_dir.clone());
             let https = topology.edges.iter().find_map(|e| e.https);
-            print!("{}", tls::explain(&state_dir, https)?);
+            print!("{}", tls::explain(&state_dir, &topology, https)?);
             Ok(())
         }
         Command::Validate(args) => {
@@ -276,7 +276,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         shared.edge_tls = Some(start_tls(&topology, &state_dir, &shutdown)?);
     }
     if topology.origin.shielded {
-        shared.shield = Some(std::sync::Arc::new(tls::Shield::new(&state_dir)?));
+        shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
+            &state_dir, &topology,
+        )?));
     }
     if !topology.edges.is_empty() {
         shared.workers = Some(nodes::WorkersSetup::new(&state_dir)?);
@@ -414,6 +416,7 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
         if topology.origin.shielded {
             shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
                 &topology.tls.state_dir,
+                &topology,
             )?));
         }
         let name = args.name.clone().unwrap_or_default();

@@ -7,16 +7,70 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use outpost_certs::LocalCa;
+use outpost_certs::{LocalCa, NameScope};
 use outpost_server::ShutdownSignal;
 use outpost_server::tls::{CertSource, TlsSettings, TlsTerminator};
 
 use crate::config::{Topology, UnknownNames};
 
-/// The local CA in `state_dir`, created on first use.
-fn local_ca(state_dir: &Path) -> anyhow::Result<LocalCa> {
-    LocalCa::load_or_create(state_dir)
+/// The local CA in `state_dir`, created on first use with the topology's names as its
+/// constraints.
+fn local_ca(state_dir: &Path, topology: &Topology) -> anyhow::Result<LocalCa> {
+    LocalCa::load_or_create_for(state_dir, &name_scope(topology))
         .with_context(|| format!("setting up the local CA in {}", state_dir.display()))
+}
+
+/// What the local CA may sign for: the CDN's zone, localhost, the node names (in client
+/// certificates), loopback and every address of the topology.
+pub fn name_scope(topology: &Topology) -> NameScope {
+    let mut dns = vec!["outpost.test".to_owned(), "localhost".to_owned()];
+    if let Some(node) = &topology.dns {
+        dns.push(
+            node.authority
+                .zone
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+        );
+    }
+    dns.push(topology.origin.name.clone());
+    dns.extend(topology.parents.iter().map(|p| p.name.clone()));
+    dns.extend(topology.edges.iter().map(|e| e.name.clone()));
+    dns.retain(|name| !name.is_empty());
+    dns.sort();
+    dns.dedup();
+    let mut networks: Vec<(std::net::IpAddr, u8)> = vec![
+        ("127.0.0.0".parse().expect("an address"), 8),
+        ("::1".parse().expect("an address"), 128),
+    ];
+    let mut addresses: Vec<SocketAddr> = topology
+        .admin_addresses()
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .collect();
+    addresses.extend(topology.origin.listen);
+    addresses.extend(topology.parents.iter().map(|p| p.listen));
+    for edge in &topology.edges {
+        addresses.push(edge.listen);
+        addresses.extend(edge.https);
+    }
+    for addr in addresses {
+        let ip = addr.ip();
+        if ip.is_unspecified() || ip.is_loopback() {
+            continue;
+        }
+        let full = if ip.is_ipv4() { 32 } else { 128 };
+        if !networks.contains(&(ip, full)) {
+            networks.push((ip, full));
+        }
+    }
+    if let Some(anycast) = &topology.anycast
+        && !anycast.address.is_loopback()
+    {
+        let full = if anycast.address.is_ipv4() { 32 } else { 128 };
+        networks.push((anycast.address, full));
+    }
+    NameScope { dns, networks }
 }
 
 /// Adds the IP address of `addr` to `names`, unless it is unspecified or already there.
@@ -65,7 +119,7 @@ pub fn local_names(topology: &Topology) -> Vec<String> {
 pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
     let section = &topology.tls;
     let certificates = if section.certificates.is_empty() {
-        let ca = local_ca(state_dir)?;
+        let ca = local_ca(state_dir, topology)?;
         let certificate = issued(&ca, "edge", local_names(topology))?;
         tracing::info!(target: "outpost", "local CA: {} (trust it with `outpost certs`)", ca.ca_cert_path().display());
         vec![certificate]
@@ -104,7 +158,7 @@ const RENEWAL_CHECK: Duration = Duration::from_secs(3600);
 pub fn renew_local(topology: &Topology, state_dir: &Path) {
     if topology.tls.certificates.is_empty()
         && let Err(error) =
-            local_ca(state_dir).and_then(|ca| issued(&ca, "edge", local_names(topology)))
+            local_ca(state_dir, topology).and_then(|ca| issued(&ca, "edge", local_names(topology)))
     {
         tracing::error!(target: "outpost", "renewing the edge certificate failed; keeping the one in use: {error:#}");
     }
@@ -177,8 +231,8 @@ pub struct Shield {
 }
 
 impl Shield {
-    pub fn new(state_dir: &Path) -> anyhow::Result<Self> {
-        let ca = local_ca(state_dir)?;
+    pub fn new(state_dir: &Path, topology: &Topology) -> anyhow::Result<Self> {
+        let ca = local_ca(state_dir, topology)?;
         Ok(Self { ca })
     }
 
@@ -237,7 +291,7 @@ pub fn trusting(
 /// TLS settings of the admin listeners: one certificate from the local CA for every admin
 /// address of the topology.
 pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
-    let ca = local_ca(state_dir)?;
+    let ca = local_ca(state_dir, topology)?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for (_, addr) in topology.admin_addresses() {
         add_ip(&mut names, addr);
@@ -251,8 +305,12 @@ pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<T
 }
 
 /// `outpost certs`: where the CA is and how to trust it.
-pub fn explain(state_dir: &Path, https: Option<SocketAddr>) -> anyhow::Result<String> {
-    let ca = local_ca(state_dir)?;
+pub fn explain(
+    state_dir: &Path,
+    topology: &Topology,
+    https: Option<SocketAddr>,
+) -> anyhow::Result<String> {
+    let ca = local_ca(state_dir, topology)?;
     let ca_path = std::fs::canonicalize(ca.ca_cert_path()).unwrap_or_else(|_| ca.ca_cert_path());
     let ca_path = ca_path.display();
     let edge = https.map_or_else(|| "127.0.0.11:8443".to_owned(), |a| a.to_string());

@@ -490,6 +490,41 @@ async fn a_shielded_origin_answers_the_cdn_only() {
             "served without a client certificate"
         ),
     }
+    // The CA `outpost up` made vouches only for the topology's names: a certificate it signs
+    // for any other site is refused by clients that trust it.
+    use rustls::client::danger::ServerCertVerifier;
+    let ca = outpost_certs::LocalCa::load_or_create(state.path()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            outpost_certs::load_certificates(&ca.ca_cert_path())
+                .unwrap()
+                .remove(0),
+        )
+        .unwrap();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let forged = ca
+        .ensure_server_cert("forged", &["bank.example".to_owned()])
+        .unwrap();
+    let leaf = outpost_certs::load_certificates(&forged.cert)
+        .unwrap()
+        .remove(0);
+    let refused = verifier.verify_server_cert(
+        &leaf,
+        &[],
+        &ServerName::try_from("bank.example").unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    );
+    assert!(
+        refused.is_err(),
+        "a certificate for bank.example must not verify"
+    );
 }
 
 #[tokio::test]

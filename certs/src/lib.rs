@@ -63,9 +63,49 @@ pub struct LocalCa {
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
 
+/// What a local CA may vouch for: its name constraints (RFC 5280 section 4.2.1.10). Clients
+/// reject any certificate it signs for another name, so trusting the CA, as the README
+/// suggests, cannot be abused to impersonate other sites. Empty: no constraints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameScope {
+    /// DNS names and everything under them (`outpost.test` covers `www.outpost.test`).
+    pub dns: Vec<String>,
+    /// Address blocks: (network address, prefix length).
+    pub networks: Vec<(IpAddr, u8)>,
+}
+
+impl NameScope {
+    fn constraints(&self) -> Option<rcgen::NameConstraints> {
+        if self.dns.is_empty() && self.networks.is_empty() {
+            return None;
+        }
+        let dns = self
+            .dns
+            .iter()
+            .map(|name| rcgen::GeneralSubtree::DnsName(name.clone()));
+        let ips = self.networks.iter().map(|(ip, prefix)| {
+            rcgen::GeneralSubtree::IpAddress(match ip {
+                IpAddr::V4(v4) => rcgen::CidrSubnet::from_v4_prefix(v4.octets(), *prefix),
+                IpAddr::V6(v6) => rcgen::CidrSubnet::from_v6_prefix(v6.octets(), *prefix),
+            })
+        });
+        Some(rcgen::NameConstraints {
+            permitted_subtrees: dns.chain(ips).collect(),
+            excluded_subtrees: Vec::new(),
+        })
+    }
+}
+
 impl LocalCa {
-    /// Loads the CA from `dir`, creating it (and `dir`) on first use.
+    /// Loads the CA from `dir`, creating it (and `dir`) on first use, without name
+    /// constraints.
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
+        Self::load_or_create_for(dir, &NameScope::default())
+    }
+
+    /// Loads the CA from `dir`, creating it (and `dir`) on first use, constrained to `scope`.
+    /// A CA already in `dir` is used as it is (its constraints were fixed when it was made).
+    pub fn load_or_create_for(dir: &Path, scope: &NameScope) -> Result<Self, CertError> {
         fs::create_dir_all(dir).map_err(|source| CertError::Io {
             path: dir.to_owned(),
             source,
@@ -110,6 +150,7 @@ impl LocalCa {
         name.push(DnType::OrganizationName, "Outpost");
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.name_constraints = scope.constraints();
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -425,6 +466,52 @@ mod tests {
         fs::remove_file(dir.path().join(CA_KEY)).unwrap();
         LocalCa::load_or_create(dir.path()).unwrap();
         assert!(dir.path().join(CA_KEY).exists());
+    }
+
+    #[test]
+    fn a_constrained_ca_signs_for_its_names_and_clients_refuse_the_rest() {
+        use rustls::client::danger::ServerCertVerifier;
+        let dir = tempfile::tempdir().unwrap();
+        let scope = NameScope {
+            dns: vec!["outpost.test".to_owned(), "localhost".to_owned()],
+            networks: vec![("127.0.0.0".parse().unwrap(), 8)],
+        };
+        let ca = LocalCa::load_or_create_for(dir.path(), &scope).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(load_certificates(&ca.ca_cert_path()).unwrap().remove(0))
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let verify = |stem: &str, names: &[&str], server: &str| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let paths = ca.ensure_server_cert(stem, &names).unwrap();
+            let leaf = load_certificates(&paths.cert).unwrap().remove(0);
+            let server = rustls::pki_types::ServerName::try_from(server.to_owned()).unwrap();
+            verifier.verify_server_cert(
+                &leaf,
+                &[],
+                &server,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+        };
+        assert!(
+            verify(
+                "ok",
+                &["www.outpost.test", "127.0.0.11"],
+                "www.outpost.test"
+            )
+            .is_ok()
+        );
+        assert!(verify("ip", &["127.0.0.11"], "127.0.0.11").is_ok());
+        let error = verify("bank", &["bank.example"], "bank.example").unwrap_err();
+        assert!(error.to_string().to_lowercase().contains("name"), "{error}");
+        assert!(verify("far", &["192.0.2.1"], "192.0.2.1").is_err());
     }
 
     #[test]
