@@ -3,16 +3,59 @@
 //! of one parsed by hyper are slices of the connection's read buffer, which would keep that
 //! whole buffer alive for as long as the object is cached.
 //!
-//! The block holds `name:value\n` lines (names lower-case as the http crate keeps them; no
-//! header value can contain a newline). Serving rebuilds a `HeaderMap` whose values share the
-//! block, without copying them.
+//! Each field is a line: the name as one byte when it is one of the common response headers
+//! ([`KNOWN`]), else `0xFF`, the name and `:`; then the value and `\n` (no header value can
+//! contain a newline, no name a colon). Serving rebuilds a `HeaderMap` whose values share the
+//! block, without copying them and without parsing the common names again.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Response headers common enough to be stored as one byte. At most 32 (a bit each in
+/// [`StoredHeaders::present`]).
+const KNOWN: [HeaderName; 24] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::DATE,
+    header::EXPIRES,
+    header::VARY,
+    header::ACCEPT_RANGES,
+    header::CONTENT_ENCODING,
+    header::AGE,
+    header::SERVER,
+    header::SET_COOKIE,
+    header::CONTENT_LANGUAGE,
+    header::LOCATION,
+    header::CONTENT_LOCATION,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_SECURITY_POLICY,
+    header::STRICT_TRANSPORT_SECURITY,
+    header::X_CONTENT_TYPE_OPTIONS,
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::LINK,
+    header::CONTENT_RANGE,
+    header::VIA,
+];
+
+const CUSTOM: u8 = 0xFF;
+
+fn known_index(name: &HeaderName) -> Option<u8> {
+    KNOWN
+        .iter()
+        .position(|k| k == name)
+        .and_then(|i| u8::try_from(i).ok())
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredHeaders {
     block: Bytes,
+    /// Fields in the block.
+    count: u16,
+    /// Which of [`KNOWN`] occur: a lookup of an absent one needs no scan.
+    present: u32,
 }
 
 impl StoredHeaders {
@@ -23,26 +66,38 @@ impl StoredHeaders {
             .map(|(name, value)| name.as_str().len() + value.len() + 2)
             .sum();
         let mut block = Vec::with_capacity(size);
+        let mut present = 0u32;
+        let mut count = 0u16;
         for (name, value) in map {
-            block.extend_from_slice(name.as_str().as_bytes());
-            block.push(b':');
+            match known_index(name) {
+                Some(index) => {
+                    present |= 1 << index;
+                    block.push(index);
+                }
+                None => {
+                    block.push(CUSTOM);
+                    block.extend_from_slice(name.as_str().as_bytes());
+                    block.push(b':');
+                }
+            }
             block.extend_from_slice(value.as_bytes());
             block.push(b'\n');
+            count = count.saturating_add(1);
         }
+        block.shrink_to_fit();
         Self {
             block: Bytes::from(block),
+            count,
+            present,
         }
     }
 
-    /// Every field as (name, value) byte ranges of the block.
-    fn fields(&self) -> impl Iterator<Item = (&[u8], std::ops::Range<usize>)> + '_ {
-        let mut offset = 0;
-        self.block.split(|b| *b == b'\n').filter_map(move |line| {
-            let start = offset;
-            offset += line.len() + 1;
-            let colon = line.iter().position(|b| *b == b':')?;
-            Some((&line[..colon], start + colon + 1..start + line.len()))
-        })
+    /// Every field: its known index or custom name, and the byte range of its value.
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            block: &self.block,
+            at: 0,
+        }
     }
 
     fn value(&self, range: std::ops::Range<usize>) -> Option<HeaderValue> {
@@ -51,22 +106,29 @@ impl StoredHeaders {
 
     /// The first value of `name`.
     pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
-        let name = name.as_str().as_bytes();
+        let wanted = match known_index(name) {
+            Some(index) if self.present & (1 << index) == 0 => return None,
+            Some(index) => Name::Known(index),
+            None => Name::Custom(name.as_str().as_bytes()),
+        };
         self.fields()
-            .find(|(field, _)| *field == name)
+            .find(|(field, _)| *field == wanted)
             .and_then(|(_, range)| self.value(range))
     }
 
     pub fn contains_key(&self, name: &HeaderName) -> bool {
-        let name = name.as_str().as_bytes();
-        self.fields().any(|(field, _)| field == name)
+        self.get(name).is_some()
     }
 
     /// The fields as a map (values share this block).
     pub fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.fields().count());
+        let mut map = HeaderMap::with_capacity(usize::from(self.count));
         for (name, range) in self.fields() {
-            if let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), self.value(range)) {
+            let name = match name {
+                Name::Known(index) => KNOWN.get(usize::from(index)).cloned(),
+                Name::Custom(bytes) => HeaderName::from_bytes(bytes).ok(),
+            };
+            if let (Some(name), Some(value)) = (name, self.value(range)) {
                 map.append(name, value);
             }
         }
@@ -76,6 +138,38 @@ impl StoredHeaders {
     /// Bytes the block takes.
     pub fn size(&self) -> usize {
         self.block.len()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Name<'a> {
+    Known(u8),
+    Custom(&'a [u8]),
+}
+
+struct Fields<'a> {
+    block: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (Name<'a>, std::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let block = self.block;
+        let code = *block.get(self.at)?;
+        let mut start = self.at + 1;
+        let name = if code == CUSTOM {
+            let colon = start + block.get(start..)?.iter().position(|b| *b == b':')?;
+            let name = Name::Custom(&block[start..colon]);
+            start = colon + 1;
+            name
+        } else {
+            Name::Known(code)
+        };
+        let end = start + block.get(start..)?.iter().position(|b| *b == b'\n')?;
+        self.at = end + 1;
+        Some((name, start..end))
     }
 }
 
@@ -91,14 +185,19 @@ mod tests {
         map.append("set-cookie", HeaderValue::from_static("b=2: c"));
         map.insert("x-empty", HeaderValue::from_static(""));
         map.insert("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        map.insert("etag", HeaderValue::from_static("\"v1\""));
         let stored = StoredHeaders::from_map(&map);
         assert_eq!(stored.to_map(), map);
         assert_eq!(
             stored.get(&HeaderName::from_static("set-cookie")).unwrap(),
             "a=1"
         );
+        assert_eq!(stored.get(&header::ETAG).unwrap(), "\"v1\"");
         assert!(stored.contains_key(&HeaderName::from_static("x-empty")));
-        assert!(!stored.contains_key(&HeaderName::from_static("etag")));
+        assert!(!stored.contains_key(&header::LAST_MODIFIED));
+        assert!(!stored.contains_key(&HeaderName::from_static("x-missing")));
         assert_eq!(StoredHeaders::from_map(&HeaderMap::new()).to_map().len(), 0);
+        // Common names take one byte.
+        assert!(stored.size() < 60, "{}", stored.size());
     }
 }
