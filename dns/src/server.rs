@@ -274,16 +274,12 @@ impl GeoDns {
     /// Answers one UDP datagram into `out`; false when nothing is to be sent (a response, an
     /// unreadable header, or a query over its network's rate).
     pub(crate) fn answer_udp(&self, packet: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
-        // Rate limiting comes before any work on the packet, malformed ones included: a flood
-        // of garbage costs one table lookup per packet and is answered no more than queries.
+        // Rate limiting is decided first, for malformed packets too: a flood of garbage is
+        // answered no more than queries are. (The packet is still read, for the counters.)
         let verdict = match &self.limiter {
             Some(limiter) => limiter.check(source, Instant::now()),
             None => Verdict::Answer,
         };
-        if verdict == Verdict::Drop {
-            self.metrics.rate_limited(false);
-            return false;
-        }
         let message = match Message::from_vec(packet) {
             Ok(message) => message,
             Err(_) => {
@@ -295,7 +291,7 @@ impl GeoDns {
                     return false;
                 }
                 self.metrics.query(None, true);
-                if verdict == Verdict::Slip {
+                if verdict != Verdict::Answer {
                     self.metrics.rate_limited(false);
                     return false;
                 }
@@ -311,6 +307,10 @@ impl GeoDns {
         }
         self.metrics
             .query(message.queries.first().map(|q| q.query_type()), true);
+        if verdict == Verdict::Drop {
+            self.metrics.rate_limited(false);
+            return false;
+        }
         if verdict == Verdict::Slip {
             // Empty and truncated: a real client retries over TCP.
             self.metrics.rate_limited(true);

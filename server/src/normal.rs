@@ -99,12 +99,16 @@ pub fn host(raw: &str, default_port: u16) -> Result<String, Refusal> {
     }
     let authority = Authority::try_from(raw).map_err(|_| Refusal::Host("not host or host:port"))?;
     let name = authority.host();
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.starts_with('.') || name.contains("..") {
+    if name.starts_with('.') || name.contains("..") {
         return Err(Refusal::Host("empty label"));
     }
-    if name.starts_with('[') != name.ends_with(']') {
-        return Err(Refusal::Host("unbalanced brackets"));
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err(Refusal::Host("empty label"));
+    }
+    let brackets = name.bytes().filter(|b| matches!(b, b'[' | b']')).count();
+    if brackets != 0 && !(brackets == 2 && name.starts_with('[') && name.ends_with(']')) {
+        return Err(Refusal::Host("brackets only around an IPv6 address"));
     }
     let port_text = &authority.as_str()[authority.host().len()..];
     let port = match authority.port() {
@@ -292,6 +296,8 @@ mod tests {
         }
         assert_eq!(host("a.test:443", 443).unwrap(), "a.test");
         for bad in [
+            "-[]..",
+            "a]",
             "[x",
             "a b",
             "user@a.test",
