@@ -307,6 +307,12 @@ impl GeoDns {
         }
         self.metrics
             .query(message.queries.first().map(|q| q.query_type()), true);
+        // The question is echoed only when there is exactly one (RFC 9619): a packet with a
+        // hundred questions must not come back a hundred questions long.
+        let echoed: &[hickory_proto::op::Query] = match &message.queries[..] {
+            [_] => &message.queries,
+            _ => &[],
+        };
         if verdict == Verdict::Drop {
             self.metrics.rate_limited(false);
             return false;
@@ -316,7 +322,7 @@ impl GeoDns {
             self.metrics.rate_limited(true);
             let mut metadata = Metadata::response_from_request(&message.metadata);
             metadata.truncation = true;
-            return emit(out, &metadata, &message.queries, None, None);
+            return emit(out, &metadata, echoed, None, None);
         }
         let question = match &message.queries[..] {
             [query] => Some(Question {
@@ -339,7 +345,7 @@ impl GeoDns {
         let fitted = emit(
             out,
             &reply.metadata,
-            &message.queries,
+            echoed,
             reply.lookup.as_ref(),
             reply.edns.as_ref(),
         ) && out.len() <= limit;
@@ -349,13 +355,7 @@ impl GeoDns {
             debug!(%source, size = out.len(), "truncating UDP answer");
             out.clear();
             reply.metadata.truncation = true;
-            return emit(
-                out,
-                &reply.metadata,
-                &message.queries,
-                None,
-                reply.edns.as_ref(),
-            );
+            return emit(out, &reply.metadata, echoed, None, reply.edns.as_ref());
         }
         true
     }

@@ -352,6 +352,27 @@ async fn zone_data_and_refusals() {
     ));
     let reply = udp(h.addr, from, &two).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    // Many long questions (found by the fuzzer): FORMERR without echoing them, within 512
+    // bytes, not the 1,357 bytes the server used to send back.
+    let mut many = query("www.outpost.test.", RecordType::A, None, false);
+    for i in 0..40 {
+        let name = format!("{}{i}.outpost.test.", "x".repeat(40));
+        many.add_query(Query::query(
+            Name::from_ascii(&name).unwrap(),
+            RecordType::A,
+        ));
+    }
+    let packet = many.to_vec().unwrap();
+    assert!(packet.len() > 1232);
+    let answer = h
+        .dns
+        .answer_datagram(&packet, "127.0.1.9".parse().unwrap())
+        .unwrap();
+    assert!(answer.len() <= 512, "{} bytes", answer.len());
+    assert_eq!(
+        Message::from_vec(&answer).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
 
     // Not a query opcode.
     let mut notify = query("outpost.test.", RecordType::SOA, None, false);

@@ -8,7 +8,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut response = http::HeaderMap::new();
-    for name in ["cache-control", "cdn-cache-control", "age", "expires", "date", "last-modified"] {
+    for name in [
+        "cache-control",
+        "cdn-cache-control",
+        "age",
+        "expires",
+        "date",
+        "last-modified",
+    ] {
         response.insert(name, value.clone());
     }
     let _ = outpost_cache::directives::ResponseDirectives::for_cdn(&response);

@@ -227,9 +227,9 @@ fn resolve_segments(path: &str) -> String {
     out
 }
 
-/// Removes the headers a request's `Connection` header names; they are for this hop only and
-/// must not reach a cache key or an upstream (the `Connection` header itself stays for the
-/// HTTP layer).
+/// Removes the headers a request's `Connection` header names, and `Connection` itself: they
+/// are for this hop only and must not reach a cache key or an upstream (the HTTP layer has
+/// read what it needs from them already). Doing it twice changes nothing.
 pub fn remove_connection_listed(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         return;
@@ -245,6 +245,7 @@ pub fn remove_connection_listed(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
+    headers.remove(header::CONNECTION);
 }
 
 #[cfg(test)]
@@ -338,6 +339,15 @@ mod tests {
             !p.headers.contains_key("host"),
             "refused later for want of a host"
         );
+
+        // Found by the fuzzer: an absolute form with `Connection: host` kept its Connection
+        // header, so a second pass took away the host the first had set.
+        let mut p = parts("http://y~/", &[("connection", "host,,,, cookie")]);
+        normalize(&mut p, false, 8192).unwrap();
+        let once = (p.uri.clone(), p.headers.clone());
+        normalize(&mut p, false, 8192).unwrap();
+        assert_eq!(once, (p.uri.clone(), p.headers.clone()));
+        assert_eq!(p.headers["host"], "y~");
 
         let mut p = parts("/a", &[("host", "a.test"), ("host", "b.test")]);
         assert!(normalize(&mut p, false, 8192).is_err());

@@ -91,6 +91,22 @@ impl Route {
             h if h.contains(':') => return Err(bad("a route matches any port: leave it out")),
             h => HostPattern::Exact(h.to_owned()),
         };
+        // Only names a request can carry (in their normal form): a route that could never
+        // match is a mistake to report, not to keep.
+        let name = match &host {
+            HostPattern::Any => "",
+            HostPattern::Suffix(s) => s.as_str(),
+            HostPattern::Exact(h) => h.as_str(),
+        };
+        if !name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        }) {
+            return Err(bad("a host is letters, digits, dots and dashes"));
+        }
+        let host = match host {
+            HostPattern::Exact(h) => HostPattern::Exact(h.trim_end_matches('.').to_owned()),
+            other => other,
+        };
         let (path, prefix) = match path.strip_suffix('*') {
             Some(stem) => (stem, true),
             None => (path, false),
@@ -240,6 +256,9 @@ mod tests {
             ("www.outpost.test/a*b", "only end a path"),
             ("www.outpost.test:8080/*", "any port"),
             ("*./x", "wildcard host"),
+            // Found by the fuzzer: hosts no request can carry.
+            (" \0 \0h/", "letters, digits"),
+            ("https:// a.test/", "letters, digits"),
         ] {
             let error = Route::parse(pattern).unwrap_err();
             assert!(error.to_string().contains(reason), "{pattern}: {error}");
