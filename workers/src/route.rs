@@ -104,7 +104,13 @@ impl Route {
             return Err(bad("a host is letters, digits, dots and dashes"));
         }
         let host = match host {
-            HostPattern::Exact(h) => HostPattern::Exact(h.trim_end_matches('.').to_owned()),
+            HostPattern::Exact(h) => {
+                let h = h.strip_suffix('.').unwrap_or(&h);
+                if h.is_empty() || h.starts_with('.') || h.contains("..") {
+                    return Err(bad("a host is letters, digits, dots and dashes"));
+                }
+                HostPattern::Exact(h.to_owned())
+            }
             other => other,
         };
         let (path, prefix) = match path.strip_suffix('*') {
@@ -259,6 +265,8 @@ mod tests {
             // Found by the fuzzer: hosts no request can carry.
             (" \0 \0h/", "letters, digits"),
             ("https:// a.test/", "letters, digits"),
+            ("./", "letters, digits"),
+            ("a..b/", "letters, digits"),
         ] {
             let error = Route::parse(pattern).unwrap_err();
             assert!(error.to_string().contains(reason), "{pattern}: {error}");
