@@ -105,8 +105,11 @@ impl Route {
         }
         let host = match host {
             HostPattern::Exact(h) => {
+                if h.contains("..") {
+                    return Err(bad("a host is letters, digits, dots and dashes"));
+                }
                 let h = h.strip_suffix('.').unwrap_or(&h);
-                if h.is_empty() || h.starts_with('.') || h.contains("..") {
+                if h.is_empty() || h.starts_with('.') {
                     return Err(bad("a host is letters, digits, dots and dashes"));
                 }
                 HostPattern::Exact(h.to_owned())
@@ -267,6 +270,7 @@ mod tests {
             ("https:// a.test/", "letters, digits"),
             ("./", "letters, digits"),
             ("a..b/", "letters, digits"),
+            ("yp../]/*", "letters, digits"),
         ] {
             let error = Route::parse(pattern).unwrap_err();
             assert!(error.to_string().contains(reason), "{pattern}: {error}");
