@@ -69,7 +69,7 @@ impl CacheKey {
         };
         let host = normal::host(authority.as_str(), default_port).ok()?;
         let host = if with_port {
-            host.as_str()
+            &host
         } else {
             normal::without_port(&host)
         };

@@ -641,12 +641,14 @@ impl<U: Upstream> Inner<U> {
         expected: Option<u64>,
     ) -> Result<(u64, Option<bytes::Bytes>), BodyBroken> {
         let mut length = 0u64;
+        let mut relaying = false;
         loop {
             // Too large to keep, or the node's fills hold too much: stop buffering for the
             // cache at once, and let no new request join what is now only a relay.
-            if !fill.is_relay()
+            if !relaying
                 && (length > self.rules.max_object_bytes || self.inflight.budget().exceeded())
             {
+                relaying = true;
                 fill.relay();
                 if let Some(key) = registered {
                     self.inflight.leave(&key.shared(), fill);
@@ -685,7 +687,8 @@ impl<U: Upstream> Inner<U> {
     ) {
         let mut fresh = not_modified.clone();
         headers::remove_hop_by_hop(&mut fresh);
-        let mut merged = stale.headers.to_map();
+        let stored = stale.headers.to_map();
+        let mut merged = stored.clone();
         // The 304 vouches for the object as of now: the stored Date and Age describe the old
         // response, so they go unless the 304 brings its own.
         for name in [header::DATE, header::AGE] {
@@ -717,7 +720,7 @@ impl<U: Upstream> Inner<U> {
                 },
             ));
         };
-        if !policy::not_modified_selects(&stale.headers.to_map(), &fresh) {
+        if !policy::not_modified_selects(&stored, &fresh) {
             // A 304 for some other response: nothing of it is kept.
             tracing::info!(node = %self.name, key = key.as_str(), "304 with other validators: not stored");
             not_stored("validator-mismatch");

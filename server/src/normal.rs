@@ -92,7 +92,7 @@ pub fn normalize(parts: &mut Parts, tls: bool, max_target: usize) -> Result<(), 
 
 /// The normal form of a host (`name`, `name:port` or `[v6]:port`), with `default_port` left
 /// out.
-pub fn host(raw: &str, default_port: u16) -> Result<String, Refusal> {
+pub fn host(raw: &str, default_port: u16) -> Result<Cow<'_, str>, Refusal> {
     let raw = raw.trim();
     if raw.contains('@') {
         return Err(Refusal::Host("user information is not allowed"));
@@ -122,12 +122,23 @@ pub fn host(raw: &str, default_port: u16) -> Result<String, Refusal> {
             Err(_) => return Err(Refusal::Host("bad port")),
         },
     };
+    // Most requests name their host in normal form already: no copy for them.
+    let kept_as_is = name.len() == authority.host().len()
+        && !name.bytes().any(|b| b.is_ascii_uppercase())
+        && match port {
+            None => port_text.is_empty(),
+            // `:08080` is the same port as `:8080`: only the plain spelling is kept.
+            Some(_) => !port_text.starts_with(":0"),
+        };
+    if kept_as_is {
+        return Ok(Cow::Borrowed(raw));
+    }
     let mut out = name.to_ascii_lowercase();
     if let Some(port) = port {
         out.push(':');
         out.push_str(&port.to_string());
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// `host` without its port, for keys and routes that match any port.
@@ -296,6 +307,8 @@ mod tests {
             assert_eq!(host(raw, 80).unwrap(), normal, "{raw}");
         }
         assert_eq!(host("a.test:443", 443).unwrap(), "a.test");
+        assert_eq!(host("a.test:08080", 80).unwrap(), "a.test:8080");
+        assert!(matches!(host("a.test:8080", 80), Ok(Cow::Borrowed(_))));
         for bad in [
             "-[]..",
             "a]",
