@@ -138,13 +138,7 @@ async fn the_upstream_sees_exactly_the_authority_of_the_key() {
     // HTTP/2: the :authority wins over a Host header that disagrees.
     let addr = edge.trim_start_matches("http://").to_owned();
     let stream = TcpStream::connect(&addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = common::http2(stream).await;
     let request = http::Request::get("http://h2.test/h2")
         .header("host", "other.test")
         .body(http_body_util::Empty::<bytes::Bytes>::new())

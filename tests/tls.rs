@@ -120,13 +120,7 @@ async fn https_serves_http1_and_http2_by_alpn_and_resumes_sessions() {
     let h2 = client_config(&ca, &[b"h2", b"http/1.1"]);
     let stream = connect(&addr, "www.outpost.test", h2).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = common::http2(stream).await;
     let request = http::Request::get("https://www.outpost.test/page")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -416,13 +410,7 @@ async fn the_plain_port_speaks_http2_to_clients_with_prior_knowledge() {
     let tcp = TcpStream::connect(cdn.data("edge-0").trim_start_matches("http://"))
         .await
         .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = common::http2(tcp).await;
     let request = http::Request::get("http://www.outpost.test/x")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();

@@ -536,6 +536,24 @@ pub async fn raw(addr: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// An HTTP/2 connection (prior knowledge, or after ALPN chose h2) over `stream`, driven in
+/// the background; requests have empty bodies.
+pub async fn http2<S>(
+    stream: S,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// The first line of a raw answer.
 pub fn status_line(answer: &str) -> &str {
     answer.lines().next().unwrap_or("")
