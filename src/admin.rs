@@ -10,7 +10,7 @@ use clap::Args;
 use http_body_util::BodyExt;
 use outpost_cache::{HttpClient, UpstreamTimeouts};
 
-use crate::config::Topology;
+use outpost_node::{Topology, tls, token};
 
 /// Where the admin listeners are and how to authenticate.
 #[derive(Args)]
@@ -75,11 +75,11 @@ impl AdminClient {
             .token
             .clone()
             .or(topology.admin.token.clone())
-            .or_else(|| crate::token::stored(&topology.tls.state_dir))
+            .or_else(|| token::stored(&topology.tls.state_dir))
             .with_context(|| {
                 format!(
                     "no admin token: pass --token, set admin.token in the config, or start the CDN once so it makes {}",
-                    crate::token::path(&topology.tls.state_dir).display()
+                    token::path(&topology.tls.state_dir).display()
                 )
             })?;
         let cacert = args
@@ -92,7 +92,7 @@ impl AdminClient {
             first_byte: Duration::from_secs(120),
         };
         let client = if cacert.exists() {
-            let config = crate::tls::trusting(&cacert)?.with_no_client_auth();
+            let config = tls::trusting(&cacert)?.with_no_client_auth();
             HttpClient::with_tls(timeouts, config)
         } else {
             HttpClient::new(timeouts)

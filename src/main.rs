@@ -1,13 +1,9 @@
-//! `outpost`: the command line of the Outpost CDN. Argument parsing and wiring only; every
-//! node role lives in its own crate.
+//! `outpost`: the command line of the Outpost CDN: argument parsing, logging, process signals
+//! and the admin client. Starting nodes is `outpost_node`'s job; every node role lives in its
+//! own crate.
 
 mod admin;
-mod config;
-mod nodes;
 mod purge;
-mod routing;
-mod tls;
-mod token;
 mod workers;
 
 use std::net::SocketAddr;
@@ -16,17 +12,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use outpost_edge::ParentTarget;
-use outpost_server::Shutdown;
-use tokio::task::JoinSet;
-
-use crate::config::{DEFAULT_TOPOLOGY, Topology};
+use outpost_node::{Cdn, DEFAULT_TOPOLOGY, Overrides, Role, Running, Standalone, Topology};
+use outpost_node::{routing, tls};
 
 /// A proxy allocates and frees many small buffers per request; mimalloc does that faster than
 /// the system allocator (measured in bench/hit-throughput.sh).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use crate::nodes::{Bound, Shared};
 
 /// Outpost: a content delivery network you can run yourself.
 #[derive(Parser)]
@@ -175,23 +167,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Edge(args) => node(args, Role::Edge).await,
         Command::Parent(args) => node(args, Role::Parent).await,
-        Command::Origin(args) => origin(args).await,
+        Command::Origin(args) => {
+            serve(Cdn::start_origin(args.root, args.listen, args.admin).await?).await
+        }
         Command::Purge(args) => purge::run(args).await,
         Command::Workers(args) => workers::run(args).await,
         Command::Dns(args) => {
             let topology = load_or_default(args.config.as_deref())?;
-            let edges = routing::configured_edges(&topology);
             if let Some(ip) = args.explain {
+                let edges = routing::configured_edges(&topology);
                 println!(
                     "{}",
                     routing::geo_dns(&topology, &edges)?.explain(ip).trim_end()
                 );
                 return Ok(());
             }
-            let shutdown = Shutdown::new();
-            let mut tasks = JoinSet::new();
-            routing::start_dns(&mut tasks, &topology, &edges, &shutdown).await?;
-            wait_and_drain(shutdown, tasks).await
+            serve(Cdn::start_dns(&topology).await?).await
         }
         Command::Anycast(AnycastArgs {
             command: AnycastCommand::Routes { config },
@@ -202,10 +193,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs(args) => {
-            let topology = match &args.config {
-                Some(path) => Topology::load(path)?,
-                None => Topology::default_topology(),
-            };
+            let topology = load_or_default(args.config.as_deref())?;
             let state_dir = args
                 .state_dir
                 .unwrap_or_else(|| topology.tls.state_dir.clone());
@@ -232,23 +220,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn load_or_default(path: Option<&std::path::Path>) -> anyhow::Result<Topology> {
     match path {
-        Some(path) => Topology::load(path),
+        Some(path) => Ok(Topology::load(path)?),
         None => Ok(Topology::default_topology()),
-    }
-}
-
-fn shared(topology: &Topology, shutdown: &Shutdown) -> Shared {
-    Shared {
-        token: topology.admin.token.clone(),
-        edge_tls: None,
-        shield: None,
-        host_policies: topology.tls.hosts.clone(),
-        admin_tls: None,
-        cache: topology.cache.clone(),
-        health: topology.health.clone(),
-        limits: topology.limits.limits(true),
-        shutdown: shutdown.clone(),
-        workers: None,
     }
 }
 
@@ -257,229 +230,25 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         print!("{DEFAULT_TOPOLOGY}");
         return Ok(());
     }
-    let topology = match &args.config {
-        Some(path) => Topology::load(path)?,
-        None => Topology::default_topology(),
+    let topology = load_or_default(args.config.as_deref())?;
+    let overrides = Overrides {
+        state_dir: args.state_dir,
+        config_path: args.config,
     };
-    let shutdown = Shutdown::new();
-    let mut shared = shared(&topology, &shutdown);
-    let mut tasks = JoinSet::new();
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| topology.tls.state_dir.clone());
-    shared.token = Some(token::for_node(
-        topology.admin.token.as_deref(),
-        &state_dir,
-    )?);
-    if topology.edges.iter().any(|e| e.https.is_some()) {
-        shared.edge_tls = Some(start_tls(&topology, &state_dir, &shutdown)?);
-    }
-    if topology.origin.shielded {
-        shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
-            &state_dir, &topology,
-        )?));
-    }
-    if !topology.edges.is_empty() {
-        shared.workers = Some(nodes::WorkersSetup::new(&state_dir)?);
-    }
-    if topology.admin.tls {
-        shared.admin_tls = Some(tls::terminator(tls::admin_settings(
-            &topology, &state_dir,
-        )?)?);
-    }
-
-    // Bind everything first, so port 0 works and a taken address fails before anything runs.
-    let origin = match (topology.origin.listen, topology.origin.admin) {
-        (Some(listen), Some(admin)) => {
-            Some(Bound::bind(&topology.origin.name, listen, admin).await?)
-        }
-        _ => None,
-    };
-    let mut parents = Vec::new();
-    for parent in &topology.parents {
-        parents.push(Bound::bind(&parent.name, parent.listen, parent.admin).await?);
-    }
-    let mut edges = Vec::new();
-    for edge in &topology.edges {
-        edges.push((
-            edge,
-            Bound::bind(&edge.name, edge.listen, edge.admin)
-                .await?
-                .with_https(edge.https)
-                .await?,
-        ));
-    }
-
-    let origin_url = match origin {
-        Some(origin) => {
-            let data = origin.data_addr();
-            let tls = match &shared.shield {
-                Some(shield) => Some(tls::terminator(shield.origin_settings(
-                    data,
-                    Duration::from_millis(topology.tls.handshake_timeout_ms),
-                )?)?),
-                None => None,
-            };
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let config = topology.origin.origin_config();
-            nodes::start_origin(&mut tasks, &shared, origin, &config, tls)?;
-            format!("{scheme}://{data}").parse()?
-        }
-        None => topology.origin.upstream_url().context("origin.url")?,
-    };
-    let parent_urls: Vec<(String, http::Uri)> = parents
-        .iter()
-        .map(|p| (p.name.clone(), p.data_url()))
-        .collect();
-    for parent in parents {
-        nodes::start_parent(&mut tasks, &shared, parent, origin_url.clone());
-    }
-    let mut places = Vec::new();
-    for (settings, bound) in edges {
-        places.push(routing::EdgePlace {
-            name: settings.name.clone(),
-            http: bound.data_addr(),
-            https: bound.https.as_ref().and_then(|l| l.local_addr().ok()),
-            location: settings.location.unwrap_or_default(),
-        });
-        let targets = topology
-            .parents_of(settings)
-            .into_iter()
-            .filter_map(|p| parent_urls.iter().find(|(name, _)| *name == p.name))
-            .map(|(name, url)| ParentTarget {
-                name: name.clone(),
-                url: url.clone(),
-            })
-            .collect();
-        nodes::start_edge(
-            &mut tasks,
-            &shared,
-            bound,
-            targets,
-            Some(origin_url.clone()),
-            settings.location,
-        )?;
-    }
-    routing::start_dns(&mut tasks, &topology, &places, &shutdown).await?;
-    routing::start_anycast(
-        &mut tasks,
-        &topology,
-        &places,
-        args.config.as_deref(),
-        &shutdown,
-    )
-    .await?;
+    let running = Cdn::start(&topology, &overrides).await?;
     tracing::info!(target: "outpost", "outpost up: {} parents, {} edges; Ctrl-C to stop", topology.parents.len(), topology.edges.len());
-    wait_and_drain(shutdown, tasks).await
-}
-
-/// Loads the edges' certificates and starts reloading them on SIGHUP or file changes.
-fn start_tls(
-    topology: &Topology,
-    state_dir: &std::path::Path,
-    shutdown: &Shutdown,
-) -> anyhow::Result<std::sync::Arc<outpost_server::tls::TlsTerminator>> {
-    let settings = tls::edge_settings(topology, state_dir)?;
-    let files = settings
-        .certificates
-        .iter()
-        .flat_map(|c| [c.cert.clone(), c.key.clone()])
-        .collect();
-    let terminator = tls::terminator(settings)?;
-    let (renewing, dir) = (topology.clone(), state_dir.to_owned());
-    tls::spawn_reloader(
-        vec![terminator.clone()],
-        files,
-        Duration::from_millis(topology.tls.reload_check_ms),
-        Some(Box::new(move || tls::renew_local(&renewing, &dir))),
-        shutdown.signal(),
-    );
-    Ok(terminator)
-}
-
-enum Role {
-    Edge,
-    Parent,
+    serve(running).await
 }
 
 async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    let mut tasks = JoinSet::new();
     if let Some(path) = &args.config {
         let topology = Topology::load(path)?;
-        let mut shared = shared(&topology, &shutdown);
-        shared.token = Some(token::for_node(
-            topology.admin.token.as_deref(),
-            &topology.tls.state_dir,
-        )?);
-        if topology.origin.shielded {
-            shared.shield = Some(std::sync::Arc::new(tls::Shield::new(
-                &topology.tls.state_dir,
-                &topology,
-            )?));
-        }
-        let name = args.name.clone().unwrap_or_default();
-        let origin_url = topology
-            .origin
-            .upstream_url()
-            .context("origin: no address")?;
-        match role {
-            Role::Edge => {
-                let settings = topology
-                    .edges
-                    .iter()
-                    .find(|e| e.name == name)
-                    .with_context(|| {
-                        format!("{}: no edge named {name:?} under [[edges]]", path.display())
-                    })?;
-                let targets = topology
-                    .parents_of(settings)
-                    .into_iter()
-                    .map(|p| -> anyhow::Result<ParentTarget> {
-                        Ok(ParentTarget {
-                            name: p.name.clone(),
-                            url: format!("http://{}", p.listen).parse()?,
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                let mut shared = shared;
-                if settings.https.is_some() {
-                    shared.edge_tls =
-                        Some(start_tls(&topology, &topology.tls.state_dir, &shutdown)?);
-                }
-                let bound = Bound::bind(&settings.name, settings.listen, settings.admin)
-                    .await?
-                    .with_https(settings.https)
-                    .await?;
-                shared.workers = Some(nodes::WorkersSetup::new(&topology.tls.state_dir)?);
-                nodes::start_edge(
-                    &mut tasks,
-                    &shared,
-                    bound,
-                    targets,
-                    Some(origin_url),
-                    settings.location,
-                )?;
-            }
-            Role::Parent => {
-                let settings = topology
-                    .parents
-                    .iter()
-                    .find(|p| p.name == name)
-                    .with_context(|| {
-                        format!(
-                            "{}: no parent named {name:?} under [[parents]]",
-                            path.display()
-                        )
-                    })?;
-                let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
-                nodes::start_parent(&mut tasks, &shared, bound, origin_url);
-            }
-        }
-        return wait_and_drain(shutdown, tasks).await;
+        let name = args.name.unwrap_or_default();
+        let running = Cdn::start_node(&topology, role, &name, &Overrides::default())
+            .await
+            .with_context(|| path.display().to_string())?;
+        return serve(running).await;
     }
-
     let upstream = args
         .upstream
         .context("--upstream URL is required without --config")?;
@@ -488,52 +257,35 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
             "--upstream {upstream}: expected an http:// URL with a host, such as http://127.0.0.1:8000"
         );
     }
-    let topology = Topology::default_topology();
-    let mut shared = shared(&topology, &shutdown);
-    shared.token = args.token.clone();
-    let name = args.name.unwrap_or_else(|| match role {
-        Role::Edge => "edge".into(),
-        Role::Parent => "parent".into(),
-    });
-    let bound = Bound::bind(&name, args.listen, args.admin).await?;
-    match role {
-        Role::Edge => {
-            nodes::start_edge(&mut tasks, &shared, bound, Vec::new(), Some(upstream), None)?
-        }
-        Role::Parent => nodes::start_parent(&mut tasks, &shared, bound, upstream),
-    }
-    wait_and_drain(shutdown, tasks).await
+    let node = Standalone {
+        role,
+        name: args.name.unwrap_or_else(|| role.as_str().to_owned()),
+        listen: args.listen,
+        admin: args.admin,
+        upstream,
+        token: args.token,
+    };
+    serve(Cdn::start_standalone(&node).await?).await
 }
 
-async fn origin(args: OriginArgs) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    let topology = Topology::default_topology();
-    let shared = shared(&topology, &shutdown);
-    let mut config = topology.origin.origin_config();
-    if let Some(root) = args.root {
-        config.root = root;
+/// Announces the nodes, waits for Ctrl-C or SIGTERM, then stops accepting and lets open
+/// requests finish.
+async fn serve(mut running: Running) -> anyhow::Result<()> {
+    if let Some((file, token)) = running.new_token() {
+        // Shown once, on the terminal, not in the log.
+        println!("admin token (kept in {}): {token}", file.display());
     }
-    let mut tasks = JoinSet::new();
-    let bound = Bound::bind("origin", args.listen, args.admin).await?;
-    nodes::start_origin(&mut tasks, &shared, bound, &config, None)?;
-    wait_and_drain(shutdown, tasks).await
-}
-
-/// Waits for Ctrl-C or SIGTERM, then stops accepting and lets open requests finish.
-async fn wait_and_drain(shutdown: Shutdown, mut tasks: JoinSet<()>) -> anyhow::Result<()> {
+    for node in running.nodes() {
+        tracing::info!(target: "outpost", "{}", node.announcement());
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!(target: "outpost", "interrupted: draining"),
         _ = terminate.recv() => tracing::info!(target: "outpost", "terminated: draining"),
-        Some(_) = tasks.join_next() => tracing::error!(target: "outpost", "a listener stopped unexpectedly: draining"),
+        () = running.stopped() => tracing::error!(target: "outpost", "a listener stopped unexpectedly: draining"),
     }
-    shutdown.trigger();
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    if !running.drain(Duration::from_secs(30)).await {
         tracing::warn!(target: "outpost", "drain took too long; exiting");
     }
     tracing::info!(target: "outpost", "stopped");

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use outpost_server::ShutdownSignal;
 use outpost_server::health::{Hysteresis, probe};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -269,12 +270,12 @@ pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> u32 {
 }
 
 /// Accepts connections on `listener` and forwards each, at layer 4, to the edge the routing
-/// table picks for its source, until `shutdown` changes to true.
+/// table picks for its source, until `shutdown` is triggered.
 pub async fn serve(
     table: Arc<RoutingTable>,
     listener: TcpListener,
     service: Service,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownSignal,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
@@ -287,7 +288,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut shutdown) => return,
+            () = shutdown.triggered() => return,
         };
         let Some(index) = table.route(source, port) else {
             tracing::warn!(%source, "anycast: no edge announces the prefix; connection refused");
@@ -320,11 +321,7 @@ pub async fn serve(
 
 /// Probes every edge's health path on its HTTP listener; withdraws after `fall` failures and
 /// announces again after `rise` successes plus the hold-down. Logs the convergence time.
-pub fn spawn_health(
-    table: Arc<RoutingTable>,
-    config: AnycastConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub fn spawn_health(table: Arc<RoutingTable>, config: AnycastConfig, mut shutdown: ShutdownSignal) {
     tokio::spawn(async move {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(config.health_interval_ms.max(10)));
@@ -333,7 +330,7 @@ pub fn spawn_health(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                () = stopped(&mut shutdown) => return,
+                () = shutdown.triggered() => return,
             }
             for index in 0..table.edges.len() {
                 let route = &table.edges[index];
@@ -382,11 +379,6 @@ pub fn spawn_health(
             }
         }
     });
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

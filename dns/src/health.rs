@@ -13,8 +13,6 @@ use outpost_server::health::Hysteresis;
 use crate::GeoDns;
 use outpost_server::health::{Probe, probe};
 
-use crate::anycast::stopped;
-
 /// How edges are probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,7 +52,7 @@ pub fn spawn_health_checks(
     dns: Arc<GeoDns>,
     edges: Vec<(String, SocketAddr)>,
     settings: HealthSettings,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: outpost_server::ShutdownSignal,
 ) {
     tokio::spawn(async move {
         let states: Vec<Hysteresis> = edges.iter().map(|_| Hysteresis::new()).collect();
@@ -64,7 +62,7 @@ pub fn spawn_health_checks(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                () = stopped(&mut shutdown) => return,
+                () = shutdown.triggered() => return,
             }
             for (i, (name, addr)) in edges.iter().enumerate() {
                 let probe = probe(*addr, timeout).await;

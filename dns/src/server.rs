@@ -1,7 +1,6 @@
 //! Wire handling: [`serve`], with Outpost's own UDP threads and the hickory `RequestHandler` for
 //! TCP; both put the same [`Reply`] on the wire.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +61,7 @@ pub async fn serve(
     dns: Arc<GeoDns>,
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut shutdown: outpost_server::ShutdownSignal,
 ) -> Result<(), DnsError> {
     let mut server = Server::new(Shared(dns.clone()));
     server.register_listener(tcp, TCP_TIMEOUT, 64);
@@ -70,7 +69,7 @@ pub async fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let trigger = tokio::spawn(async move {
-        shutdown.await;
+        shutdown.triggered().await;
         stopping.store(true, Ordering::Relaxed);
         token.cancel();
     });

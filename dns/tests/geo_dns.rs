@@ -62,7 +62,8 @@ fn config() -> DnsConfig {
 struct Harness {
     dns: Arc<GeoDns>,
     addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropping it stops the server.
+    _stop: outpost_server::Shutdown,
 }
 
 async fn start() -> Harness {
@@ -75,19 +76,16 @@ async fn start_with(config: DnsConfig) -> Harness {
         .await
         .unwrap();
     let addr = udp.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = outpost_server::Shutdown::new();
     let server_dns = dns.clone();
+    let signal = stop.signal();
     tokio::spawn(async move {
-        serve(server_dns, udp, tcp, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
+        serve(server_dns, udp, tcp, signal).await.unwrap();
     });
     Harness {
         dns,
         addr,
-        _stop: tx,
+        _stop: stop,
     }
 }
 

@@ -45,11 +45,6 @@ impl ShutdownSignal {
         let _ = self.receiver.wait_for(|stop| *stop).await;
     }
 
-    /// The underlying watch channel: `true` once shutdown has been triggered.
-    pub fn into_receiver(self) -> watch::Receiver<bool> {
-        self.receiver
-    }
-
     pub fn is_triggered(&self) -> bool {
         *self.receiver.borrow()
     }

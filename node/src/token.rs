@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::StartError;
 
 const FILE: &str = "admin-token";
 
@@ -22,19 +22,23 @@ pub fn stored(state_dir: &Path) -> Option<String> {
 }
 
 /// The configured token, else the stored one, else a new one (stored now; `true` when new).
-pub fn ensure(configured: Option<&str>, state_dir: &Path) -> anyhow::Result<(String, bool)> {
+pub fn ensure(configured: Option<&str>, state_dir: &Path) -> Result<(String, bool), StartError> {
+    let state = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| StartError::State { what, path, source }
+    };
     if let Some(token) = configured {
         return Ok((token.to_owned(), false));
     }
     if let Some(token) = stored(state_dir) {
         return Ok((token, false));
     }
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir).map_err(state("creating", state_dir))?;
     let mut random = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
+    let urandom = Path::new("/dev/urandom");
+    std::fs::File::open(urandom)
         .and_then(|mut f| f.read_exact(&mut random))
-        .context("reading /dev/urandom for the admin token")?;
+        .map_err(state("reading the admin token's randomness from", urandom))?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let file = path(state_dir);
     let created = std::fs::OpenOptions::new()
@@ -47,30 +51,33 @@ pub fn ensure(configured: Option<&str>, state_dir: &Path) -> anyhow::Result<(Str
             handle
                 .write_all(format!("{token}\n").as_bytes())
                 .and_then(|()| handle.sync_all())
-                .with_context(|| format!("writing {}", file.display()))?;
+                .map_err(state("writing", &file))?;
             Ok((token, true))
         }
         // Another node of the same state directory made it first: use theirs.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            let token = stored(state_dir)
-                .with_context(|| format!("{} exists but holds no token", file.display()))?;
+            let token = stored(state_dir).ok_or_else(|| {
+                state("reading the admin token from", &file)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the file exists but holds no token",
+                ))
+            })?;
             Ok((token, false))
         }
-        Err(error) => Err(error).with_context(|| format!("creating {}", file.display())),
+        Err(error) => Err(state("creating", &file)(error)),
     }
 }
 
-/// Makes sure a topology node has a token, and says where a new one is, once.
-pub fn for_node(configured: Option<&str>, state_dir: &Path) -> anyhow::Result<String> {
+/// Makes sure a topology node has a token; logs where a new one was made (the token itself is
+/// never logged: the CLI shows it once, on the terminal).
+pub fn for_node(configured: Option<&str>, state_dir: &Path) -> Result<(String, bool), StartError> {
     let (token, new) = ensure(configured, state_dir)?;
     if new {
         let file = path(state_dir);
         tracing::info!(target: "outpost", "generated an admin token in {} (mode 0600)", file.display());
-        // Shown once, on the terminal, not in the log.
-        println!("admin token (kept in {}): {token}", file.display());
     }
-    Ok(token)
+    Ok((token, new))
 }
 
 #[cfg(test)]

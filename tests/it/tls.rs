@@ -2,13 +2,11 @@
 //! choosing the certificate, resumption, reload while an old connection keeps working, and
 //! what a misbehaving client gets.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, get_text};
+use crate::common::{Outpost, Reply, TestOrigin, get_text};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,7 +118,7 @@ async fn https_serves_http1_and_http2_by_alpn_and_resumes_sessions() {
     let h2 = client_config(&ca, &[b"h2", b"http/1.1"]);
     let stream = connect(&addr, "www.outpost.test", h2).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let mut sender = common::http2(stream).await;
+    let mut sender = crate::common::http2(stream).await;
     let request = http::Request::get("https://www.outpost.test/page")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -193,7 +191,7 @@ async fn certificates_reload_without_dropping_open_connections_and_bad_files_kee
             .await;
     let state = tempfile::tempdir().unwrap();
     let (ca, first, tls) = own_certificate(state.path());
-    let cdn = Outpost::up(&edge_topology(&origin.url, state.path(), &tls), 1);
+    let cdn = Outpost::up_process(&edge_topology(&origin.url, state.path(), &tls), 1);
     let addr = cdn.https("edge-0");
     let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
     let mut old = connect(&addr, "www.outpost.test", config.clone())
@@ -232,7 +230,7 @@ async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
     // File checks once an hour: only the signal can make this reload happen in the test.
     let toml = edge_topology(&origin.url, state.path(), &tls)
         .replace("reload_check_ms = 100", "reload_check_ms = 3600000");
-    let cdn = Outpost::up(&toml, 1);
+    let cdn = Outpost::up_process(&toml, 1);
     let addr = cdn.https("edge-0");
     let config = client_config(&ca.ca_cert_path(), &[b"http/1.1"]);
     let mut old = connect(&addr, "www.outpost.test", config.clone())
@@ -406,11 +404,11 @@ fn a_missing_or_garbage_certificate_is_a_clear_error_at_start() {
 async fn the_plain_port_speaks_http2_to_clients_with_prior_knowledge() {
     let origin =
         TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "h2c")).await;
-    let cdn = Outpost::up(&common::topology(&origin.url, 0, 1, ""), 1);
+    let cdn = Outpost::up(&crate::common::topology(&origin.url, 0, 1, ""), 1);
     let tcp = TcpStream::connect(cdn.data("edge-0").trim_start_matches("http://"))
         .await
         .unwrap();
-    let mut sender = common::http2(tcp).await;
+    let mut sender = crate::common::http2(tcp).await;
     let request = http::Request::get("http://www.outpost.test/x")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -435,13 +433,13 @@ async fn a_shielded_origin_answers_the_cdn_only() {
     let origin_addr = origin.trim_start_matches("https://").to_owned();
 
     // Through the CDN: the parent authenticates with its client certificate.
-    let through = common::client()
+    let through = crate::common::client()
         .get(format!("{}/about.html", cdn.data("edge-0")))
         .send()
         .await
         .unwrap();
     assert_eq!(through.status(), 200);
-    assert!(common::cache_status(&through).starts_with("parent-0; fwd=uri-miss"));
+    assert!(crate::common::cache_status(&through).starts_with("parent-0; fwd=uri-miss"));
 
     // Straight at the origin: plain HTTP gets nothing, TLS without a client certificate is
     // refused, even with the right CA.
@@ -572,10 +570,10 @@ async fn admin_listeners_serve_tls_and_purge_goes_over_it() {
     let state = tempfile::tempdir().unwrap();
     let config = edge_topology(&origin.url, state.path(), "")
         .replace("token = \"t\"\n", "token = \"secret-token\"\ntls = true\n");
-    let cdn = Outpost::up(&config, 1);
+    let cdn = Outpost::up_process(&config, 1);
     let admin = cdn.admin("edge-0").to_owned();
     assert!(admin.starts_with("https://"), "{admin}");
-    let http = common::client();
+    let http = crate::common::client();
     get_text(&http, format!("{}/x", cdn.data("edge-0"))).await;
     // Plain HTTP to the admin port gets no answer.
     assert!(

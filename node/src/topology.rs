@@ -5,15 +5,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use outpost_cache::CacheConfig;
 use outpost_edge::HealthCheck;
 use outpost_origin::{CacheRule, OriginConfig};
 use outpost_server::Limits;
 use serde::{Deserialize, Serialize};
 
+use crate::error::TopologyError;
+
+/// Returns the formatted problem from a check.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err(format!($($arg)*))
+    };
+}
+
 /// The default topology of `outpost up`, as shipped.
-pub const DEFAULT_TOPOLOGY: &str = include_str!("../config/outpost.toml");
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../../config/outpost.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,9 +232,11 @@ pub struct EdgeNodeSettings {
 
 impl Topology {
     /// Reads and checks a topology file; errors name the file, the key and what is expected.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, TopologyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -236,45 +246,48 @@ impl Topology {
         })
     }
 
-    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
-        let topology: Self = toml::from_str(text)
-            .map_err(|error| anyhow::anyhow!("{source}: {}", error.to_string().trim_end()))?;
-        topology
-            .check()
-            .map_err(|error| anyhow::anyhow!("{source}: {error}"))?;
+    pub fn parse(text: &str, source: &str) -> Result<Self, TopologyError> {
+        let invalid = |problem: String| TopologyError::Invalid {
+            file: source.to_owned(),
+            problem,
+        };
+        let topology: Self =
+            toml::from_str(text).map_err(|error| invalid(error.to_string().trim_end().into()))?;
+        topology.check().map_err(invalid)?;
         Ok(topology)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    /// What is wrong with the topology, naming the key and what is expected there.
+    fn check(&self) -> Result<(), String> {
         if let Err((key, expected)) = self.cache.validate() {
-            bail!("cache.{key}: expected {expected}");
+            fail!("cache.{key}: expected {expected}");
         }
         if self.health.rise == 0 || self.health.fall == 0 {
-            bail!("health.rise and health.fall: expected thresholds of at least 1");
+            fail!("health.rise and health.fall: expected thresholds of at least 1");
         }
         if self.limits.max_headers == 0 || self.limits.max_header_bytes < 1024 {
-            bail!(
+            fail!(
                 "limits.max_headers / limits.max_header_bytes: expected at least 1 header and 1024 bytes"
             );
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
-        let mut claim = |key: String, name: &str, addrs: &[SocketAddr]| -> anyhow::Result<()> {
+        let mut claim = |key: String, name: &str, addrs: &[SocketAddr]| -> Result<(), String> {
             if name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             {
-                bail!(
+                fail!(
                     "{key}.name: expected a node name of letters, digits, '-', '_' or '.', got {name:?}"
                 );
             }
             if !names.insert(name.to_owned()) {
-                bail!("{key}.name: the name {name:?} is used twice; expected unique node names");
+                fail!("{key}.name: the name {name:?} is used twice; expected unique node names");
             }
             for &addr in addrs {
                 if addr.port() != 0 && !addresses.insert(addr) {
-                    bail!(
+                    fail!(
                         "{key}: the address {addr} is used twice; expected a free address per listener"
                     );
                 }
@@ -283,20 +296,20 @@ impl Topology {
         };
         match (&self.origin.url, self.origin.listen, self.origin.admin) {
             (Some(_), _, _) if self.origin.shielded => {
-                bail!("origin.shielded: expected Outpost's own origin (listen and admin), not url")
+                fail!("origin.shielded: expected Outpost's own origin (listen and admin), not url")
             }
             (Some(url), None, None) => {
                 let uri: http::Uri = url.parse().map_err(|e| {
-                    anyhow::anyhow!("origin.url: expected an http:// URL, got {url:?}: {e}")
+                    format!("origin.url: expected an http:// URL, got {url:?}: {e}")
                 })?;
                 if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    bail!("origin.url: expected an http://host:port URL, got {url:?}");
+                    fail!("origin.url: expected an http://host:port URL, got {url:?}");
                 }
             }
             (None, Some(listen), Some(admin)) => {
                 claim("origin".into(), &self.origin.name, &[listen, admin])?;
             }
-            _ => bail!(
+            _ => fail!(
                 "origin: expected either `url` (an origin you already run) or both `listen` and `admin` (Outpost's own origin server)"
             ),
         }
@@ -316,7 +329,7 @@ impl Topology {
             for parent in edge.parents.iter().flatten() {
                 if !self.parents.iter().any(|p| &p.name == parent) {
                     let known: Vec<&str> = self.parents.iter().map(|p| p.name.as_str()).collect();
-                    bail!(
+                    fail!(
                         "edges[{i}].parents: unknown parent {parent:?}; expected one of {known:?}"
                     );
                 }
@@ -325,7 +338,7 @@ impl Topology {
         if self.dns.is_some() || self.anycast.is_some() {
             for (i, edge) in self.edges.iter().enumerate() {
                 if edge.location.is_none() {
-                    bail!(
+                    fail!(
                         "edges[{i}].location: expected [latitude, longitude]: DNS and anycast route clients to the nearest edge"
                     );
                 }
@@ -370,11 +383,11 @@ impl Topology {
     }
 }
 
-fn check_location(key: &str, location: Option<[f64; 2]>) -> anyhow::Result<()> {
+fn check_location(key: &str, location: Option<[f64; 2]>) -> Result<(), String> {
     if let Some([lat, lon]) = location
         && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
     {
-        bail!(
+        fail!(
             "{key}.location: expected [latitude, longitude] within [-90, 90] and [-180, 180], got [{lat}, {lon}]"
         );
     }

@@ -1,4 +1,5 @@
-//! Wiring of request routing: the geo DNS and the simulated anycast address.
+//! Request routing of a topology: the geo DNS and the simulated anycast address, over the
+//! edges where they run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,14 +7,15 @@ use std::sync::Arc;
 
 use std::borrow::Cow;
 
-use anyhow::Context;
 use outpost_dns::anycast::{self, AnycastEdge, RoutingTable, Service};
 use outpost_dns::{EdgeSite, GeoDns};
 use outpost_server::Shutdown;
 use outpost_server::admin::{Admin, Registry};
 use tokio::task::JoinSet;
 
-use crate::config::Topology;
+use crate::error::StartError;
+use crate::topology::Topology;
+use crate::{NodeAddrs, Role};
 
 /// Where an edge runs, as routing needs it.
 pub struct EdgePlace {
@@ -38,11 +40,10 @@ pub fn configured_edges(topology: &Topology) -> Vec<EdgePlace> {
 }
 
 /// Builds the geo DNS for `edges`.
-pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> anyhow::Result<Arc<GeoDns>> {
-    let dns = topology
-        .dns
-        .as_ref()
-        .context("no [dns] table in the config")?;
+pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> Result<Arc<GeoDns>, StartError> {
+    let Some(dns) = topology.dns.as_ref() else {
+        return Err(StartError::NoTable("dns"));
+    };
     let sites = edges
         .iter()
         .map(|e| EdgeSite {
@@ -51,7 +52,7 @@ pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> anyhow::Result<Arc<G
             location: e.location,
         })
         .collect();
-    let geo = GeoDns::new(&dns.authority, sites).context("dns")?;
+    let geo = GeoDns::new(&dns.authority, sites).map_err(StartError::Dns)?;
     let configured = dns.authority.dynamic_ttl_secs;
     let geo = geo.cap_dynamic_ttl(dns.health.decision_horizon());
     if geo.dynamic_ttl() < configured {
@@ -64,33 +65,44 @@ pub fn geo_dns(topology: &Topology, edges: &[EdgePlace]) -> anyhow::Result<Arc<G
     Ok(Arc::new(geo))
 }
 
-/// Starts the DNS server and its health checks of the edges.
+/// Starts the DNS server and its health checks of the edges; `None` when the topology has no
+/// `[dns]`.
 pub async fn start_dns(
     tasks: &mut JoinSet<()>,
     topology: &Topology,
     edges: &[EdgePlace],
     shutdown: &Shutdown,
-) -> anyhow::Result<()> {
+) -> Result<Option<NodeAddrs>, StartError> {
     let Some(settings) = &topology.dns else {
-        return Ok(());
+        return Ok(None);
     };
     let dns = geo_dns(topology, edges)?;
+    let bind_error = |listener, addr| {
+        move |source| StartError::Bind {
+            node: "dns".into(),
+            listener,
+            addr,
+            source,
+        }
+    };
     let (udp, tcp) = outpost_dns::bind(settings.listen)
         .await
-        .with_context(|| format!("dns: binding UDP and TCP {}", settings.listen))?;
-    let addr = udp.local_addr()?;
+        .map_err(bind_error("UDP and TCP", settings.listen))?;
+    let addr = udp
+        .local_addr()
+        .map_err(bind_error("UDP", settings.listen))?;
     outpost_dns::spawn_health_checks(
         dns.clone(),
         edges.iter().map(|e| (e.name.clone(), e.http)).collect(),
         settings.health.clone(),
-        shutdown.signal().into_receiver(),
+        shutdown.signal(),
     );
     let admin = match settings.admin {
         Some(listen) => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("dns: binding the admin listener on {listen}"))?;
-            let bound = listener.local_addr()?;
+                .map_err(bind_error("admin", listen))?;
+            let bound = listener.local_addr().map_err(bind_error("admin", listen))?;
             let mut registry =
                 Registry::with_labels([(Cow::Borrowed("node"), Cow::Borrowed("dns"))].into_iter());
             dns.register_metrics(&mut registry);
@@ -102,27 +114,32 @@ pub async fn start_dns(
                 outpost_server::Limits::default(),
                 shutdown.signal(),
             ));
-            format!("http://{bound}")
+            Some(bound)
         }
-        None => "-".to_owned(),
+        None => None,
     };
-    tracing::info!(target: "outpost", "ready node=dns role=dns data=dns://{addr} admin={admin}");
-    let mut signal = shutdown.signal();
+    let signal = shutdown.signal();
     tasks.spawn(async move {
-        if let Err(error) =
-            outpost_dns::serve(dns, udp, tcp, async move { signal.triggered().await }).await
-        {
+        if let Err(error) = outpost_dns::serve(dns, udp, tcp, signal).await {
             tracing::error!(target: "outpost", "dns: {error}");
         }
     });
-    Ok(())
+    Ok(Some(NodeAddrs {
+        name: "dns".into(),
+        role: Role::Dns,
+        data: addr,
+        data_tls: false,
+        admin,
+        admin_tls: false,
+        https: None,
+    }))
 }
 
 /// The routing table of the anycast address over `edges`.
 pub fn routing_table(
     topology: &Topology,
     edges: &[EdgePlace],
-) -> anyhow::Result<Arc<RoutingTable>> {
+) -> Result<Arc<RoutingTable>, StartError> {
     let config = topology.anycast.clone().unwrap_or_default();
     let edges = edges
         .iter()
@@ -134,81 +151,96 @@ pub fn routing_table(
         })
         .collect();
     Ok(Arc::new(
-        RoutingTable::new(&config, edges, &topology.networks()).context("anycast")?,
+        RoutingTable::new(&config, edges, &topology.networks()).map_err(StartError::Anycast)?,
     ))
 }
 
-/// Starts the anycast listeners and the health checks that withdraw and announce edges. On
-/// SIGHUP, the costs are read again from `config_path` (an operator drains an edge by raising
-/// its cost: new flows move, open ones stay).
+/// Starts the anycast listeners and the health checks that withdraw and announce edges; `None`
+/// when the topology has no `[anycast]`. On SIGHUP, the costs are read again from
+/// `config_path` (an operator drains an edge by raising its cost: new flows move, open ones
+/// stay).
 pub async fn start_anycast(
     tasks: &mut JoinSet<()>,
     topology: &Topology,
     edges: &[EdgePlace],
     config_path: Option<&Path>,
     shutdown: &Shutdown,
-) -> anyhow::Result<()> {
+) -> Result<Option<NodeAddrs>, StartError> {
     let Some(config) = &topology.anycast else {
-        return Ok(());
+        return Ok(None);
     };
     let table = routing_table(topology, edges)?;
-    let http = tokio::net::TcpListener::bind((config.address, config.http_port))
-        .await
-        .with_context(|| format!("anycast: binding {}:{}", config.address, config.http_port))?;
-    let http_addr = http.local_addr()?;
-    let mut https_line = String::new();
+    let bind = |listener, port| async move {
+        let addr = SocketAddr::new(config.address, port);
+        let bound = tokio::net::TcpListener::bind(addr).await;
+        let bound = bound.and_then(|l| Ok((l.local_addr()?, l)));
+        bound.map_err(|source| StartError::Bind {
+            node: "anycast".into(),
+            listener,
+            addr,
+            source,
+        })
+    };
+    let (http_addr, http) = bind("HTTP", config.http_port).await?;
+    let mut https_addr = None;
     if let Some(port) = config.https_port
         && edges.iter().any(|e| e.https.is_some())
     {
-        let https = tokio::net::TcpListener::bind((config.address, port))
-            .await
-            .with_context(|| format!("anycast: binding {}:{port}", config.address))?;
-        https_line = format!(" https=https://{}", https.local_addr()?);
+        let (addr, https) = bind("HTTPS", port).await?;
+        https_addr = Some(addr);
         tasks.spawn(anycast::serve(
             table.clone(),
             https,
             Service::Https,
-            shutdown.signal().into_receiver(),
+            shutdown.signal(),
         ));
     }
     tasks.spawn(anycast::serve(
         table.clone(),
         http,
         Service::Http,
-        shutdown.signal().into_receiver(),
+        shutdown.signal(),
     ));
-    anycast::spawn_health(
-        table.clone(),
-        config.clone(),
-        shutdown.signal().into_receiver(),
-    );
+    anycast::spawn_health(table.clone(), config.clone(), shutdown.signal());
     if let Some(path) = config_path {
-        spawn_cost_reloader(table, path.to_owned(), shutdown.signal().into_receiver())?;
+        spawn_cost_reloader(table, path.to_owned(), shutdown.signal())?;
     }
-    tracing::info!(target: "outpost", "ready node=anycast role=anycast data=http://{http_addr} admin=-{https_line}");
-    Ok(())
+    Ok(Some(NodeAddrs {
+        name: "anycast".into(),
+        role: Role::Anycast,
+        data: http_addr,
+        data_tls: false,
+        admin: None,
+        admin_tls: false,
+        https: https_addr,
+    }))
 }
 
 /// Re-reads `[anycast] costs` (and the network table) from `path` on every SIGHUP.
 fn spawn_cost_reloader(
     table: Arc<RoutingTable>,
     path: PathBuf,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut hangups =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP")?;
+    mut shutdown: outpost_server::ShutdownSignal,
+) -> Result<(), StartError> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|source| StartError::Signal {
+            signal: "SIGHUP",
+            source,
+        })?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 received = hangups.recv() => if received.is_none() { return },
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.triggered() => return,
             }
-            let reloaded = Topology::load(&path).and_then(|topology| {
-                let config = topology.anycast.clone().unwrap_or_default();
-                table
-                    .update_costs(&config, &topology.networks())
-                    .context("anycast")
-            });
+            let reloaded = Topology::load(&path)
+                .map_err(StartError::from)
+                .and_then(|topology| {
+                    let config = topology.anycast.clone().unwrap_or_default();
+                    table
+                        .update_costs(&config, &topology.networks())
+                        .map_err(StartError::Anycast)
+                });
             match reloaded {
                 Ok(()) => tracing::info!(
                     target: "outpost::anycast",
@@ -218,7 +250,7 @@ fn spawn_cost_reloader(
                 ),
                 Err(error) => tracing::error!(
                     target: "outpost::anycast",
-                    "costs not reloaded, the old ones stay: {error:#}"
+                    "costs not reloaded, the old ones stay: {error}"
                 ),
             }
         }

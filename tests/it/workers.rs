@@ -3,14 +3,12 @@
 //! each example's behaviour, routing precedence, the key-value store and restarts, every limit
 //! and bad input, and redeploys under load.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, cache_status};
+use crate::common::{Outpost, Reply, TestOrigin, cache_status};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -86,7 +84,7 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut request = common::client()
+    let mut request = crate::common::client()
         .get(format!("{edge}{path}"))
         .header("host", host);
     for (name, value) in headers {
@@ -110,7 +108,7 @@ fn sign(user: &str, secret: &str) -> String {
     format!("{user}.{signature}")
 }
 
-fn echo_origin() -> impl Fn(&common::Seen, usize) -> Reply + Send + Sync + 'static {
+fn echo_origin() -> impl Fn(&crate::common::Seen, usize) -> Reply + Send + Sync + 'static {
     |seen, _| {
         let user = seen.header("outpost-user").unwrap_or("-").to_owned();
         let edge = seen.header("outpost-edge").unwrap_or("-").to_owned();
@@ -129,7 +127,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     let origin = TestOrigin::start(echo_origin()).await;
     let state = tempfile::tempdir().unwrap();
     let toml = topology(&origin.url, state.path());
-    let mut cdn = Outpost::up(&toml, 2);
+    let mut cdn = Outpost::up_process(&toml, 2);
     let ams = cdn.data("edge-ams").to_owned();
     let sin = cdn.data("edge-sin").to_owned();
 
@@ -244,7 +242,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
         ("/private/a", "www.outpost.test."),
         ("/private/a", "WWW.Outpost.Test:8080"),
     ] {
-        let answer = common::raw(
+        let answer = crate::common::raw(
             &ams,
             format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
         )
@@ -258,7 +256,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
             .all(|s| !s.target.contains("rivate/a") || s.header("outpost-user").is_some())
     );
     // A host that is not one is refused, and the edge keeps serving.
-    let answer = common::raw(
+    let answer = crate::common::raw(
         &ams,
         b"GET / HTTP/1.1\r\nhost: [x\r\nconnection: close\r\n\r\n",
     )
@@ -279,7 +277,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     // second one is a hit; a host no route covers skips workers entirely.
     let (_, _, body) = get(&ams, "img.outpost.test", "/logo.png", &[]).await;
     assert!(body.contains("via-worker-on=edge-ams"), "{body}");
-    let response = common::client()
+    let response = crate::common::client()
         .get(format!("{ams}/logo.png"))
         .header("host", "img.outpost.test")
         .send()
@@ -323,7 +321,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
 
     // A restart: the workers and their data are still there, without a deploy.
     assert!(cdn.terminate());
-    let cdn = Outpost::up(&toml, 2);
+    let cdn = Outpost::up_process(&toml, 2);
     let ams = cdn.data("edge-ams").to_owned();
     let (_, _, body) = get(&ams, "www.outpost.test", "/hello", &[]).await;
     assert_eq!(body, "Hello from the edge edge-ams!\n");
@@ -349,7 +347,7 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
 async fn every_limit_and_bad_input_fails_alone() {
     let origin = TestOrigin::start(echo_origin()).await;
     let state = tempfile::tempdir().unwrap();
-    let cdn = Outpost::up(&topology(&origin.url, state.path()), 2);
+    let cdn = Outpost::up_process(&topology(&origin.url, state.path()), 2);
     let ams = cdn.data("edge-ams").to_owned();
     deploy(
         &cdn,
@@ -395,7 +393,7 @@ async fn every_limit_and_bad_input_fails_alone() {
     }
     // An endless body is cut off by the CPU-time limit: the client sees it break, never a
     // complete response.
-    let response = common::client()
+    let response = crate::common::client()
         .get(format!("{ams}/endless"))
         .header("host", "bad.outpost.test")
         .send()

@@ -1,10 +1,8 @@
 //! What a peer can send that a node must refuse with a clear 4xx while it keeps serving.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, client, raw, status_line, topology};
+use crate::common::{Outpost, Reply, TestOrigin, client, raw, status_line, topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

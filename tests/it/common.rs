@@ -1,6 +1,8 @@
-//! Shared test harness: spawns the real `outpost` binary on port 0, reads the bound addresses
-//! from its log and kills it on Drop; and a scriptable origin on a real loopback socket that
-//! can also misbehave (hang, break a body, send garbage).
+//! Shared test harness: the CDN started in this process on port 0 (its nodes' bound addresses
+//! come from `outpost_node::Running`), or the real `outpost` binary for tests of the command
+//! line, signals and logs (addresses read from its `ready` lines); both stopped on Drop. And a
+//! scriptable origin on a real loopback socket that can also misbehave (hang, break a body,
+//! send garbage).
 
 #![allow(dead_code)]
 
@@ -15,12 +17,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-/// A running `outpost` process.
+/// A running CDN: in this process, or an `outpost` process.
 pub struct Outpost {
-    child: Child,
+    run: Run,
     pub nodes: HashMap<String, Node>,
-    log: Arc<Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
+}
+
+enum Run {
+    /// `Cdn::start` on a runtime of its own, in its own thread, so that a test that blocks its
+    /// thread (or runs on a single-threaded runtime) cannot stall the CDN.
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Process {
+        child: Child,
+        log: Arc<Mutex<Vec<String>>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -33,18 +47,101 @@ pub struct Node {
     pub https: Option<String>,
 }
 
-impl Outpost {
-    /// `outpost up --config` with `toml`, waiting for `expect` nodes to be ready.
-    pub fn up(toml: &str, expect: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outpost.toml");
-        std::fs::write(&path, toml).unwrap();
-        // Each run keeps its state (CA, deployed workers) to itself unless the config says where.
-        let state = dir.path().join("state");
-        let mut args = vec!["up", "--config", path.to_str().unwrap()];
-        if !toml.contains("state_dir") {
-            args.extend(["--state-dir", state.to_str().unwrap()]);
+impl From<&outpost_node::NodeAddrs> for Node {
+    fn from(addrs: &outpost_node::NodeAddrs) -> Self {
+        Node {
+            role: addrs.role.to_string(),
+            data: addrs.data_url(),
+            admin: addrs.admin_url().unwrap_or_else(|| "-".into()),
+            https: addrs.https.map(|a| format!("https://{a}")),
         }
+    }
+}
+
+/// Writes `toml` into a new directory; the state directory goes beside it unless the config
+/// says where.
+fn config_dir(
+    toml: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Option<std::path::PathBuf>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(&path, toml).unwrap();
+    let state = (!toml.contains("state_dir")).then(|| dir.path().join("state"));
+    (dir, path, state)
+}
+
+impl Outpost {
+    /// The CDN of `toml` started in this process with `Cdn::start`, as `outpost up --config`
+    /// starts it; `expect` is how many nodes it must have.
+    pub fn up(toml: &str, expect: usize) -> Self {
+        let (dir, path, state_dir) = config_dir(toml);
+        let topology = outpost_node::Topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let overrides = outpost_node::Overrides {
+            state_dir,
+            config_path: Some(path),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                match outpost_node::Cdn::start(&topology, &overrides).await {
+                    Ok(running) => {
+                        let nodes: Vec<_> = running.nodes().to_vec();
+                        let _ = ready_tx.send(Ok(nodes));
+                        let _ = stopped.await;
+                        running.drain(Duration::from_millis(500)).await;
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error.to_string()));
+                    }
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_millis(500));
+        });
+        let nodes = match ready_rx.recv() {
+            Ok(Ok(nodes)) => nodes,
+            Ok(Err(error)) => panic!("the CDN did not start: {error}"),
+            Err(_) => panic!("the CDN's thread ended before it started"),
+        };
+        let nodes: HashMap<String, Node> =
+            nodes.iter().map(|n| (n.name.clone(), n.into())).collect();
+        assert!(
+            nodes.len() >= expect,
+            "{} nodes, expected {expect}: {nodes:?}",
+            nodes.len()
+        );
+        Self {
+            run: Run::InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            nodes,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `outpost up --config` with `toml` as a process, waiting for `expect` nodes to be ready:
+    /// for tests of signals, exit status and logs.
+    pub fn up_process(toml: &str, expect: usize) -> Self {
+        let (dir, path, state) = config_dir(toml);
+        let mut args = vec![
+            "up".to_owned(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        if let Some(state) = state {
+            args.extend(["--state-dir".into(), state.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut outpost = Self::spawn(&args, expect);
         outpost._dir = Some(dir);
         outpost
@@ -90,9 +187,8 @@ impl Outpost {
             }
         }
         Self {
-            child,
+            run: Run::Process { child, log },
             nodes,
-            log,
             _dir: None,
         }
     }
@@ -119,23 +215,30 @@ impl Outpost {
         &self.nodes[node].admin
     }
 
-    /// The config file `up` was started with.
     /// The Prometheus text `node`'s (plain-HTTP) admin listener serves.
     pub async fn metrics(&self, node: &str) -> String {
         get_text(&client(), format!("{}/metrics", self.admin(node))).await
     }
 
+    /// The config file the CDN was started with.
     pub fn config_path(&self) -> std::path::PathBuf {
         self._dir
             .as_ref()
-            .expect("started with Outpost::up")
+            .expect("started from a config")
             .path()
             .join("outpost.toml")
     }
 
+    fn child(&self) -> &Child {
+        match &self.run {
+            Run::Process { child, .. } => child,
+            Run::InProcess { .. } => panic!("signals and logs need Outpost::up_process"),
+        }
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...) to the process.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
+        let pid = self.child().id().to_string();
         let status = Command::new("kill")
             .args([&format!("-{name}"), &pid])
             .status()
@@ -144,15 +247,21 @@ impl Outpost {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        match &self.run {
+            Run::Process { log, .. } => log.lock().unwrap().join("\n"),
+            Run::InProcess { .. } => panic!("logs need Outpost::up_process"),
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
         self.signal("TERM");
+        let Run::Process { child, .. } = &mut self.run else {
+            unreachable!("signal checked the kind")
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return status.success();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -163,8 +272,18 @@ impl Outpost {
 
 impl Drop for Outpost {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.run {
+            Run::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Run::InProcess { stop, thread } => {
+                drop(stop.take());
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 

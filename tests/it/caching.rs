@@ -1,12 +1,10 @@
 //! The cache through real tiers: `outpost up` with one parent and one edge in front of a
 //! scriptable origin, driven by an HTTP client over loopback.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
+use crate::common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
 use tokio::sync::Notify;
 
 const FAST: &str = "[cache]\nfirst_byte_timeout_ms = 1000\nbody_idle_timeout_ms = 1000\nconnect_timeout_ms = 500\n";
@@ -64,7 +62,7 @@ async fn concurrent_misses_coalesce_and_stream_before_the_last_byte() {
     let release = Arc::new(Notify::new());
     let held = release.clone();
     let origin = TestOrigin::start(move |_, _| Reply::Held {
-        headers: common::owned(&[("cache-control", "max-age=60")]),
+        headers: crate::common::owned(&[("cache-control", "max-age=60")]),
         first: b"first-half;".to_vec(),
         release: held.clone(),
         rest: b"second-half".to_vec(),
@@ -145,7 +143,7 @@ async fn a_broken_upstream_body_is_never_cached_nor_passed_off_as_complete() {
     let origin = TestOrigin::start(|_, n| {
         if n == 1 {
             Reply::Broken {
-                headers: common::owned(&[("cache-control", "max-age=60")]),
+                headers: crate::common::owned(&[("cache-control", "max-age=60")]),
                 declared: 1000,
                 sent: vec![b'x'; 100],
             }
@@ -629,7 +627,7 @@ async fn a_purge_during_a_fetch_keeps_the_fetched_copy_out_of_the_cache() {
     let origin = TestOrigin::start(move |_, n| {
         if n == 1 {
             Reply::Held {
-                headers: common::owned(&[("cache-control", "max-age=600")]),
+                headers: crate::common::owned(&[("cache-control", "max-age=600")]),
                 first: b"old-".to_vec(),
                 release: held.clone(),
                 rest: b"version".to_vec(),

@@ -1,12 +1,10 @@
 //! The tiers together: consistent hashing over parents, failover, purge across the topology,
 //! metrics, and the demo origin behind `outpost up`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
+use crate::common::{Outpost, Reply, TestOrigin, cache_status, client, get_text, topology};
 
 #[tokio::test]
 async fn each_object_is_fetched_once_from_the_origin_however_many_edges_ask() {
@@ -227,7 +225,7 @@ async fn nodes_expose_health_and_prometheus_metrics() {
 #[tokio::test]
 async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm() {
     let config = common_demo_topology();
-    let mut cdn = Outpost::up(&config, 4);
+    let mut cdn = Outpost::up_process(&config, 4);
     let http = client();
     let edge = cdn.data("edge-0").to_owned();
     let page = http.get(format!("{edge}/")).send().await.unwrap();
@@ -283,7 +281,7 @@ async fn without_a_configured_token_each_installation_makes_its_own() {
                 state.path().display()
             ),
         );
-    let cdn = Outpost::up(&toml, 1);
+    let cdn = Outpost::up_process(&toml, 1);
     let file = state.path().join("admin-token");
     let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
     assert_eq!(token.len(), 48, "a random token: {token}");

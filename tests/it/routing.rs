@@ -2,12 +2,10 @@
 //! anycast address forwards each client network to its nearest announcing edge, and draining
 //! an edge moves both within the health checks' interval times their fall threshold.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Outpost, Reply, TestOrigin, cache_status};
+use crate::common::{Outpost, Reply, TestOrigin, cache_status};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -111,7 +109,7 @@ async fn via_anycast(anycast: &str, from: [u8; 4]) -> String {
 #[tokio::test]
 async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "x")).await;
-    let cdn = Outpost::up(&topology(&origin.url), 5);
+    let cdn = Outpost::up_process(&topology(&origin.url), 5);
     let dns: SocketAddr = cdn
         .data("dns")
         .trim_start_matches("dns://")
@@ -188,7 +186,7 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     assert!(answer.contains("edge-ams"), "{answer}");
 
     // Drain edge-ams: its health check fails, DNS and anycast move Europe to the next nearest.
-    let http = common::client();
+    let http = crate::common::client();
     let drained = http
         .post(format!("{}/drain", cdn.admin("edge-ams")))
         .bearer_auth("t")
@@ -274,7 +272,7 @@ async fn an_overloaded_edge_sheds_new_clients_until_its_load_falls() {
         "[cache]\nfirst_byte_timeout_ms = 1500\n\
          [dns.authority.shed]\nhigh_watermark = 3\nlow_watermark = 1\n",
     );
-    let cdn = Outpost::up(&toml, 5);
+    let cdn = Outpost::up_process(&toml, 5);
     let dns: SocketAddr = cdn
         .data("dns")
         .trim_start_matches("dns://")
@@ -288,7 +286,11 @@ async fn an_overloaded_edge_sheds_new_clients_until_its_load_falls() {
     for i in 0..5 {
         let url = format!("{edge}/slow/{i}");
         held.push(tokio::spawn(async move {
-            common::client().get(url).send().await.map(|r| r.status())
+            crate::common::client()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status())
         }));
     }
     let started = Instant::now();
@@ -302,7 +304,7 @@ async fn an_overloaded_edge_sheds_new_clients_until_its_load_falls() {
     }
     assert!(shed, "new European clients go to the next nearest edge");
     // The edge still serves what it has (it is loaded, not down).
-    let page = common::client()
+    let page = crate::common::client()
         .get(format!("{edge}/page"))
         .send()
         .await
@@ -366,7 +368,7 @@ async fn request_on(flow: &mut tokio::net::TcpStream) -> String {
 async fn raising_an_edges_cost_moves_new_flows_and_keeps_open_ones() {
     let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "x")).await;
     let toml = topology(&origin.url);
-    let cdn = Outpost::up(&toml, 5);
+    let cdn = Outpost::up_process(&toml, 5);
     let anycast = cdn.data("anycast").to_owned();
     let anycast_addr: SocketAddr = anycast.trim_start_matches("http://").parse().unwrap();
     assert_eq!(via_anycast(&anycast, [127, 0, 1, 1]).await, "edge-ams");

@@ -1,23 +1,34 @@
-//! Wiring of TLS for `outpost up` and single nodes: the local CA in the state directory, the
-//! edges' certificate settings, and reloading on SIGHUP or a change of the files.
+//! TLS of a CDN: the local CA in the state directory, the edges' certificate settings, origin
+//! shielding, and reloading on SIGHUP or a change of the files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use outpost_certs::{LocalCa, NameScope};
 use outpost_server::ShutdownSignal;
 use outpost_server::tls::{CertSource, TlsSettings, TlsTerminator};
 
-use crate::config::{Topology, UnknownNames};
+use crate::error::StartError;
+use crate::topology::{Topology, UnknownNames};
 
 /// The local CA in `state_dir`, created on first use with the topology's names as its
 /// constraints.
-fn local_ca(state_dir: &Path, topology: &Topology) -> anyhow::Result<LocalCa> {
-    LocalCa::load_or_create_for(state_dir, &name_scope(topology))
-        .with_context(|| format!("setting up the local CA in {}", state_dir.display()))
+fn local_ca(state_dir: &Path, topology: &Topology) -> Result<LocalCa, StartError> {
+    LocalCa::load_or_create_for(state_dir, &name_scope(topology)).map_err(|source| {
+        StartError::Certificate {
+            what: format!("setting up the local CA in {}", state_dir.display()),
+            source,
+        }
+    })
+}
+
+fn certificate_error(
+    what: impl Into<String>,
+) -> impl FnOnce(outpost_certs::CertError) -> StartError {
+    let what = what.into();
+    move |source| StartError::Certificate { what, source }
 }
 
 /// What the local CA may sign for: the CDN's zone, localhost, the node names (in client
@@ -82,10 +93,10 @@ fn add_ip(names: &mut Vec<String>, addr: SocketAddr) {
 }
 
 /// The certificate `ca` issues (once, then keeps) as `stem` for `names`.
-fn issued(ca: &LocalCa, stem: &str, names: Vec<String>) -> anyhow::Result<CertSource> {
+fn issued(ca: &LocalCa, stem: &str, names: Vec<String>) -> Result<CertSource, StartError> {
     let paths = ca
         .ensure_server_cert(stem, &names)
-        .with_context(|| format!("issuing the {stem} certificate"))?;
+        .map_err(certificate_error(format!("issuing the {stem} certificate")))?;
     Ok(CertSource {
         names,
         cert: paths.cert,
@@ -116,7 +127,7 @@ pub fn local_names(topology: &Topology) -> Vec<String> {
 }
 
 /// The TLS settings of the edges: the operator's certificates, or one the local CA issues.
-pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
+pub fn edge_settings(topology: &Topology, state_dir: &Path) -> Result<TlsSettings, StartError> {
     let section = &topology.tls;
     let certificates = if section.certificates.is_empty() {
         let ca = local_ca(state_dir, topology)?;
@@ -143,9 +154,9 @@ pub fn edge_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<Tl
 }
 
 /// Builds the terminator, naming the certificate files in errors.
-pub fn terminator(settings: TlsSettings) -> anyhow::Result<Arc<TlsTerminator>> {
+pub fn terminator(settings: TlsSettings) -> Result<Arc<TlsTerminator>, StartError> {
     Ok(Arc::new(
-        TlsTerminator::new(settings).context("loading TLS certificates")?,
+        TlsTerminator::new(settings).map_err(StartError::Tls)?,
     ))
 }
 
@@ -160,7 +171,7 @@ pub fn renew_local(topology: &Topology, state_dir: &Path) {
         && let Err(error) =
             local_ca(state_dir, topology).and_then(|ca| issued(&ca, "edge", local_names(topology)))
     {
-        tracing::error!(target: "outpost", "renewing the edge certificate failed; keeping the one in use: {error:#}");
+        tracing::error!(target: "outpost", "renewing the edge certificate failed; keeping the one in use: {error}");
     }
 }
 
@@ -231,7 +242,7 @@ pub struct Shield {
 }
 
 impl Shield {
-    pub fn new(state_dir: &Path, topology: &Topology) -> anyhow::Result<Self> {
+    pub fn new(state_dir: &Path, topology: &Topology) -> Result<Self, StartError> {
         let ca = local_ca(state_dir, topology)?;
         Ok(Self { ca })
     }
@@ -241,7 +252,7 @@ impl Shield {
         &self,
         listen: SocketAddr,
         handshake_timeout: Duration,
-    ) -> anyhow::Result<TlsSettings> {
+    ) -> Result<TlsSettings, StartError> {
         let mut names = vec![
             "origin.outpost.test".to_owned(),
             "localhost".to_owned(),
@@ -258,16 +269,21 @@ impl Shield {
 
     /// The TLS client configuration of `node`: trusts the local CA, presents its own
     /// client certificate.
-    pub fn client_config(&self, node: &str) -> anyhow::Result<rustls::ClientConfig> {
+    pub fn client_config(&self, node: &str) -> Result<rustls::ClientConfig, StartError> {
+        let what = format!("the client certificate of {node}");
         let paths = self
             .ca
             .ensure_client_cert(&format!("client-{node}"), node)
-            .with_context(|| format!("issuing the client certificate of {node}"))?;
-        let chain = outpost_certs::load_certificates(&paths.cert)?;
-        let key = outpost_certs::load_private_key(&paths.key)?;
+            .map_err(certificate_error(&what))?;
+        let chain =
+            outpost_certs::load_certificates(&paths.cert).map_err(certificate_error(&what))?;
+        let key = outpost_certs::load_private_key(&paths.key).map_err(certificate_error(&what))?;
         trusting(&self.ca.ca_cert_path())?
             .with_client_auth_cert(chain, key)
-            .with_context(|| format!("{}: the client certificate of {node}", paths.cert.display()))
+            .map_err(|source| StartError::TlsClient {
+                what: format!("{}: {what}", paths.cert.display()),
+                source,
+            })
     }
 }
 
@@ -275,22 +291,29 @@ impl Shield {
 /// certificate or none.
 pub fn trusting(
     ca: &Path,
-) -> anyhow::Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, StartError>
+{
+    let unusable = |source| StartError::TlsClient {
+        what: format!("{}: not a usable CA certificate", ca.display()),
+        source,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in outpost_certs::load_certificates(ca)? {
-        roots
-            .add(cert)
-            .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+    for cert in outpost_certs::load_certificates(ca).map_err(certificate_error(format!(
+        "the CA certificate {}",
+        ca.display()
+    )))? {
+        roots.add(cert).map_err(unusable)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(unusable)?
         .with_root_certificates(roots))
 }
 
 /// TLS settings of the admin listeners: one certificate from the local CA for every admin
 /// address of the topology.
-pub fn admin_settings(topology: &Topology, state_dir: &Path) -> anyhow::Result<TlsSettings> {
+pub fn admin_settings(topology: &Topology, state_dir: &Path) -> Result<TlsSettings, StartError> {
     let ca = local_ca(state_dir, topology)?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for (_, addr) in topology.admin_addresses() {
@@ -309,7 +332,7 @@ pub fn explain(
     state_dir: &Path,
     topology: &Topology,
     https: Option<SocketAddr>,
-) -> anyhow::Result<String> {
+) -> Result<String, StartError> {
     let ca = local_ca(state_dir, topology)?;
     let ca_path = std::fs::canonicalize(ca.ca_cert_path()).unwrap_or_else(|_| ca.ca_cert_path());
     let ca_path = ca_path.display();

@@ -2,12 +2,12 @@
 //! origin that frames requests by Content-Length the way nginx, Go and Node do (not hyper).
 //! Each test is named after what it guards.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Outpost, Reply, Seen, TestOrigin, cache_status, client, raw, status_line, topology};
+use crate::common::{
+    Outpost, Reply, Seen, TestOrigin, cache_status, client, raw, status_line, topology,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -138,7 +138,7 @@ async fn the_upstream_sees_exactly_the_authority_of_the_key() {
     // HTTP/2: the :authority wins over a Host header that disagrees.
     let addr = edge.trim_start_matches("http://").to_owned();
     let stream = TcpStream::connect(&addr).await.unwrap();
-    let mut sender = common::http2(stream).await;
+    let mut sender = crate::common::http2(stream).await;
     let request = http::Request::get("http://h2.test/h2")
         .header("host", "other.test")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -348,7 +348,7 @@ async fn an_unsafe_method_invalidates_its_own_key_only() {
     let origin = TestOrigin::start(move |seen: &Seen, _| {
         if seen.method == "GET" && seen.target == "/slow" {
             Reply::Held {
-                headers: common::owned(&[("cache-control", "max-age=600")]),
+                headers: crate::common::owned(&[("cache-control", "max-age=600")]),
                 first: b"slow-".to_vec(),
                 release: held.clone(),
                 rest: b"body".to_vec(),
@@ -463,13 +463,21 @@ async fn a_304_with_other_validators_updates_nothing() {
 async fn a_fill_too_large_to_keep_stops_buffering_and_still_serves_its_client() {
     // 3 MiB in 64 KiB chunks with no Content-Length, against a 1 MiB object cap.
     let origin = TestOrigin::start(|_, _| Reply::Chunked {
-        headers: common::owned(&[("cache-control", "max-age=600")]),
+        headers: crate::common::owned(&[("cache-control", "max-age=600")]),
         chunk: 64 * 1024,
         chunks: 48,
         every: Duration::ZERO,
     })
     .await;
-    let cdn = one_edge(&origin, "max_object_mib = 1\nfill_buffer_mib = 1\n");
+    let cdn = Outpost::up_process(
+        &topology(
+            &origin.url,
+            0,
+            1,
+            &format!("{FAST}max_object_mib = 1\nfill_buffer_mib = 1\n"),
+        ),
+        1,
+    );
     let url = format!("{}/big", cdn.data("edge-0"));
     let http = client();
     let first = http.get(&url).send().await.unwrap();
@@ -491,7 +499,7 @@ async fn a_fill_that_drips_past_its_deadline_is_broken_and_not_stored() {
     let origin = TestOrigin::start(|_, n| {
         if n == 1 {
             Reply::Chunked {
-                headers: common::owned(&[("cache-control", "max-age=600")]),
+                headers: crate::common::owned(&[("cache-control", "max-age=600")]),
                 chunk: 1,
                 chunks: 30,
                 every: Duration::from_millis(300),

@@ -1,9 +1,8 @@
-//! Wiring: binds each node's listeners and starts its data and admin services.
+//! Each node role on its bound listeners: the origin, a parent, an edge (with its workers),
+//! each with its admin listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use anyhow::Context;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -17,6 +16,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::error::StartError;
+use crate::{NodeAddrs, Role};
+
 /// A node's two listeners, bound.
 pub struct Bound {
     pub name: String,
@@ -29,29 +31,20 @@ pub struct Bound {
 }
 
 impl Bound {
-    pub async fn bind(name: &str, data: SocketAddr, admin: SocketAddr) -> anyhow::Result<Self> {
-        let data_listener = TcpListener::bind(data)
-            .await
-            .with_context(|| format!("{name}: binding the data listener on {data}"))?;
-        let admin_listener = TcpListener::bind(admin)
-            .await
-            .with_context(|| format!("{name}: binding the admin listener on {admin}"))?;
+    pub async fn bind(name: &str, data: SocketAddr, admin: SocketAddr) -> Result<Self, StartError> {
         Ok(Self {
             name: name.to_owned(),
-            data: data_listener,
-            admin: admin_listener,
+            data: listen(name, "data", data).await?,
+            admin: listen(name, "admin", admin).await?,
             https: None,
             admin_tls: false,
         })
     }
 
     /// Also binds an HTTPS listener on `https`.
-    pub async fn with_https(mut self, https: Option<SocketAddr>) -> anyhow::Result<Self> {
+    pub async fn with_https(mut self, https: Option<SocketAddr>) -> Result<Self, StartError> {
         if let Some(addr) = https {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{}: binding the HTTPS listener on {addr}", self.name))?;
-            self.https = Some(listener);
+            self.https = Some(listen(&self.name, "HTTPS", addr).await?);
         }
         Ok(self)
     }
@@ -68,32 +61,33 @@ impl Bound {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    pub fn data_url(&self) -> http::Uri {
-        format!("http://{}", self.data_addr())
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1"))
+    /// Where the node listens, once it serves.
+    fn addrs(&self, role: Role, data_tls: bool) -> NodeAddrs {
+        NodeAddrs {
+            name: self.name.clone(),
+            role,
+            data: self.data_addr(),
+            data_tls,
+            admin: Some(self.admin_addr()),
+            admin_tls: self.admin_tls,
+            https: self.https.as_ref().and_then(|l| l.local_addr().ok()),
+        }
     }
+}
 
-    fn announce(&self, role: &str) {
-        self.announce_as(role, "http");
-    }
-
-    fn announce_as(&self, role: &str, scheme: &str) {
-        let admin_scheme = if self.admin_tls { "https" } else { "http" };
-        let https = self
-            .https
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| format!(" https=https://{a}"))
-            .unwrap_or_default();
-        tracing::info!(
-            target: "outpost",
-            "ready node={} role={role} data={scheme}://{} admin={admin_scheme}://{}{https}",
-            self.name,
-            self.data_addr(),
-            self.admin_addr()
-        );
-    }
+async fn listen(
+    node: &str,
+    listener: &'static str,
+    addr: SocketAddr,
+) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            node: node.to_owned(),
+            listener,
+            addr,
+            source,
+        })
 }
 
 /// Everything a node needs besides its own addresses.
@@ -127,10 +121,20 @@ pub struct WorkersSetup {
 impl WorkersSetup {
     /// The runtime, caching compiled code under `state_dir/wasm-cache`, and workers kept under
     /// `state_dir/workers`.
-    pub fn new(state_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let cache = std::path::absolute(state_dir.join("wasm-cache"))?;
-        std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-        let runtime = outpost_workers::Runtime::new(Some(&cache)).context("workers")?;
+    pub fn new(state_dir: &std::path::Path) -> Result<Self, StartError> {
+        let cache = state_dir.join("wasm-cache");
+        let state = |source| StartError::State {
+            what: "creating the compiled-code cache",
+            path: cache.clone(),
+            source,
+        };
+        let cache = std::path::absolute(&cache).map_err(state)?;
+        std::fs::create_dir_all(&cache).map_err(state)?;
+        let runtime =
+            outpost_workers::Runtime::new(Some(&cache)).map_err(|source| StartError::Workers {
+                node: "every edge".into(),
+                source,
+            })?;
         Ok(Self {
             runtime,
             dir: state_dir.join("workers"),
@@ -152,7 +156,7 @@ impl Shared {
             Some(Err(error)) => {
                 tracing::error!(
                     node,
-                    "no client certificate for the shielded origin: {error:#}"
+                    "no client certificate for the shielded origin: {error}"
                 );
                 HttpClient::new(timeouts)
             }
@@ -212,10 +216,10 @@ pub fn start_edge(
     parents: Vec<ParentTarget>,
     origin: Option<http::Uri>,
     location: Option<[f64; 2]>,
-) -> anyhow::Result<()> {
+) -> Result<NodeAddrs, StartError> {
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
-    bound.announce("edge");
+    let addrs = bound.addrs(Role::Edge, false);
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
     let origin_hosts = origin
@@ -242,7 +246,10 @@ pub fn start_edge(
                     },
                     metrics,
                 )
-                .with_context(|| format!("{}: workers", bound.name))?,
+                .map_err(|source| StartError::Workers {
+                    node: bound.name.clone(),
+                    source,
+                })?,
             )
         }
         None => None,
@@ -285,7 +292,7 @@ pub fn start_edge(
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }
     }
-    Ok(())
+    Ok(addrs)
 }
 
 /// An edge's plain and HTTPS data listeners, both serving `handler`.
@@ -311,10 +318,15 @@ fn spawn_edge_listeners<H: Handler>(
 }
 
 /// Starts a parent pulling from `origin`.
-pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, origin: http::Uri) {
+pub fn start_parent(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    bound: Bound,
+    origin: http::Uri,
+) -> NodeAddrs {
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
-    bound.announce("parent");
+    let addrs = bound.addrs(Role::Parent, false);
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
     let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, client, &mut registry);
@@ -336,6 +348,7 @@ pub fn start_parent(tasks: &mut JoinSet<()>, shared: &Shared, bound: Bound, orig
         Arc::new(parent),
         true,
     );
+    addrs
 }
 
 /// Starts the origin server.
@@ -345,12 +358,14 @@ pub fn start_origin(
     bound: Bound,
     config: &OriginConfig,
     tls: Option<Arc<TlsTerminator>>,
-) -> anyhow::Result<()> {
-    let origin =
-        Origin::new(config).with_context(|| format!("{}: starting the origin", bound.name))?;
+) -> Result<NodeAddrs, StartError> {
+    let origin = Origin::new(config).map_err(|source| StartError::Origin {
+        node: bound.name.clone(),
+        source,
+    })?;
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
-    bound.announce_as("origin", if tls.is_some() { "https" } else { "http" });
+    let addrs = bound.addrs(Role::Origin, tls.is_some());
     tracing::info!(target: "outpost", "origin serves {}", origin.root().display());
     let mut registry = node_registry(&bound.name);
     let requests = Counter::default();
@@ -370,7 +385,7 @@ pub fn start_origin(
     );
     let handler = Arc::new(OriginService { origin, requests });
     spawn_listener(tasks, shared, &bound.name, bound.data, tls, handler, true);
-    Ok(())
+    Ok(addrs)
 }
 
 fn node_registry(name: &str) -> Registry {
