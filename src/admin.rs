@@ -136,7 +136,12 @@ impl AdminClient {
             .body(outpost_server::body::full(body))?;
         let response = self.client.send_to(&base, request).await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .to_bytes();
         Ok((status, bytes))
     }
 

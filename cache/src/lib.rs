@@ -1,9 +1,10 @@
 //! The caching reverse-proxy engine both tiers of Outpost run (edge and parent).
 //!
 //! It owns the cache rules of RFC 9111 as plain logic with no I/O ([`directives`],
-//! [`freshness`], [`policy`], [`key`], [`status`], [`headers`]), the object [`store`] on moka,
-//! request coalescing with read-while-writer, purge, and the pipeline ([`CacheNode`]) from a
-//! downstream request to an [`Upstream`] fetch.
+//! [`freshness`], [`policy`], [`key`], `status`, [`headers`]), the planning step that turns
+//! a lookup into what happens next (`plan`), the object `store` on moka, request
+//! coalescing with read-while-writer, hit-for-pass, purge, and the pipeline ([`CacheNode`])
+//! from a downstream request to an [`Upstream`] fetch, in named phases: plan, fetch, respond.
 //!
 //! It does not choose upstreams (an edge hashes over parents, a parent goes to the origin: each
 //! tier implements [`Upstream`]), terminate TLS, assemble ESI or run workers.
@@ -13,17 +14,18 @@ pub mod config;
 pub mod directives;
 pub mod freshness;
 pub mod headers;
+mod hit_for_pass;
 pub mod key;
 mod metrics;
+mod plan;
 pub mod policy;
 mod proxy;
-pub mod status;
-pub mod store;
+mod status;
+mod store;
 mod stored_headers;
 pub mod upstream;
 
 pub use config::CacheConfig;
 pub use key::CacheKey;
-pub use metrics::CacheMetrics;
 pub use proxy::{CacheNode, HEALTH_PATH, Tier};
 pub use upstream::{HttpClient, Upstream, UpstreamError, UpstreamTimeouts};

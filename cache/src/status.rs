@@ -121,10 +121,6 @@ impl CacheOutcome {
             Self::Forwarded { .. } => "pass",
         }
     }
-
-    pub fn is_hit(&self) -> bool {
-        matches!(self, Self::Hit { .. })
-    }
 }
 
 /// Appends this node's entry to the response's Cache-Status (nearest the client last).

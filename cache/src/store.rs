@@ -360,6 +360,7 @@ impl Store {
     }
 
     /// Objects (variants) currently stored, and their total weight in bytes.
+    #[cfg(test)]
     pub fn usage(&self) -> (u64, u64) {
         self.objects.run_pending_tasks();
         let objects = self

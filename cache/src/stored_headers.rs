@@ -116,6 +116,7 @@ impl StoredHeaders {
             .and_then(|(_, range)| self.value(range))
     }
 
+    #[cfg(test)]
     pub fn contains_key(&self, name: &HeaderName) -> bool {
         self.get(name).is_some()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -49,13 +49,15 @@ impl UpstreamError {
 }
 
 /// Where a cache node sends what it cannot answer. The request carries an origin-form URI and
-/// a Host header; `key` lets the implementation route by object (consistent hashing).
+/// a Host header; `key` lets the implementation route by object (consistent hashing). The
+/// response body is the crate's own [`Body`], so anything can stand in for a network upstream
+/// (a test's script, a worker, a disk).
 pub trait Upstream: Send + Sync + 'static {
     fn send(
         &self,
         request: Request<Body>,
         key: &CacheKey,
-    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send;
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send;
 }
 
 /// Timeouts of upstream connections.
@@ -115,7 +117,7 @@ impl HttpClient {
         &self,
         base: &Uri,
         mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let upstream = base.to_string();
         let target = request
             .uri()
@@ -146,7 +148,7 @@ impl HttpClient {
                 upstream,
                 reason: error_chain(&error),
             }),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(|body| body.map_err(Into::into).boxed_unsync())),
         }
     }
 }

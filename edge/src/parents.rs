@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use outpost_cache::{CacheKey, HttpClient, Upstream, UpstreamError};
 use outpost_server::Body;
 use outpost_server::body;
@@ -95,7 +94,7 @@ impl Upstream for ParentSet {
         &self,
         request: Request<Body>,
         key: &CacheKey,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let mut candidates: Vec<(&str, &Uri)> = self
             .ranked(key)
             .into_iter()

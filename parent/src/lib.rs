@@ -7,7 +7,6 @@
 //! carries. Caching rules live in `outpost-cache`, parent selection in `outpost-edge`.
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use outpost_cache::{CacheConfig, CacheKey, CacheNode, HttpClient, Tier, Upstream, UpstreamError};
 use outpost_server::Body;
 use outpost_server::admin::Registry;
@@ -30,7 +29,7 @@ impl Upstream for OriginUpstream {
         &self,
         request: Request<Body>,
         _key: &CacheKey,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         self.client.send_to(&self.origin, request).await
     }
 }

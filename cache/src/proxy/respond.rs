@@ -1,0 +1,278 @@
+//! The responder: what a client gets from a stored object, a fill in progress, an upstream
+//! response passed through, or an error, with its headers finished (Age, Cache-Status, Via)
+//! and counted.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use outpost_server::body::{self as bodies, Body};
+use tokio::sync::oneshot;
+
+use super::{Inner, Released, RequestHead, Tier};
+use crate::coalesce::{Fill, FillHead, StreamHead};
+use crate::headers;
+use crate::key;
+use crate::metrics::OutcomeLabel;
+use crate::status::{self, CacheOutcome, Forward};
+use crate::store::StoredObject;
+use crate::upstream::Upstream;
+
+impl<U: Upstream> Inner<U> {
+    /// Answers a request from a fill. `None`: this request must fetch on its own (the
+    /// response was uncacheable, or varies differently for this request).
+    pub(super) async fn serve_from_fill(
+        &self,
+        head: &RequestHead,
+        fill: &Arc<Fill>,
+        released: Option<oneshot::Receiver<Released>>,
+        fwd: Forward,
+        collapsed: bool,
+    ) -> Option<Response<Body>> {
+        match fill.head().await {
+            FillHead::Pending => None,
+            FillHead::Released => {
+                let (response, reason) = released?.await.ok()?;
+                let status = response.status().as_u16();
+                let outcome = CacheOutcome::Forwarded {
+                    fwd,
+                    status: Some(status),
+                    stored: false,
+                    collapsed: false,
+                    ttl: None,
+                    detail: Some(reason.detail()),
+                };
+                Some(self.relay(head, response, outcome))
+            }
+            FillHead::Failed(status, message) => {
+                Some(self.error_response(status, &message, fwd, collapsed))
+            }
+            FillHead::Object(object, mut outcome) => {
+                if collapsed
+                    && (!object.matches(&head.headers)
+                        || !key::encoding_accepted(
+                            object.headers.get(&header::CONTENT_ENCODING).as_ref(),
+                            &head.headers,
+                        ))
+                {
+                    return None;
+                }
+                if let CacheOutcome::Forwarded {
+                    collapsed: c,
+                    stored,
+                    ..
+                } = &mut outcome
+                    && collapsed
+                {
+                    *c = true;
+                    *stored = false;
+                }
+                Some(self.serve_object(head, &object, outcome))
+            }
+            FillHead::Streaming(stream) => {
+                if collapsed
+                    && (!stream.vary.is_empty()
+                        && key::variant_key(&stream.vary, &head.headers) != stream.variant
+                        || !key::encoding_accepted(
+                            stream.headers.get(header::CONTENT_ENCODING),
+                            &head.headers,
+                        ))
+                {
+                    return None;
+                }
+                let mut outcome = stream.outcome.clone();
+                if let CacheOutcome::Forwarded {
+                    collapsed: c,
+                    stored,
+                    ..
+                } = &mut outcome
+                    && collapsed
+                {
+                    *c = true;
+                    *stored = false;
+                }
+                Some(self.serve_stream(head, fill, &stream, outcome).await)
+            }
+        }
+    }
+
+    /// Serves a response whose body is still arriving.
+    pub(super) async fn serve_stream(
+        &self,
+        head: &RequestHead,
+        fill: &Arc<Fill>,
+        stream: &StreamHead,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let wants_part = head.headers.contains_key(header::RANGE);
+        let preconditions = [
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|h| head.headers.contains_key(h));
+        if wants_part || preconditions {
+            // Ranges and preconditions are answered from the whole object.
+            return match fill.complete().await {
+                Ok(body) => {
+                    let object = StoredObject::new(
+                        stream.status,
+                        stream.headers.clone(),
+                        body,
+                        stream.policy.clone(),
+                        stream.vary.clone(),
+                        stream.variant.clone(),
+                    );
+                    self.serve_object(head, &object, outcome)
+                }
+                Err(broken) => self.error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &broken.to_string(),
+                    Forward::UriMiss,
+                    false,
+                ),
+            };
+        }
+        let mut headers = stream.headers.clone();
+        let age = stream.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, &outcome, Some(age));
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            let bytes = self.metrics.bytes.clone();
+            fill.clone().body(move |n| {
+                bytes.inc_by(n as u64);
+            })
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = stream.status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Serves a complete object, answering the client's own preconditions and ranges.
+    pub(super) fn serve_object(
+        &self,
+        head: &RequestHead,
+        object: &StoredObject,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let mut headers = object.headers.to_map();
+        let age = object.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, &outcome, Some(age));
+        let (status, body) = if object.status == StatusCode::OK {
+            let selection = outpost_representation::evaluate(
+                &head.method,
+                &head.headers,
+                &headers,
+                object.body.len() as u64,
+            );
+            outpost_representation::render(&selection, object.status, &mut headers, &object.body)
+        } else {
+            (object.status, object.body.clone())
+        };
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            self.metrics.bytes.inc_by(body.len() as u64);
+            bodies::full(body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Passes an upstream response through unchanged but for the proxy's headers.
+    pub(super) fn relay(
+        &self,
+        head: &RequestHead,
+        response: Response<Body>,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        self.finish_headers(&mut parts.headers, head.version, &outcome, None);
+        self.count(&outcome);
+        let body = if head.method == Method::HEAD {
+            bodies::empty()
+        } else {
+            let bytes = self.metrics.bytes.clone();
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    bytes.inc_by(data.len() as u64);
+                }
+                frame
+            })
+            .boxed_unsync()
+        };
+        Response::from_parts(parts, body)
+    }
+
+    /// Adds Age, Cache-Status and Via, and removes the CDN-only headers at the edge.
+    pub(super) fn finish_headers(
+        &self,
+        headers: &mut HeaderMap,
+        version: Version,
+        outcome: &CacheOutcome,
+        age: Option<Duration>,
+    ) {
+        if let Some(age) = age
+            && let Ok(value) = HeaderValue::from_str(&age.as_secs().to_string())
+        {
+            headers.insert(header::AGE, value);
+        }
+        status::append(headers, &self.name, outcome);
+        headers::append_via(headers, version, &self.name);
+        if self.tier == Tier::Edge {
+            headers::strip_cdn_only(headers);
+        }
+    }
+
+    pub(super) fn error_response(
+        &self,
+        status: StatusCode,
+        message: &str,
+        fwd: Forward,
+        collapsed: bool,
+    ) -> Response<Body> {
+        let outcome = CacheOutcome::Forwarded {
+            fwd,
+            status: None,
+            stored: false,
+            collapsed,
+            ttl: None,
+            detail: Some(if status == StatusCode::GATEWAY_TIMEOUT {
+                "upstream-timeout"
+            } else {
+                "upstream-error"
+            }),
+        };
+        let mut response = bodies::text(status, message);
+        self.finish_headers(response.headers_mut(), Version::HTTP_11, &outcome, None);
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome: "error" })
+            .inc();
+        response
+    }
+
+    pub(super) fn count(&self, outcome: &CacheOutcome) {
+        let label = outcome.label();
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
+        match label {
+            "hit" => self.metrics.hits.inc(),
+            "stale" => self.metrics.stale.inc(),
+            _ => self.metrics.misses.inc(),
+        };
+    }
+}
