@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use outpost_server::ShutdownSignal;
-use outpost_server::health::{Hysteresis, probe};
+
+use crate::networks::NetworkTable;
+use outpost_server::health::{HealthSettings, HealthTargets, Hysteresis, Probe, spawn_health_loop};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -33,10 +35,8 @@ pub struct AnycastConfig {
     /// Port of the shared HTTPS listener (forwarded to each edge's HTTPS listener, so TLS
     /// ends on the chosen edge).
     pub https_port: Option<u16>,
-    pub health_interval_ms: u64,
-    pub health_timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
+    /// How the router checks each edge (`[anycast.health]`).
+    pub health: HealthSettings,
     /// After `rise` good probes, a withdrawn edge waits this long before announcing again.
     pub hold_down_ms: u64,
     /// Costs that replace the distance for one client network and edge (e.g. to drain an
@@ -50,10 +50,7 @@ impl Default for AnycastConfig {
             address: IpAddr::from([127, 0, 0, 10]),
             http_port: 8080,
             https_port: Some(8443),
-            health_interval_ms: 500,
-            health_timeout_ms: 500,
-            rise: 2,
-            fall: 2,
+            health: HealthSettings::new(500, 500, 2, 2),
             hold_down_ms: 2_000,
             costs: Vec::new(),
         }
@@ -91,8 +88,6 @@ pub enum Service {
 pub enum AnycastError {
     #[error("anycast.costs[{index}]: {reason}")]
     BadCost { index: usize, reason: String },
-    #[error("networks: {prefix:?} is not a network prefix such as 127.0.1.0/24")]
-    BadPrefix { prefix: String },
     #[error("anycast: no edge announces the prefix; expected at least one edge")]
     NoEdges,
 }
@@ -106,17 +101,19 @@ struct EdgeRoute {
     health: Hysteresis,
 }
 
-struct ClientNetwork {
-    prefix: ipnet::IpNet,
-    /// Cost to each edge, indexed like `RoutingTable::edges`.
-    costs: Vec<u32>,
+/// The routes of every client network: the shared network table and, per network, the cost
+/// to each edge.
+struct Routes {
+    networks: NetworkTable,
+    /// `costs[network][edge]`, indexed like `NetworkTable::networks` and `RoutingTable::edges`.
+    costs: Vec<Vec<u32>>,
 }
 
 /// The simulated routing table: per client network, the cost to each announcing edge.
 pub struct RoutingTable {
     edges: Vec<EdgeRoute>,
     /// Replaced whole when an operator changes the costs.
-    networks: ArcSwap<Vec<ClientNetwork>>,
+    routes: ArcSwap<Routes>,
     /// Cost for sources outside every known network, per edge.
     default_costs: Vec<u32>,
     /// When each edge's health first went bad (for convergence time).
@@ -124,22 +121,21 @@ pub struct RoutingTable {
 }
 
 /// The cost from each client network to each edge: the distance, unless `config` overrides it.
-fn client_networks(
+fn routes(
     config: &AnycastConfig,
     edges: &[AnycastEdge],
-    networks: &[(String, [f64; 2])],
-) -> Result<Vec<ClientNetwork>, AnycastError> {
-    let mut parsed = Vec::new();
-    for (prefix, location) in networks {
-        let net: ipnet::IpNet = prefix.parse().map_err(|_| AnycastError::BadPrefix {
-            prefix: prefix.clone(),
-        })?;
-        let costs = edges
-            .iter()
-            .map(|e| distance_km(*location, e.location))
-            .collect();
-        parsed.push(ClientNetwork { prefix: net, costs });
-    }
+    networks: &NetworkTable,
+) -> Result<Routes, AnycastError> {
+    let mut costs: Vec<Vec<u32>> = networks
+        .networks()
+        .iter()
+        .map(|n| {
+            edges
+                .iter()
+                .map(|e| distance_km(n.location, e.location))
+                .collect()
+        })
+        .collect();
     for (index, cost) in config.costs.iter().enumerate() {
         let edge = edges
             .iter()
@@ -148,29 +144,31 @@ fn client_networks(
                 index,
                 reason: format!("no edge named {:?}", cost.edge),
             })?;
-        let network = parsed
-            .iter_mut()
-            .find(|n| n.prefix.to_string() == cost.network)
+        let network = networks
+            .position(&cost.network)
             .ok_or_else(|| AnycastError::BadCost {
                 index,
                 reason: format!("no client network {:?} in the networks table", cost.network),
             })?;
-        network.costs[edge] = cost.cost;
+        costs[network][edge] = cost.cost;
     }
-    Ok(parsed)
+    Ok(Routes {
+        networks: networks.clone(),
+        costs,
+    })
 }
 
 impl RoutingTable {
-    /// `networks`: client network prefixes and their locations.
+    /// `networks`: the client networks table the DNS uses too.
     pub fn new(
         config: &AnycastConfig,
         edges: Vec<AnycastEdge>,
-        networks: &[(String, [f64; 2])],
+        networks: &NetworkTable,
     ) -> Result<Self, AnycastError> {
         if edges.is_empty() {
             return Err(AnycastError::NoEdges);
         }
-        let parsed = client_networks(config, &edges, networks)?;
+        let parsed = routes(config, &edges, networks)?;
         let default_costs = vec![1000; edges.len()];
         Ok(Self {
             edges: edges
@@ -182,7 +180,7 @@ impl RoutingTable {
                     health: Hysteresis::new(),
                 })
                 .collect(),
-            networks: ArcSwap::from_pointee(parsed),
+            routes: ArcSwap::from_pointee(parsed),
             default_costs,
             first_failure: Mutex::new(HashMap::new()),
         })
@@ -193,24 +191,23 @@ impl RoutingTable {
     pub fn update_costs(
         &self,
         config: &AnycastConfig,
-        networks: &[(String, [f64; 2])],
+        networks: &NetworkTable,
     ) -> Result<(), AnycastError> {
         let edges: Vec<AnycastEdge> = self.edges.iter().map(|e| e.edge.clone()).collect();
-        self.networks
-            .store(Arc::new(client_networks(config, &edges, networks)?));
+        self.routes
+            .store(Arc::new(routes(config, &edges, networks)?));
         Ok(())
     }
 
     /// The edge a flow from `source` reaches: the lowest-cost announcing edge; equal costs are
     /// split by a hash of the flow (ECMP). `None` when no edge announces.
     pub fn route(&self, source: SocketAddr, destination_port: u16) -> Option<usize> {
-        let networks = self.networks.load();
-        let source_ip = source.ip().to_canonical();
-        let costs = networks
-            .iter()
-            .filter(|n| n.prefix.contains(&source_ip))
-            .max_by_key(|n| n.prefix.prefix_len())
-            .map_or(&self.default_costs[..], |n| &n.costs[..]);
+        let routes = self.routes.load();
+        let costs = routes
+            .networks
+            .locate(source.ip(), 128)
+            .and_then(|(index, _)| routes.costs.get(index))
+            .map_or(&self.default_costs[..], |costs| &costs[..]);
         let best = self
             .edges
             .iter()
@@ -243,7 +240,8 @@ impl RoutingTable {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let names: Vec<&str> = self.edges.iter().map(|e| e.edge.name.as_str()).collect();
-        for network in self.networks.load().iter() {
+        let routes = self.routes.load();
+        for (network, costs) in routes.networks.networks().iter().zip(&routes.costs) {
             let winner = self
                 .route(SocketAddr::new(network.prefix.network(), 0), 0)
                 .map_or("(none: no edge announces)", |i| names[i]);
@@ -254,10 +252,7 @@ impl RoutingTable {
                 } else {
                     "withdrawn"
                 };
-                out.push_str(&format!(
-                    "    {name:<12} cost {:>6}  {state}\n",
-                    network.costs[i]
-                ));
+                out.push_str(&format!("    {name:<12} cost {:>6}  {state}\n", costs[i]));
             }
         }
         out
@@ -266,7 +261,7 @@ impl RoutingTable {
 
 /// Great-circle distance in km, rounded: the default path cost.
 pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> u32 {
-    crate::geo::haversine_km(a, b).round() as u32
+    crate::networks::distance_km(a, b).round() as u32
 }
 
 /// Accepts connections on `listener` and forwards each, at layer 4, to the edge the routing
@@ -319,66 +314,78 @@ pub async fn serve(
     }
 }
 
-/// Probes every edge's health path on its HTTP listener; withdraws after `fall` failures and
-/// announces again after `rise` successes plus the hold-down. Logs the convergence time.
-pub fn spawn_health(table: Arc<RoutingTable>, config: AnycastConfig, mut shutdown: ShutdownSignal) {
-    tokio::spawn(async move {
-        let mut ticker =
-            tokio::time::interval(Duration::from_millis(config.health_interval_ms.max(10)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let timeout = Duration::from_millis(config.health_timeout_ms.max(1));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.triggered() => return,
-            }
-            for index in 0..table.edges.len() {
-                let route = &table.edges[index];
-                let ok = probe(route.edge.http, timeout).await.is_up();
-                {
-                    let mut failures = table
-                        .first_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if ok {
-                        failures.remove(&index);
-                    } else {
-                        failures.entry(index).or_insert_with(Instant::now);
-                    }
-                }
-                match route.health.record(ok, config.rise, config.fall) {
-                    Some(false) => {
-                        let since = table
-                            .first_failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&index)
-                            .map(|t| t.elapsed());
-                        table.set_announced(index, false);
-                        tracing::warn!(
-                            target: "outpost::anycast",
-                            "withdrawn edge={} convergence_ms={}",
-                            route.edge.name,
-                            since.map_or(0, |d| d.as_millis())
-                        );
-                    }
-                    Some(true) => {
-                        let table = table.clone();
-                        let hold_down = Duration::from_millis(config.hold_down_ms);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(hold_down).await;
-                            // Only if it stayed healthy through the hold-down.
-                            if table.edges[index].health.is_healthy() {
-                                table.set_announced(index, true);
-                                tracing::info!(target: "outpost::anycast", "announced edge={} after hold-down", table.edges[index].edge.name);
-                            }
-                        });
-                    }
-                    None => {}
-                }
-            }
+/// The edges as the router's health loop sees them.
+struct EdgeRoutes {
+    table: Arc<RoutingTable>,
+    hold_down: Duration,
+}
+
+impl HealthTargets for EdgeRoutes {
+    fn count(&self) -> usize {
+        self.table.edges.len()
+    }
+
+    fn address(&self, index: usize) -> Option<(String, u16)> {
+        let http = self.table.edges.get(index)?.edge.http;
+        Some((http.ip().to_string(), http.port()))
+    }
+
+    fn health(&self, index: usize) -> &Hysteresis {
+        &self.table.edges[index].health
+    }
+
+    fn probed(&self, index: usize, probe: Probe) {
+        let mut failures = self
+            .table
+            .first_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if probe.is_up() {
+            failures.remove(&index);
+        } else {
+            failures.entry(index).or_insert_with(Instant::now);
         }
-    });
+    }
+
+    fn changed(&self, index: usize, healthy: bool) {
+        let table = &self.table;
+        if !healthy {
+            let since = table
+                .first_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&index)
+                .map(|t| t.elapsed());
+            table.set_announced(index, false);
+            tracing::warn!(
+                target: "outpost::anycast",
+                "withdrawn edge={} convergence_ms={}",
+                table.edges[index].edge.name,
+                since.map_or(0, |d| d.as_millis())
+            );
+            return;
+        }
+        let (table, hold_down) = (table.clone(), self.hold_down);
+        tokio::spawn(async move {
+            tokio::time::sleep(hold_down).await;
+            // Only if it stayed healthy through the hold-down.
+            if table.edges[index].health.is_healthy() {
+                table.set_announced(index, true);
+                tracing::info!(target: "outpost::anycast", "announced edge={} after hold-down", table.edges[index].edge.name);
+            }
+        });
+    }
+}
+
+/// Probes every edge's health path on its HTTP listener through the one health loop;
+/// withdraws after `fall` failures and announces again after `rise` successes and the
+/// hold-down.
+pub fn spawn_health(table: Arc<RoutingTable>, config: AnycastConfig, shutdown: ShutdownSignal) {
+    let routes = EdgeRoutes {
+        table,
+        hold_down: Duration::from_millis(config.hold_down_ms),
+    };
+    spawn_health_loop(Arc::new(routes), config.health, shutdown);
 }
 
 #[cfg(test)]
@@ -399,12 +406,17 @@ mod tests {
         ]
     }
 
-    fn networks() -> Vec<(String, [f64; 2])> {
-        vec![
-            ("127.0.1.0/24".into(), [50.1, 8.7]),
-            ("127.0.2.0/24".into(), [39.0, -77.5]),
-            ("127.0.3.0/24".into(), [1.35, 103.8]),
-        ]
+    fn networks() -> NetworkTable {
+        let entry = |prefix: &str, location| crate::Network {
+            prefix: prefix.into(),
+            location,
+        };
+        NetworkTable::new(&[
+            entry("127.0.1.0/24", [50.1, 8.7]),
+            entry("127.0.2.0/24", [39.0, -77.5]),
+            entry("127.0.3.0/24", [1.35, 103.8]),
+        ])
+        .unwrap()
     }
 
     fn from(ip: [u8; 4], port: u16) -> SocketAddr {

@@ -10,12 +10,15 @@ mod geo;
 mod geoip;
 mod health;
 mod metrics;
+pub mod networks;
 mod rate_limit;
 mod server;
+mod zone;
 
 pub use config::{
     DnsConfig, DnsError, EdgeSite, Network, RateLimit, ShedLoad, StaticRecord, default_networks,
 };
 pub use geo::GeoDns;
-pub use health::{HealthSettings, spawn_health_checks};
+pub use health::{DNS_HEALTH, spawn_health_checks};
+pub use networks::{NetworkError, NetworkTable};
 pub use server::{bind, serve};

@@ -420,7 +420,7 @@ impl GeoDns {
         if !matches!(question.class, DNSClass::IN | DNSClass::ANY) {
             return (ResponseCode::Refused, None);
         }
-        if !self.origin.zone_of(&question.name) {
+        if !self.zone.origin.zone_of(&question.name) {
             return (ResponseCode::Refused, None);
         }
         let located = match ecs {

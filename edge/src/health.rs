@@ -1,61 +1,37 @@
-//! Active health checks of an edge's parents, with rise and fall thresholds.
+//! Active health checks of an edge's parents, run by the one health loop
+//! ([`outpost_server::health::spawn_health_loop`]) with rise and fall thresholds.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use outpost_server::ShutdownSignal;
-use outpost_server::health::probe;
-use serde::{Deserialize, Serialize};
+use outpost_server::health::{HealthSettings, HealthTargets, Hysteresis, spawn_health_loop};
 
 use crate::parents::ParentSet;
 
-/// How parents are probed: `GET /_outpost/health` every `interval_ms`; `fall` failures in a
-/// row mark a parent down, `rise` successes in a row mark it up again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheck {
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
-}
+/// An edge's parents, as the health loop sees them.
+struct ParentHealth(ParentSet);
 
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            interval_ms: 2_000,
-            timeout_ms: 1_000,
-            rise: 2,
-            fall: 3,
-        }
+impl HealthTargets for ParentHealth {
+    fn count(&self) -> usize {
+        self.0.parents.len()
+    }
+
+    fn address(&self, index: usize) -> Option<(String, u16)> {
+        let url = &self.0.parents.get(index)?.target.url;
+        Some((url.host()?.to_owned(), url.port_u16().unwrap_or(80)))
+    }
+
+    fn health(&self, index: usize) -> &Hysteresis {
+        &self.0.parents[index].health
+    }
+
+    fn changed(&self, index: usize, healthy: bool) {
+        let parent = &self.0.parents[index].target.name;
+        tracing::warn!(%parent, healthy, "parent health changed");
     }
 }
 
 /// Probes every parent of `parents` until `shutdown` fires.
-pub fn spawn_health_checks(parents: ParentSet, check: HealthCheck, mut shutdown: ShutdownSignal) {
-    if parents.parents.is_empty() {
-        return;
-    }
-    let timeout = Duration::from_millis(check.timeout_ms.max(1));
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_millis(check.interval_ms.max(10)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.triggered() => return,
-            }
-            for parent in parents.parents.iter() {
-                let url = &parent.target.url;
-                let ok = match url.host() {
-                    Some(host) => probe((host, url.port_u16().unwrap_or(80)), timeout)
-                        .await
-                        .is_up(),
-                    None => false,
-                };
-                if let Some(healthy) = parent.health.record(ok, check.rise, check.fall) {
-                    tracing::warn!(parent = %parent.target.name, healthy, "parent health changed");
-                }
-            }
-        }
-    });
+pub fn spawn_health_checks(parents: ParentSet, settings: HealthSettings, shutdown: ShutdownSignal) {
+    spawn_health_loop(Arc::new(ParentHealth(parents)), settings, shutdown);
 }

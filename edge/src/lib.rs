@@ -12,7 +12,7 @@ mod health;
 mod https;
 mod parents;
 
-pub use health::{HealthCheck, spawn_health_checks};
+pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
 

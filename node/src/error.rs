@@ -85,6 +85,9 @@ pub enum StartError {
     Dns(#[source] DnsError),
     #[error("anycast: {0}")]
     Anycast(#[source] AnycastError),
+    /// The client networks table DNS and anycast share.
+    #[error("dns.authority.{0}")]
+    Networks(#[source] outpost_dns::NetworkError),
     /// A signal handler (SIGHUP for reloads) could not be installed.
     #[error("installing the {signal} handler: {source}")]
     Signal {

@@ -208,13 +208,25 @@ impl Setup {
                 admin_tls: None,
                 cache: topology.cache.clone(),
                 health: topology.health.clone(),
-                limits: topology.limits.limits(true),
+                limits: topology.limits.clone(),
                 shutdown: Shutdown::new(),
                 workers: None,
             },
             state_dir,
             new_token: None,
         }
+    }
+
+    /// What the nodes of `topology` share, in the state directory `overrides` name (else the
+    /// topology's), with the admin token.
+    fn for_topology(topology: &Topology, overrides: &Overrides) -> Result<Self, StartError> {
+        let state_dir = overrides
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| topology.tls.state_dir.clone());
+        let mut setup = Self::new(topology, state_dir, None);
+        setup.token(topology)?;
+        Ok(setup)
     }
 
     /// The configured admin token, else the one in the state directory, else a new one.
@@ -283,6 +295,15 @@ fn parent_targets(
         .collect()
 }
 
+/// The topology names no origin the CDN could pull from (its checks make this rare: a `url`
+/// that does not parse as one).
+fn no_origin() -> TopologyError {
+    TopologyError::Invalid {
+        file: "the topology".into(),
+        problem: "origin: no address to pull from".into(),
+    }
+}
+
 fn http_url(addr: SocketAddr) -> Option<http::Uri> {
     format!("http://{addr}").parse().ok()
 }
@@ -292,12 +313,7 @@ impl Cdn {
     /// `url`), parents, edges, DNS and anycast. Must be called within a Tokio runtime, which
     /// then runs the nodes.
     pub async fn start(topology: &Topology, overrides: &Overrides) -> Result<Running, StartError> {
-        let state_dir = overrides
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| topology.tls.state_dir.clone());
-        let mut setup = Setup::new(topology, state_dir, None);
-        setup.token(topology)?;
+        let mut setup = Setup::for_topology(topology, overrides)?;
         if topology.edges.iter().any(|e| e.https.is_some()) {
             setup.edge_tls(topology)?;
         }
@@ -349,10 +365,7 @@ impl Cdn {
             }
             None => topology.origin.upstream_url(),
         };
-        let origin_url = origin_url.ok_or_else(|| TopologyError::Invalid {
-            file: "the topology".into(),
-            problem: "origin: no address to pull from".into(),
-        })?;
+        let origin_url = origin_url.ok_or_else(no_origin)?;
         let parent_addrs: Vec<(String, SocketAddr)> = parents
             .iter()
             .map(|p| (p.name.clone(), p.data_addr()))
@@ -410,20 +423,9 @@ impl Cdn {
         name: &str,
         overrides: &Overrides,
     ) -> Result<Running, StartError> {
-        let state_dir = overrides
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| topology.tls.state_dir.clone());
-        let mut setup = Setup::new(topology, state_dir, None);
-        setup.token(topology)?;
+        let mut setup = Setup::for_topology(topology, overrides)?;
         setup.shield(topology)?;
-        let origin_url = topology
-            .origin
-            .upstream_url()
-            .ok_or_else(|| TopologyError::Invalid {
-                file: "the topology".into(),
-                problem: "origin: no address to pull from".into(),
-            })?;
+        let origin_url = topology.origin.upstream_url().ok_or_else(no_origin)?;
         let unknown = || StartError::UnknownNode {
             role: role.as_str(),
             name: name.to_owned(),

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use outpost_cache::{CacheConfig, HttpClient};
-use outpost_edge::{HealthCheck, ParentSet, ParentTarget};
+use outpost_edge::{ParentSet, ParentTarget};
 use outpost_origin::{Origin, OriginConfig};
 use outpost_server::admin::{Admin, AdminExtension, Purge, Registry};
+use outpost_server::health::HealthSettings;
 use outpost_server::tls::TlsTerminator;
 use outpost_server::{Body, Handler, Limits, Peer, Shutdown};
 use prometheus_client::metrics::counter::Counter;
@@ -103,7 +104,7 @@ pub struct Shared {
     /// Per-hostname HTTPS policies of the edges.
     pub host_policies: Vec<outpost_edge::HostPolicy>,
     pub cache: CacheConfig,
-    pub health: HealthCheck,
+    pub health: HealthSettings,
     pub limits: Limits,
     pub shutdown: Shutdown,
     /// Edge workers: the process's wasm runtime and the directory deployed workers are kept

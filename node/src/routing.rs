@@ -151,7 +151,12 @@ pub fn routing_table(
         })
         .collect();
     Ok(Arc::new(
-        RoutingTable::new(&config, edges, &topology.networks()).map_err(StartError::Anycast)?,
+        RoutingTable::new(
+            &config,
+            edges,
+            &topology.networks().map_err(StartError::Networks)?,
+        )
+        .map_err(StartError::Anycast)?,
     ))
 }
 
@@ -237,8 +242,9 @@ fn spawn_cost_reloader(
                 .map_err(StartError::from)
                 .and_then(|topology| {
                     let config = topology.anycast.clone().unwrap_or_default();
+                    let networks = topology.networks().map_err(StartError::Networks)?;
                     table
-                        .update_costs(&config, &topology.networks())
+                        .update_costs(&config, &networks)
                         .map_err(StartError::Anycast)
                 });
             match reloaded {

@@ -3,12 +3,11 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use outpost_cache::CacheConfig;
-use outpost_edge::HealthCheck;
 use outpost_origin::{CacheRule, OriginConfig};
 use outpost_server::Limits;
+use outpost_server::health::HealthSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TopologyError;
@@ -31,9 +30,10 @@ pub struct Topology {
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
-    pub health: HealthCheck,
+    /// How edges check their parents.
+    pub health: HealthSettings,
     #[serde(default)]
-    pub limits: LimitSettings,
+    pub limits: Limits,
     #[serde(default)]
     pub tls: TlsSection,
     pub origin: OriginNode,
@@ -55,11 +55,16 @@ pub struct DnsNode {
     pub listen: SocketAddr,
     /// Admin listener (plain HTTP) with `/health` and Prometheus `/metrics`.
     pub admin: Option<SocketAddr>,
-    #[serde(default)]
-    pub health: outpost_dns::HealthSettings,
+    /// How the DNS checks the edges.
+    #[serde(default = "dns_health")]
+    pub health: HealthSettings,
     /// The zone, its dynamic and static names, and the client networks table.
     #[serde(default)]
     pub authority: outpost_dns::DnsConfig,
+}
+
+fn dns_health() -> HealthSettings {
+    outpost_dns::DNS_HEALTH
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,45 +124,6 @@ pub struct CertificateSettings {
     pub names: Vec<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitSettings {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub header_read_timeout_ms: u64,
-    pub max_body_bytes: u64,
-    pub max_target_bytes: usize,
-    pub drain_timeout_ms: u64,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        let limits = Limits::default();
-        Self {
-            max_header_bytes: limits.max_header_bytes,
-            max_headers: limits.max_headers,
-            header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,
-            max_body_bytes: limits.max_body_bytes,
-            max_target_bytes: limits.max_target_bytes,
-            drain_timeout_ms: limits.drain_timeout.as_millis() as u64,
-        }
-    }
-}
-
-impl LimitSettings {
-    pub fn limits(&self, access_log: bool) -> Limits {
-        Limits {
-            max_header_bytes: self.max_header_bytes,
-            max_headers: self.max_headers,
-            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
-            max_body_bytes: self.max_body_bytes,
-            max_target_bytes: self.max_target_bytes,
-            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
-            access_log,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -348,15 +314,11 @@ impl Topology {
     }
 
     /// The client networks table (DNS and anycast share it).
-    pub fn networks(&self) -> Vec<(String, [f64; 2])> {
-        let networks = match &self.dns {
-            Some(dns) => dns.authority.networks.clone(),
-            None => outpost_dns::default_networks(),
-        };
-        networks
-            .into_iter()
-            .map(|n| (n.prefix, n.location))
-            .collect()
+    pub fn networks(&self) -> Result<outpost_dns::NetworkTable, outpost_dns::NetworkError> {
+        match &self.dns {
+            Some(dns) => outpost_dns::NetworkTable::new(&dns.authority.networks),
+            None => outpost_dns::NetworkTable::new(&outpost_dns::default_networks()),
+        }
     }
 
     /// Every admin address of the topology, by node name.
@@ -408,7 +370,7 @@ mod tests {
         assert_eq!(topology.parents.len(), 2);
         assert_eq!(topology.edges.len(), 3);
         assert_eq!(topology.cache, CacheConfig::default());
-        assert_eq!(topology.health, HealthCheck::default());
+        assert_eq!(topology.health, HealthSettings::default());
         let ams = &topology.edges[0];
         assert_eq!(ams.name, "edge-ams");
         assert_eq!(topology.parents_of(ams).len(), 2);

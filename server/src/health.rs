@@ -1,13 +1,18 @@
-//! Rise/fall hysteresis of a health state, shared by every health checker (parents at the
-//! edge, edges at the DNS and at the anycast router): `fall` failed probes in a row take a
-//! healthy target down, `rise` good ones in a row bring it back, so one lost probe moves no
-//! traffic and a flapping target does not bounce.
+//! Health checking, one way for every checker (parents at the edge, edges at the DNS and at
+//! the anycast router): the probe of a node's health path, rise/fall hysteresis (`fall` failed
+//! probes in a row take a healthy target down, `rise` good ones in a row bring it back, so one
+//! lost probe moves no traffic and a flapping target does not bounce), and the one loop that
+//! runs them ([`spawn_health_loop`]) with its settings ([`HealthSettings`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::shutdown::ShutdownSignal;
 
 #[derive(Debug)]
 pub struct Hysteresis {
@@ -52,6 +57,101 @@ impl Hysteresis {
         self.healthy.store(ok, Ordering::SeqCst);
         Some(ok)
     }
+}
+
+/// How a health loop probes: `GET /_outpost/health` every `interval_ms`, each probe given
+/// `timeout_ms`; `fall` failures in a row mark a target down, `rise` successes in a row mark it
+/// up again. One type for every loop (an edge's parents, the DNS's and the anycast router's
+/// edges); each role has its own defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSettings {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl HealthSettings {
+    pub const fn new(interval_ms: u64, timeout_ms: u64, rise: u32, fall: u32) -> Self {
+        Self {
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(10))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// How long the checks take at most to take a failed target out: `interval` x `fall`.
+    pub fn decision_horizon(&self) -> Duration {
+        self.interval().saturating_mul(self.fall.max(1))
+    }
+}
+
+impl Default for HealthSettings {
+    /// The edge's checks of its parents.
+    fn default() -> Self {
+        Self::new(2_000, 1_000, 2, 3)
+    }
+}
+
+/// What one health loop watches: a fixed list of targets, each with its [`Hysteresis`].
+pub trait HealthTargets: Send + Sync + 'static {
+    /// How many targets there are; they are numbered from 0.
+    fn count(&self) -> usize;
+
+    /// Host and port of target `index`'s HTTP listener; `None`: it cannot be probed (counts
+    /// as down).
+    fn address(&self, index: usize) -> Option<(String, u16)>;
+
+    fn health(&self, index: usize) -> &Hysteresis;
+
+    /// Every probe's result, before the thresholds apply (a node's reported load).
+    fn probed(&self, _index: usize, _probe: Probe) {}
+
+    /// Target `index` went down (`false`) or came back (`true`).
+    fn changed(&self, index: usize, healthy: bool);
+}
+
+/// The one health loop: probes every target of `targets` each interval until `shutdown`,
+/// applies the rise and fall thresholds and reports changes.
+pub fn spawn_health_loop<T: HealthTargets>(
+    targets: Arc<T>,
+    settings: HealthSettings,
+    mut shutdown: ShutdownSignal,
+) {
+    if targets.count() == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(settings.interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.triggered() => return,
+            }
+            for index in 0..targets.count() {
+                let result = match targets.address(index) {
+                    Some(address) => probe(address, settings.timeout()).await,
+                    None => Probe::Down,
+                };
+                targets.probed(index, result);
+                let health = targets.health(index);
+                if let Some(healthy) = health.record(result.is_up(), settings.rise, settings.fall) {
+                    targets.changed(index, healthy);
+                }
+            }
+        }
+    });
 }
 
 /// The header on a health response that carries the node's load: the requests it is

@@ -21,6 +21,21 @@ pub mod normal;
 mod shutdown;
 pub mod tls;
 
+/// A [`std::time::Duration`] in a config as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
+        u64::deserialize(from).map(Duration::from_millis)
+    }
+}
+
 pub use body::{Body, BoxError};
 
 /// The path every node answers itself on its data port, for health checks; it is left out of

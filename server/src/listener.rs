@@ -20,8 +20,10 @@ use crate::body::{self, Body};
 use crate::shutdown::ShutdownSignal;
 use crate::tls::TlsTerminator;
 
-/// What a node accepts from a peer before it refuses the request.
-#[derive(Debug, Clone)]
+/// What a node accepts from a peer before it refuses the request: the `[limits]` table of a
+/// topology, durations in milliseconds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request head (request line plus headers) in bytes; past it, 431.
     pub max_header_bytes: usize,
@@ -29,14 +31,17 @@ pub struct Limits {
     pub max_headers: usize,
     /// Time a client has to send a complete request head (slowloris); past it the connection is
     /// closed.
+    #[serde(rename = "header_read_timeout_ms", with = "crate::millis")]
     pub header_read_timeout: Duration,
     /// Largest request body in bytes; past it, 413.
     pub max_body_bytes: u64,
     /// Longest request target (path and query) in bytes; past it, 414.
     pub max_target_bytes: usize,
     /// Time open connections get to finish after shutdown begins.
+    #[serde(rename = "drain_timeout_ms", with = "crate::millis")]
     pub drain_timeout: Duration,
-    /// Write one access-log line per request.
+    /// Write one access-log line per request (set per listener, not in a config).
+    #[serde(skip)]
     pub access_log: bool,
 }
 

@@ -28,7 +28,8 @@ fn topology(origin: &str) -> String {
     let mut toml = format!(
         "[admin]\ntoken = \"t\"\n[origin]\nurl = \"{origin}\"\n\
          [dns]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[dns.health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n\
-         [anycast]\naddress = \"127.0.0.10\"\nhttp_port = 0\nhealth_interval_ms = 100\nhealth_timeout_ms = 200\nrise = 2\nfall = 2\nhold_down_ms = 300\n"
+         [anycast]\naddress = \"127.0.0.10\"\nhttp_port = 0\nhold_down_ms = 300\n\
+         [anycast.health]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n"
     );
     for (name, ip, location) in [
         ("edge-ams", "127.0.0.11", "[52.4, 4.9]"),
