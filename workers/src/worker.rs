@@ -48,7 +48,6 @@ pub struct Worker {
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         spec: WorkerSpec,
         routes: Vec<Route>,
