@@ -15,6 +15,7 @@
 mod access_log;
 pub mod admin;
 pub mod body;
+mod framing;
 pub mod health;
 mod listener;
 pub mod normal;

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::access_log::{self, AccessRecord};
 use crate::body::{self, Body};
+use crate::framing::{FramingVerdict, Watched};
 use crate::shutdown::ShutdownSignal;
 use crate::tls::TlsTerminator;
 
@@ -154,34 +155,47 @@ async fn serve_with<H: Handler>(
             tls: tls.is_some(),
         };
         let handler = handler.clone();
+        let max_head = limits.max_header_bytes;
         let limits = limits.clone();
         let node = node.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let handler = handler.clone();
-            let limits = limits.clone();
-            let node = node.clone();
-            async move {
-                Ok::<_, Infallible>(handle_one(&node, &*handler, &limits, request, peer).await)
-            }
-        });
+        // One request handler per connection, told what the framing watch saw.
+        let service = move |verdict: Arc<FramingVerdict>| {
+            service_fn(move |request: Request<Incoming>| {
+                let handler = handler.clone();
+                let limits = limits.clone();
+                let node = node.clone();
+                let conflicting = verdict.next_is_conflicting();
+                async move {
+                    let response = if conflicting {
+                        both_framings()
+                    } else {
+                        handle_one(&node, &*handler, &limits, request, peer).await
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
+                    let stream = Watched::new(stream, max_head);
+                    let service = service(stream.verdict());
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(tls) => {
                     let stream = match tls.accept(stream).await {
-                        Ok(stream) => stream,
+                        Ok(stream) => Watched::new(stream, max_head),
                         Err(error) => {
                             tracing::debug!(%remote, %error, "TLS handshake failed");
                             return;
                         }
                     };
+                    let service = service(stream.verdict());
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
@@ -199,6 +213,21 @@ async fn serve_with<H: Handler>(
             tracing::warn!(%node, %local, "drain timeout: closing remaining connections");
         }
     }
+}
+
+/// The answer to a request that declared both Content-Length and Transfer-Encoding: refused
+/// (RFC 9112 section 6.1 allows it), and the connection closed, since what follows it cannot be
+/// trusted to be a request.
+fn both_framings() -> Response<Body> {
+    let mut response = body::text(
+        StatusCode::BAD_REQUEST,
+        "a request may declare Content-Length or Transfer-Encoding, not both",
+    );
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn handle_one<H: Handler>(

@@ -558,11 +558,14 @@ async fn cdn_only_headers_steer_the_cache_and_never_reach_the_client() {
     );
     first.text().await.unwrap();
     let second = http.get(&url).send().await.unwrap();
-    assert!(
-        cache_status(&second).contains("edge-0; hit; ttl=12"),
-        "{}",
-        cache_status(&second)
-    );
+    // CDN-Cache-Control's 120 s, less the second or so that may have passed.
+    let status = cache_status(&second);
+    let ttl: u64 = status
+        .split_once("edge-0; hit; ttl=")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("a hit at the edge: {status}"));
+    assert!((115..=120).contains(&ttl), "{status}");
     assert_eq!(origin.hits(), 1);
 }
 
