@@ -375,6 +375,29 @@ mod tests {
         assert!(matches!(tracker.position, Position::Off));
     }
 
+    proptest::proptest! {
+        /// Any bytes, cut up any way: no panic, and the same verdict as when they come at once.
+        #[test]
+        fn the_verdict_does_not_depend_on_how_the_bytes_arrive(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc".to_vec()),
+                    proptest::strategy::Just(b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec()),
+                    proptest::strategy::Just(b"3\r\nabc\r\n0\r\n\r\n".to_vec()),
+                    proptest::strategy::Just(b"content-length: 1\r\n".to_vec()),
+                    proptest::strategy::Just(b"\r\n".to_vec()),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                ],
+                0..12,
+            ),
+            step in 1usize..50,
+        ) {
+            let stream = pieces.concat();
+            let whole = conflicting(&stream, stream.len().max(1));
+            proptest::prop_assert_eq!(conflicting(&stream, step), whole);
+        }
+    }
+
     #[test]
     fn the_handler_learns_the_verdict_of_its_own_request_only() {
         let verdict = FramingVerdict::new();
