@@ -126,6 +126,26 @@ impl FramingTracker {
 
     /// Collects bytes of a head or line; returns what follows it once it is complete.
     fn collect<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        // The common case, a whole head in one read, is parsed where it lies, without a copy.
+        if self.pending.is_empty() && matches!(self.position, Position::Head) {
+            let leading = bytes
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            let bytes = &bytes[leading..];
+            if let Some(at) = find(bytes, b"\r\n\r\n", 0) {
+                self.head(&bytes[..at + 4]);
+                return &bytes[at + 4..];
+            }
+            if bytes.is_empty() {
+                return bytes;
+            }
+            return self.collect_pending(bytes);
+        }
+        self.collect_pending(bytes)
+    }
+
+    fn collect_pending<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
         let before = self.pending.len();
         self.pending.extend_from_slice(bytes);
         let end = match self.position {
