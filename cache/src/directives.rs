@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::surrogate::SurrogateControl;
+
 /// The response directives a shared cache acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseDirectives {
@@ -35,16 +37,27 @@ pub enum DirectiveSource {
 
 impl ResponseDirectives {
     /// The directives this CDN obeys for a response: `CDN-Cache-Control` when present replaces
-    /// `Cache-Control` entirely (RFC 9213 section 2.1), and so does `Surrogate-Control`.
+    /// `Cache-Control` entirely (RFC 9213 section 2.1); so does `Surrogate-Control` when the
+    /// controls that apply to this device say how long to keep it or not to store it
+    /// ([`SurrogateControl`]); one that only asks for ESI leaves `Cache-Control` in charge.
     pub fn for_cdn(headers: &HeaderMap) -> (Self, DirectiveSource) {
-        for (name, source) in [
-            ("cdn-cache-control", DirectiveSource::CdnCacheControl),
-            ("surrogate-control", DirectiveSource::SurrogateControl),
-            ("cache-control", DirectiveSource::CacheControl),
-        ] {
-            if headers.contains_key(name) {
-                return (Self::parse(headers.get_all(name).iter()), source);
-            }
+        if headers.contains_key("cdn-cache-control") {
+            let lines = headers.get_all("cdn-cache-control").iter();
+            return (Self::parse(lines), DirectiveSource::CdnCacheControl);
+        }
+        let surrogate = SurrogateControl::of(headers);
+        if surrogate.governs_storage() {
+            let directives = Self {
+                max_age: surrogate.max_age,
+                no_store: surrogate.no_store,
+                stale_if_error: surrogate.stale_if_error,
+                ..Self::default()
+            };
+            return (directives, DirectiveSource::SurrogateControl);
+        }
+        if headers.contains_key("cache-control") {
+            let lines = headers.get_all("cache-control").iter();
+            return (Self::parse(lines), DirectiveSource::CacheControl);
         }
         (Self::default(), DirectiveSource::None)
     }
@@ -219,6 +232,17 @@ mod tests {
         let (d, source) = ResponseDirectives::for_cdn(&headers);
         assert_eq!(source, DirectiveSource::SurrogateControl);
         assert_eq!(d.max_age, Some(Duration::from_secs(5)));
+        headers.insert(
+            "surrogate-control",
+            HeaderValue::from_static("content=\"ESI/1.0\""),
+        );
+        let (d, source) = ResponseDirectives::for_cdn(&headers);
+        assert_eq!(
+            source,
+            DirectiveSource::CacheControl,
+            "ESI alone says nothing on storing"
+        );
+        assert!(d.no_store);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! from a downstream request to an [`Upstream`] fetch, in named phases: plan, fetch, respond.
 //!
 //! It does not choose upstreams (an edge hashes over parents, a parent goes to the origin: each
-//! tier implements [`Upstream`]), terminate TLS, assemble ESI or run workers.
+//! tier implements [`Upstream`]), terminate TLS, assemble ESI or run workers, and it leaves the
+//! CDN-only response headers (`Surrogate-Control`, `Surrogate-Key`, ...) in place: the edge's
+//! front removes them before a client sees them.
 
 mod coalesce;
 pub mod config;
@@ -23,9 +25,11 @@ mod proxy;
 mod status;
 mod store;
 mod stored_headers;
+pub mod surrogate;
 pub mod upstream;
 
 pub use config::CacheConfig;
 pub use key::CacheKey;
-pub use proxy::{CacheNode, HEALTH_PATH, Tier};
+pub use proxy::{CacheNode, HEALTH_PATH};
+pub use surrogate::SurrogateControl;
 pub use upstream::{HttpClient, Upstream, UpstreamError, UpstreamTimeouts};

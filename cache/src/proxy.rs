@@ -44,14 +44,6 @@ const SUPPORTED: [Method; 7] = [
     Method::OPTIONS,
 ];
 
-/// Whether a node faces clients (an edge) or other CDN nodes (a parent). Only a client-facing
-/// node removes the CDN-only headers; a parent passes them on to the edges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    Edge,
-    Parent,
-}
-
 /// A caching reverse proxy in front of an [`Upstream`]: the engine both tiers run.
 pub struct CacheNode<U: Upstream> {
     inner: Arc<Inner<U>>,
@@ -67,7 +59,6 @@ impl<U: Upstream> Clone for CacheNode<U> {
 
 struct Inner<U> {
     name: Arc<str>,
-    tier: Tier,
     store: Store,
     inflight: InFlight,
     /// Keys whose last response was uncacheable: fetched without coalescing for a while.
@@ -111,17 +102,10 @@ enum UpstreamMode {
 impl<U: Upstream> CacheNode<U> {
     /// A node called `name`, caching in front of `upstream`, its metrics registered on
     /// `registry`.
-    pub fn new(
-        name: &str,
-        tier: Tier,
-        config: &CacheConfig,
-        upstream: U,
-        registry: &mut Registry,
-    ) -> Self {
+    pub fn new(name: &str, config: &CacheConfig, upstream: U, registry: &mut Registry) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name: name.into(),
-                tier,
                 store: Store::new(config.capacity_mib << 20, config.max_variants),
                 inflight: InFlight::new(crate::coalesce::FillBudget::new(
                     config.fill_buffer_mib << 20,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use outpost_cache::{CacheConfig, CacheKey, CacheNode, Tier, Upstream, UpstreamError};
+use outpost_cache::{CacheConfig, CacheKey, CacheNode, Upstream, UpstreamError};
 use outpost_server::admin::{Purge, PurgeRequest};
 use outpost_server::body::{self, Body, BoxError};
 use outpost_server::{Handler, Peer};
@@ -78,7 +78,6 @@ fn node(upstream: Scripted) -> CacheNode<Scripted> {
     let mut registry = prometheus_client::registry::Registry::default();
     CacheNode::new(
         "edge-test",
-        Tier::Edge,
         &CacheConfig::default(),
         upstream,
         &mut registry,

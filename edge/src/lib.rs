@@ -5,8 +5,8 @@
 //! the object's order, and when no parent is healthy the edge goes to the origin itself.
 //!
 //! Per-hostname HTTPS policy (redirects to HTTPS, HSTS) lives here too; TLS termination itself
-//! is the listener's ([`outpost_server::tls`]). ESI and workers are not here yet; caching rules
-//! live in `outpost-cache`.
+//! is the listener's ([`outpost_server::tls`]). ESI is `outpost-esi`'s, workers are
+//! `outpost-workers`', caching rules live in `outpost-cache`.
 
 mod health;
 mod https;
@@ -16,7 +16,7 @@ pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
 
-use outpost_cache::{CacheConfig, CacheNode, Tier};
+use outpost_cache::{CacheConfig, CacheNode};
 use outpost_server::admin::Registry;
 
 /// An edge node's cache engine over its parents.
@@ -24,5 +24,5 @@ pub type Edge = CacheNode<ParentSet>;
 
 /// Builds the edge `name` in front of `parents` (and `origin` as the last resort).
 pub fn edge(name: &str, config: &CacheConfig, parents: ParentSet, registry: &mut Registry) -> Edge {
-    CacheNode::new(name, Tier::Edge, config, parents, registry)
+    CacheNode::new(name, config, parents, registry)
 }

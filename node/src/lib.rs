@@ -207,6 +207,7 @@ impl Setup {
                 host_policies: topology.tls.hosts.clone(),
                 admin_tls: None,
                 cache: topology.cache.clone(),
+                esi: topology.esi.clone(),
                 health: topology.health.clone(),
                 limits: topology.limits.clone(),
                 shutdown: Shutdown::new(),

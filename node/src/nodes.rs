@@ -104,6 +104,7 @@ pub struct Shared {
     /// Per-hostname HTTPS policies of the edges.
     pub host_policies: Vec<outpost_edge::HostPolicy>,
     pub cache: CacheConfig,
+    pub esi: outpost_esi::EsiConfig,
     pub health: HealthSettings,
     pub limits: Limits,
     pub shutdown: Shutdown,
@@ -274,9 +275,10 @@ pub fn start_edge(
         .unwrap_or(443);
     let name = bound.name.clone();
     let listeners = (bound.data, bound.https);
+    let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi);
     match workers {
         Some(workers) => {
-            let front = outpost_workers::WorkerFront::new(workers, Arc::new(edge));
+            let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
                 front,
                 &shared.host_policies,
@@ -286,7 +288,7 @@ pub fn start_edge(
         }
         None => {
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                edge,
+                esi,
                 &shared.host_policies,
                 https_port,
             ));

@@ -29,6 +29,9 @@ pub struct Topology {
     pub admin: AdminSettings,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// How edges process Edge Side Includes.
+    #[serde(default)]
+    pub esi: outpost_esi::EsiConfig,
     #[serde(default)]
     /// How edges check their parents.
     pub health: HealthSettings,
@@ -227,6 +230,9 @@ impl Topology {
     fn check(&self) -> Result<(), String> {
         if let Err((key, expected)) = self.cache.validate() {
             fail!("cache.{key}: expected {expected}");
+        }
+        if let Err((key, expected)) = self.esi.validate() {
+            fail!("esi.{key}: expected {expected}");
         }
         if self.health.rise == 0 || self.health.fall == 0 {
             fail!("health.rise and health.fall: expected thresholds of at least 1");

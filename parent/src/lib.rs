@@ -7,7 +7,7 @@
 //! carries. Caching rules live in `outpost-cache`, parent selection in `outpost-edge`.
 
 use http::{Request, Response, Uri};
-use outpost_cache::{CacheConfig, CacheKey, CacheNode, HttpClient, Tier, Upstream, UpstreamError};
+use outpost_cache::{CacheConfig, CacheKey, CacheNode, HttpClient, Upstream, UpstreamError};
 use outpost_server::Body;
 use outpost_server::admin::Registry;
 
@@ -46,11 +46,5 @@ pub fn parent(
     client: HttpClient,
     registry: &mut Registry,
 ) -> Parent {
-    CacheNode::new(
-        name,
-        Tier::Parent,
-        config,
-        OriginUpstream::new(origin, client),
-        registry,
-    )
+    CacheNode::new(name, config, OriginUpstream::new(origin, client), registry)
 }

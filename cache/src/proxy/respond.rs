@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use outpost_server::body::{self as bodies, Body};
 use tokio::sync::oneshot;
 
-use super::{Inner, Released, RequestHead, Tier};
+use super::{Inner, Released, RequestHead};
 use crate::coalesce::{Fill, FillHead, StreamHead};
 use crate::headers;
 use crate::key;
@@ -215,7 +215,8 @@ impl<U: Upstream> Inner<U> {
         Response::from_parts(parts, body)
     }
 
-    /// Adds Age, Cache-Status and Via, and removes the CDN-only headers at the edge.
+    /// Adds Age, Cache-Status and Via. The CDN-only headers stay: the edge's front
+    /// (`outpost_esi::EsiFront`) reads them and removes them before the client.
     pub(super) fn finish_headers(
         &self,
         headers: &mut HeaderMap,
@@ -230,9 +231,6 @@ impl<U: Upstream> Inner<U> {
         }
         status::append(headers, &self.name, outcome);
         headers::append_via(headers, version, &self.name);
-        if self.tier == Tier::Edge {
-            headers::strip_cdn_only(headers);
-        }
     }
 
     pub(super) fn error_response(
