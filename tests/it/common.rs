@@ -371,6 +371,8 @@ pub enum Reply {
         chunks: usize,
         every: Duration,
     },
+    /// Waits, then answers as the inner reply does.
+    Delayed(Duration, Box<Reply>),
     /// Never answers.
     Hang,
     /// Bytes that are not HTTP, then close.
@@ -459,7 +461,13 @@ async fn serve(
         }
         let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
         seen.lock().unwrap().push(request.clone());
-        match script(&request, n) {
+        let mut reply = script(&request, n);
+        while let Reply::Delayed(wait, inner) = reply {
+            tokio::time::sleep(wait).await;
+            reply = *inner;
+        }
+        match reply {
+            Reply::Delayed(..) => unreachable!("unwrapped above"),
             Reply::Full {
                 status,
                 headers,
