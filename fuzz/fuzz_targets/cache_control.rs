@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     for name in [
         "cache-control",
         "cdn-cache-control",
+        "surrogate-control",
         "age",
         "expires",
         "date",
@@ -19,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         response.insert(name, value.clone());
     }
     let _ = outpost_cache::directives::ResponseDirectives::for_cdn(&response);
+    let _ = outpost_cache::SurrogateControl::of(&response).wants_esi();
     let now = std::time::SystemTime::now();
     let timing = outpost_cache::freshness::Timing::from_headers(&response, now, now);
     let _ = timing.current_age(now);

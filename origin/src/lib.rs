@@ -47,7 +47,7 @@ pub struct OriginConfig {
 }
 
 /// One Cache-Control rule.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheRule {
     /// A glob on the decoded URL path in globset syntax, e.g. `**/*.html` or
@@ -56,6 +56,14 @@ pub struct CacheRule {
     pub path: String,
     /// The Cache-Control value to send, e.g. `public, max-age=60`; empty sends none.
     pub cache_control: String,
+    /// A `Surrogate-Control` value to send too, e.g. `content="ESI/1.0"` for pages the edge
+    /// assembles from fragments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate_control: Option<String>,
+    /// Wait this long before answering: a stand-in for a slow backend (the demo's slow ESI
+    /// fragment uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 /// The demo site shipped with the crate.
@@ -156,7 +164,7 @@ impl Origin {
 
     /// The Cache-Control value for a decoded URL path, from the first matching rule.
     pub fn cache_control_for(&self, url_path: &str) -> Option<HeaderValue> {
-        rules::lookup(&self.inner.rules, &[url_path])
+        rules::lookup(&self.inner.rules, &[url_path]).and_then(|rule| rule.cache_control.clone())
     }
 
     /// Answer one request. The request body is ignored. Never panics on any input.
@@ -234,8 +242,16 @@ impl Origin {
             headers.insert(LAST_MODIFIED, http_date(modified.min(now)));
         }
         let paths: Vec<&str> = rule_paths.iter().map(String::as_str).collect();
-        if let Some(cache_control) = rules::lookup(&self.inner.rules, &paths) {
-            headers.insert(CACHE_CONTROL, cache_control);
+        if let Some(rule) = rules::lookup(&self.inner.rules, &paths) {
+            if let Some(cache_control) = &rule.cache_control {
+                headers.insert(CACHE_CONTROL, cache_control.clone());
+            }
+            if let Some(surrogate_control) = &rule.surrogate_control {
+                headers.insert("surrogate-control", surrogate_control.clone());
+            }
+            if let Some(delay) = rule.delay {
+                tokio::time::sleep(delay).await;
+            }
         }
 
         let selection = outpost_representation::evaluate(

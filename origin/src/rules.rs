@@ -13,8 +13,36 @@ pub fn default_rules() -> Vec<CacheRule> {
     let rule = |path: String, cache_control: &str| CacheRule {
         path,
         cache_control: cache_control.to_owned(),
+        ..CacheRule::default()
+    };
+    let esi = |path: &str, cache_control: &str, template: bool, delay_ms: Option<u64>| CacheRule {
+        path: path.to_owned(),
+        cache_control: cache_control.to_owned(),
+        surrogate_control: template.then(|| "content=\"ESI/1.0\"".to_owned()),
+        delay_ms,
     };
     vec![
+        // The ESI demo: pages assembled at the edge, fragments with lifetimes of their own.
+        esi("/esi/*.html", "public, max-age=60", true, None),
+        esi(
+            "/esi/fragments/header.html",
+            "public, max-age=86400",
+            false,
+            None,
+        ),
+        esi(
+            "/esi/fragments/footer.html",
+            "public, max-age=86400",
+            false,
+            None,
+        ),
+        esi(
+            "/esi/fragments/latest.html",
+            "public, max-age=5",
+            false,
+            None,
+        ),
+        esi("/esi/fragments/slow.html", "no-store", false, Some(1000)),
         // `app.3f9a2c.js`, `style.9b1e0d.css`: a 6+ hex-digit fingerprint before the extension.
         rule(
             format!(
@@ -35,7 +63,9 @@ pub fn default_rules() -> Vec<CacheRule> {
 pub(crate) struct CompiledRule {
     matcher: GlobMatcher,
     /// `None` when the rule's cache_control is empty: send no Cache-Control.
-    cache_control: Option<HeaderValue>,
+    pub(crate) cache_control: Option<HeaderValue>,
+    pub(crate) surrogate_control: Option<HeaderValue>,
+    pub(crate) delay: Option<std::time::Duration>,
 }
 
 pub(crate) fn compile(rules: &[CacheRule]) -> Result<Vec<CompiledRule>, OriginError> {
@@ -63,20 +93,31 @@ pub(crate) fn compile(rules: &[CacheRule]) -> Result<Vec<CompiledRule>, OriginEr
                     })?,
                 )
             };
+            let surrogate_control = match &rule.surrogate_control {
+                None => None,
+                Some(value) => Some(HeaderValue::from_str(value.trim()).map_err(|_| {
+                    OriginError::BadCacheControl {
+                        index,
+                        pattern: rule.path.clone(),
+                        value: value.clone(),
+                    }
+                })?),
+            };
             Ok(CompiledRule {
                 matcher: glob.compile_matcher(),
                 cache_control,
+                surrogate_control,
+                delay: rule.delay_ms.map(std::time::Duration::from_millis),
             })
         })
         .collect()
 }
 
 /// The first rule matching any of `paths` (the URL path, and for a directory its index file).
-pub(crate) fn lookup(rules: &[CompiledRule], paths: &[&str]) -> Option<HeaderValue> {
+pub(crate) fn lookup<'a>(rules: &'a [CompiledRule], paths: &[&str]) -> Option<&'a CompiledRule> {
     rules
         .iter()
         .find(|rule| paths.iter().any(|p| rule.matcher.is_match(p)))
-        .and_then(|rule| rule.cache_control.clone())
 }
 
 #[cfg(test)]
@@ -86,7 +127,9 @@ mod tests {
 
     fn cc(path: &str) -> Option<String> {
         let rules = compile(&default_rules()).unwrap();
-        lookup(&rules, &[path]).map(|v| v.to_str().unwrap().to_owned())
+        lookup(&rules, &[path])
+            .and_then(|rule| rule.cache_control.as_ref())
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     #[test]
@@ -133,21 +176,40 @@ mod tests {
             CacheRule {
                 path: "/a/*".into(),
                 cache_control: "no-store".into(),
+                ..CacheRule::default()
             },
             CacheRule {
                 path: "/a/**".into(),
                 cache_control: "public, max-age=1".into(),
+                ..CacheRule::default()
             },
             CacheRule {
                 path: "/quiet/**".into(),
                 cache_control: String::new(),
+                ..CacheRule::default()
             },
         ])
         .unwrap();
-        assert_eq!(lookup(&rules, &["/a/x"]).unwrap(), "no-store");
-        assert_eq!(lookup(&rules, &["/a/b/x"]).unwrap(), "public, max-age=1");
-        assert_eq!(lookup(&rules, &["/quiet/x"]), None);
-        assert_eq!(lookup(&rules, &["/b"]), None);
+        assert_eq!(
+            lookup(&rules, &["/a/x"])
+                .and_then(|r| r.cache_control.as_ref())
+                .unwrap(),
+            "no-store"
+        );
+        assert_eq!(
+            lookup(&rules, &["/a/b/x"])
+                .and_then(|r| r.cache_control.as_ref())
+                .unwrap(),
+            "public, max-age=1"
+        );
+        assert_eq!(
+            lookup(&rules, &["/quiet/x"]).and_then(|r| r.cache_control.as_ref()),
+            None
+        );
+        assert_eq!(
+            lookup(&rules, &["/b"]).and_then(|r| r.cache_control.as_ref()),
+            None
+        );
     }
 
     #[test]
@@ -156,10 +218,12 @@ mod tests {
             CacheRule {
                 path: "**".into(),
                 cache_control: "public".into(),
+                ..CacheRule::default()
             },
             CacheRule {
                 path: "/a/[b".into(),
                 cache_control: "public".into(),
+                ..CacheRule::default()
             },
         ];
         let err = compile(&bad).unwrap_err();
@@ -176,6 +240,7 @@ mod tests {
         let bad = [CacheRule {
             path: "**".into(),
             cache_control: "public\nx".into(),
+            ..CacheRule::default()
         }];
         let err = compile(&bad).unwrap_err();
         assert!(

@@ -510,6 +510,7 @@ async fn no_matching_rule_means_no_cache_control() {
         cache_rules: vec![CacheRule {
             path: "/assets/**".into(),
             cache_control: "no-store".into(),
+            ..CacheRule::default()
         }],
     })
     .unwrap();
@@ -546,7 +547,7 @@ fn config_errors() {
             path: "{unclosed".into(),
             cache_control: "public".into(),
         }],
-        ..OriginConfig::default()
+        ..OriginConfig::default()..CacheRule::default()
     };
     let err = Origin::new(&bad_glob).unwrap_err();
     assert!(err.to_string().contains("cache rule 0"), "{err}");

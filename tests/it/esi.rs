@@ -350,3 +350,58 @@ async fn a_standalone_edge_processes_esi() {
     );
     running.shutdown().trigger();
 }
+
+#[tokio::test]
+async fn the_demo_site_has_an_esi_page() {
+    let cdn = Outpost::up(
+        "[admin]\ntoken = \"t\"\n[origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        3,
+    );
+    let url = format!("{}/esi/", cdn.data("edge-0"));
+    let started = Instant::now();
+    let mut response = client()
+        .get(&url)
+        .header("cookie", "name=Ada")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut page = Vec::new();
+    let (mut greeted, mut slow) = (None, None);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        page.extend_from_slice(&chunk);
+        let text = String::from_utf8_lossy(&page);
+        if greeted.is_none() && text.contains("Hello, Ada!") {
+            greeted = Some(started.elapsed());
+        }
+        if slow.is_none() && text.contains("one second later") {
+            slow = Some(started.elapsed());
+        }
+    }
+    let page = String::from_utf8(page).unwrap();
+    let (greeted, slow) = (greeted.unwrap(), slow.unwrap());
+    assert!(
+        slow >= Duration::from_secs(1),
+        "the slow fragment took {slow:?}"
+    );
+    assert!(
+        greeted + Duration::from_millis(500) < slow,
+        "the greeting ({greeted:?}) streamed before the slow fragment ({slow:?})"
+    );
+    for part in [
+        "<nav><a href=\"/about.html\">About</a>",
+        "Hello, Ada!",
+        "This page was put together at the edge",
+        "cached for five seconds",
+        "<li>Fragments keep their own Cache-Control lifetimes</li>",
+        "the <code>alt</code> fallback",
+        "The slow fragment, one second later.",
+        "Header and footer: fragments cached for a day",
+    ] {
+        assert!(page.contains(part), "{part} missing from {page}");
+    }
+    assert!(!page.contains("esi:"), "no markup is left: {page}");
+    assert!(!page.contains("Without an ESI processor"));
+}
