@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::EsiConfig;
 use crate::encoding::Decoder;
 use crate::markup::{Element, Token, Tokenizer, attribute};
+use crate::metrics::EsiMetrics;
 use crate::vars::Variables;
 use crate::{Failure, Rules};
 
@@ -79,6 +80,7 @@ pub(crate) struct Page<H> {
     pub(crate) fragment_headers: HeaderMap,
     pub(crate) includes: AtomicUsize,
     pub(crate) tracker: Arc<Tracker>,
+    pub(crate) metrics: EsiMetrics,
 }
 
 /// What the page's head is derived from, and whether all of it is known yet.
@@ -759,19 +761,30 @@ fn run_include<H: Handler>(
             match (first, &include.alt) {
                 (Err(failure), Some(alt)) if failure.may_fall_back() => {
                     tracing::info!(%failure, alt = %alt, "esi:include failed, trying alt");
-                    fetch_part(&page, alt, depth, &ancestors).await
+                    let second = fetch_part(&page, alt, depth, &ancestors).await;
+                    if second.is_ok() {
+                        page.metrics.include("alt");
+                    }
+                    second
                 }
-                (first, _) => first,
+                (first, _) => {
+                    if first.is_ok() {
+                        page.metrics.include("fetched");
+                    }
+                    first
+                }
             }
         };
         let outcome = match outcome {
             Err(failure) if include.continue_on_error => {
                 tracing::info!(%failure, "esi:include failed, onerror=continue");
+                page.metrics.include("continued");
                 let (_, empty) = mpsc::channel(1);
                 Ok(empty)
             }
             Err(failure) => {
                 tracing::warn!(%failure, src = %include.src, "esi:include failed");
+                page.metrics.include("failed");
                 Err(failure)
             }
             ok => ok,

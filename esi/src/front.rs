@@ -14,12 +14,14 @@ use outpost_server::{Body, BoxError, Handler, Peer};
 use crate::assemble::{InlineStore, Output, Page, Tracker, fragment_headers, start_part};
 use crate::config::EsiConfig;
 use crate::encoding::{Coding, Decoder, Encoder};
+use crate::metrics::EsiMetrics;
 use crate::vars::Variables;
 use crate::{Failure, Rules};
 
 /// Processes ESI in the responses of `next` (the edge's cache).
 pub struct EsiFront<H> {
     next: Arc<H>,
+    metrics: EsiMetrics,
     config: Arc<EsiConfig>,
     rules: Arc<Rules>,
     forward: Vec<HeaderName>,
@@ -27,9 +29,11 @@ pub struct EsiFront<H> {
 }
 
 impl<H: Handler> EsiFront<H> {
-    pub fn new(next: Arc<H>, config: &EsiConfig) -> Self {
+    /// `next` is the edge's cache; counters go to `metrics` (see [`EsiMetrics::register`]).
+    pub fn new(next: Arc<H>, config: &EsiConfig, metrics: EsiMetrics) -> Self {
         Self {
             next,
+            metrics,
             rules: Arc::new(Rules::new(config)),
             forward: config
                 .forward_headers
@@ -133,6 +137,7 @@ impl<H: Handler> EsiFront<H> {
             Ok(decoder) => decoder,
             Err(reason) => {
                 let failure = Failure::Body { url, reason };
+                self.metrics.page("failed");
                 return failed(&failure);
             }
         };
@@ -161,12 +166,16 @@ impl<H: Handler> EsiFront<H> {
             fragment_headers: fragment_headers(client, &self.forward),
             includes: AtomicUsize::new(0),
             tracker: tracker.clone(),
+            metrics: self.metrics.clone(),
         });
         let template = start_part(page, url.clone(), body, decoder, 0, Arc::new(vec![url]));
         let mut output = Output::new(template, self.config.max_page_bytes);
         // The head waits for the first bytes, so a page that fails at once gets an error.
         let first = match output.next_batch().await {
-            Some(Err(failure)) => return failed(&failure),
+            Some(Err(failure)) => {
+                self.metrics.page("failed");
+                return failed(&failure);
+            }
             first => first,
         };
         let condition = client.get(header::IF_NONE_MATCH).cloned();
@@ -193,6 +202,7 @@ impl<H: Handler> EsiFront<H> {
                         }
                     }
                     not_modified.headers_mut().insert(header::ETAG, etag);
+                    self.metrics.page("not_modified");
                     return not_modified;
                 }
                 headers.insert(header::ETAG, etag);
@@ -213,7 +223,9 @@ impl<H: Handler> EsiFront<H> {
         if coding.is_some() || client.contains_key(header::ACCEPT_ENCODING) {
             headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
+        self.metrics.page("assembled");
         let body = PageBody {
+            metrics: self.metrics.clone(),
             first,
             output,
             encoder: coding.map(Encoder::new),
@@ -257,6 +269,7 @@ fn matches_weakly(condition: &HeaderValue, etag: &HeaderValue) -> bool {
 /// compressed when the client accepts it. A failure ends it with an error, so the connection
 /// is aborted rather than the page ended as if complete.
 struct PageBody {
+    metrics: EsiMetrics,
     first: Option<Result<Bytes, Failure>>,
     output: Output,
     encoder: Option<Encoder>,
@@ -279,6 +292,7 @@ impl PageBody {
             },
             Some(Err(failure)) => {
                 tracing::warn!(%failure, "ESI page cut off after its first bytes");
+                self.metrics.page("aborted");
                 Err(BoxError::from(failure))
             }
             None => {

@@ -17,10 +17,12 @@ mod encoding;
 pub mod expr;
 mod front;
 pub mod markup;
+mod metrics;
 pub mod vars;
 
 pub use config::{EsiConfig, EsiRule};
 pub use front::EsiFront;
+pub use metrics::EsiMetrics;
 
 use globset::GlobMatcher;
 use http::HeaderMap;

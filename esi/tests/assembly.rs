@@ -144,7 +144,7 @@ async fn get(
 }
 
 fn front(site: &Arc<Site>, config: EsiConfig) -> EsiFront<Serve> {
-    EsiFront::new(Arc::new(Serve(site.clone())), &config)
+    EsiFront::new(Arc::new(Serve(site.clone())), &config, Default::default())
 }
 
 #[tokio::test]
@@ -505,7 +505,11 @@ async fn compressed_templates_are_decoded_and_pages_compressed() {
             response
         }
     }
-    let front = EsiFront::new(Arc::new(Gzipped(compressed)), &EsiConfig::default());
+    let front = EsiFront::new(
+        Arc::new(Gzipped(compressed)),
+        &EsiConfig::default(),
+        Default::default(),
+    );
     for (accept, coding) in [
         ("gzip", Some("gzip")),
         ("br;q=1, gzip", Some("br")),

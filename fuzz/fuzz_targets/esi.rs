@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         ..EsiConfig::default()
     };
     let site = Page(Bytes::copy_from_slice(page), usize::from(chunk).max(1));
-    let front = EsiFront::new(Arc::new(site), &config);
+    let front = EsiFront::new(Arc::new(site), &config, Default::default());
     let addr = "127.0.0.1:1".parse().unwrap();
     let peer = Peer {
         remote: addr,

@@ -233,6 +233,7 @@ pub fn start_edge(
     let set = ParentSet::new(&bound.name, parents, origin, client);
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
+    let esi_metrics = outpost_esi::EsiMetrics::register(&mut registry);
     let workers = match &shared.workers {
         Some(setup) => {
             let metrics = outpost_workers::WorkersMetrics::default();
@@ -275,7 +276,7 @@ pub fn start_edge(
         .unwrap_or(443);
     let name = bound.name.clone();
     let listeners = (bound.data, bound.https);
-    let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi);
+    let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi, esi_metrics);
     match workers {
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));

@@ -241,6 +241,27 @@ async fn a_fragment_failure_is_an_error_before_the_first_byte_and_an_abort_after
     assert!(!answer.contains("rest"), "{answer}");
     let aborted = http.get(format!("{edge}/late")).send().await.unwrap();
     assert!(aborted.text().await.is_err(), "reqwest sees a broken body");
+    // Over HTTP/2 the stream is reset and the connection lives on.
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut sender = crate::common::http2(tcp).await;
+    let request = || {
+        http::Request::get(format!("{edge}/late"))
+            .header("host", "www.outpost.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = sender.send_request(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let error = response.into_body().collect().await.unwrap_err();
+    assert!(format!("{error:?}").contains("INTERNAL_ERROR"), "{error:?}");
+    let fallback = http::Request::get(format!("{edge}/fallback"))
+        .header("host", "www.outpost.test")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(fallback).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"alt||except", "the connection is still usable");
 }
 
 #[tokio::test]
