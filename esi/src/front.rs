@@ -65,16 +65,23 @@ impl<H: Handler> Handler for EsiFront<H> {
         );
         let method = request.method().clone();
         let uri = request.uri().clone();
-        let client = request.headers().clone();
-        let partial = PARTIAL.iter().any(|name| client.contains_key(name));
+        let partial = PARTIAL
+            .iter()
+            .any(|name| request.headers().contains_key(name));
+        // What the page would read of the request, kept while the cache has the request: all
+        // of it only when the template may have to be asked for again.
+        let client = if partial {
+            request.headers().clone()
+        } else {
+            self.page_view(request.headers())
+        };
         let mut response = self.next.handle(request, peer).await;
         let host = client
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or(uri.host())
-            .unwrap_or("")
-            .to_owned();
-        if !self.rules.wants_esi(&host, uri.path(), response.headers()) {
+            .unwrap_or("");
+        if !self.rules.wants_esi(host, uri.path(), response.headers()) {
             outpost_cache::headers::strip_cdn_only(response.headers_mut());
             return response;
         }
@@ -97,8 +104,32 @@ impl<H: Handler> Handler for EsiFront<H> {
             }
             response = self.next.handle(again, peer).await;
         }
-        self.assemble(response, &method, &uri, &host, &client, peer)
+        self.assemble(response, &method, &uri, host, &client, peer)
             .await
+    }
+}
+
+/// The request headers an assembled page reads: variables, fragment requests, the client's
+/// codings and validators.
+const PAGE_VIEW: [HeaderName; 7] = [
+    header::HOST,
+    header::COOKIE,
+    header::ACCEPT_LANGUAGE,
+    header::REFERER,
+    header::USER_AGENT,
+    header::ACCEPT_ENCODING,
+    header::IF_NONE_MATCH,
+];
+
+impl<H> EsiFront<H> {
+    fn page_view(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut view = HeaderMap::with_capacity(8);
+        for name in PAGE_VIEW.iter().chain(&self.forward) {
+            for value in headers.get_all(name) {
+                view.append(name.clone(), value.clone());
+            }
+        }
+        view
     }
 }
 
