@@ -58,6 +58,7 @@ b=$(curl -s "http://$VARNISH/esi/page.html" | md5sum)
 echo "  outpost $a"
 echo "  varnish $b"
 [ "$a" = "$b" ] || { echo "the pages differ" >&2; exit 1; }
+echo "outpost's page head: $(curl -s -o /dev/null -D - "http://$OUTPOST/esi/page.html" | grep -i -E '^(cache-control|etag)' | tr -d '\r' | tr '\n' ' ')"
 curl -s "http://$OUTPOST/esi/page.html" | grep -q "esi:" && { echo "outpost left markup" >&2; exit 1; }
 
 RAW="$RESULTS/esi-$(date +%Y%m%d-%H%M%S).txt"

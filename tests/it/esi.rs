@@ -167,7 +167,7 @@ async fn the_page_head_is_derived_and_a_revalidation_gets_304() {
     })
     .await;
     let cdn = Outpost::up(
-        &topology(&origin.url, 1, 1, "[esi]\nhead_wait_ms = 5000\n"),
+        &topology(&origin.url, 1, 1, "[esi]\nhead_wait_us = 5000000\n"),
         2,
     );
     let url = format!("{}/page", cdn.data("edge-0"));
@@ -321,7 +321,7 @@ async fn surrogate_control_sets_the_edges_lifetime_and_never_reaches_the_client(
     })
     .await;
     let cdn = Outpost::up(
-        &topology(&origin.url, 0, 1, "[esi]\nhead_wait_ms = 5000\n"),
+        &topology(&origin.url, 0, 1, "[esi]\nhead_wait_us = 5000000\n"),
         1,
     );
     let url = format!("{}/page", cdn.data("edge-0"));
