@@ -11,7 +11,7 @@ SECONDS_EACH=${1:-900}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(request_key cache_control range dns_packet config worker_route)
+  TARGETS=(request_key cache_control range dns_packet config worker_route esi)
 fi
 cargo +nightly fuzz build --release
 for target in "${TARGETS[@]}"; do

@@ -210,8 +210,8 @@ pub(crate) fn start_part<H: Handler>(
 fn read_part<H: Handler>(
     page: Arc<Page<H>>,
     url: String,
-    mut body: Body,
-    mut decoder: Decoder,
+    body: Body,
+    decoder: Decoder,
     depth: usize,
     ancestors: Arc<Vec<String>>,
     sink: Sink,
@@ -220,60 +220,99 @@ fn read_part<H: Handler>(
     async move {
         let timeout = page.config.fragment_timeout();
         let mut interpreter = Interpreter::new(page, url.clone(), depth, ancestors, sink.clone());
+        let mut chunks = Chunks::new(body, decoder, timeout, url);
         let mut tokenizer = Tokenizer::new();
         let mut tokens = Vec::new();
         loop {
-            let frame = match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => Err(Failure::Timeout { url: url.clone() }),
-                Ok(None) => break,
-                Ok(Some(Err(error))) => Err(Failure::Body {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                }),
-                Ok(Some(Ok(frame))) => Ok(frame),
-            };
-            let chunk = match frame.map(|f| f.into_data()) {
-                Ok(Ok(data)) => match decoder.decode(&data) {
-                    Ok(data) => data,
-                    Err(reason) => {
-                        let _ = sink.send(Err(Failure::Body { url, reason })).await;
-                        return;
-                    }
-                },
-                Ok(Err(_trailers)) => continue,
+            let end = match chunks.next().await {
+                Ok(Some(chunk)) => {
+                    tokenizer.feed(chunk, &mut tokens);
+                    false
+                }
+                Ok(None) => {
+                    tokenizer.finish(&mut tokens);
+                    true
+                }
                 Err(failure) => {
                     let _ = sink.send(Err(failure)).await;
                     return;
                 }
             };
-            if chunk.is_empty() {
-                continue;
-            }
-            tokenizer.feed(chunk, &mut tokens);
             for token in tokens.drain(..) {
                 if interpreter.feed(token).await.is_err() {
                     return;
                 }
             }
-        }
-        match decoder.finish() {
-            Ok(rest) if !rest.is_empty() => tokenizer.feed(rest, &mut tokens),
-            Ok(_) => {}
-            Err(reason) => {
-                let _ = sink.send(Err(Failure::Body { url, reason })).await;
-                return;
-            }
-        }
-        tokenizer.finish(&mut tokens);
-        for token in tokens.drain(..) {
-            if interpreter.feed(token).await.is_err() {
-                return;
+            if end {
+                break;
             }
         }
         let _ = interpreter.finish().await;
         drop(hold);
     }
     .boxed()
+}
+
+/// A part's body as decoded chunks, each awaited for at most the fragment timeout.
+struct Chunks {
+    body: Body,
+    decoder: Decoder,
+    timeout: Duration,
+    url: String,
+    done: bool,
+}
+
+impl Chunks {
+    fn new(body: Body, decoder: Decoder, timeout: Duration, url: String) -> Self {
+        Self {
+            body,
+            decoder,
+            timeout,
+            url,
+            done: false,
+        }
+    }
+
+    /// The next non-empty chunk; `None` once at the end (after what the decoder held back).
+    async fn next(&mut self) -> Result<Option<Bytes>, Failure> {
+        let body_failed = |url: &str, reason: String| Failure::Body {
+            url: url.to_owned(),
+            reason,
+        };
+        while !self.done {
+            let frame = match tokio::time::timeout(self.timeout, self.body.frame()).await {
+                Err(_) => {
+                    return Err(Failure::Timeout {
+                        url: self.url.clone(),
+                    });
+                }
+                Ok(Some(Err(error))) => return Err(body_failed(&self.url, error.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => {
+                    self.done = true;
+                    let rest = self
+                        .decoder
+                        .finish()
+                        .map_err(|reason| body_failed(&self.url, reason))?;
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(rest));
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let data = self
+                .decoder
+                .decode(&data)
+                .map_err(|reason| body_failed(&self.url, reason))?;
+            if !data.is_empty() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The part's reader stopped: the page no longer wants its output.
@@ -891,53 +930,27 @@ async fn fetch_part<H: Handler>(
 /// A fragment that is not ESI: its body, chunk by chunk.
 fn forward_fragment(
     url: String,
-    mut body: Body,
+    body: Body,
     decoder: Option<Decoder>,
     timeout: Duration,
 ) -> PartStream {
     let (sink, stream) = mpsc::channel(FRAGMENT_BUFFER);
     tokio::spawn(async move {
-        let Some(mut decoder) = decoder else {
+        let Some(decoder) = decoder else {
             let reason = "unsupported content-coding".to_owned();
             let _ = sink.send(Err(Failure::Body { url, reason })).await;
             return;
         };
+        let mut chunks = Chunks::new(body, decoder, timeout, url);
         loop {
-            let item = match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => Err(Failure::Timeout { url: url.clone() }),
-                Ok(None) => break,
-                Ok(Some(Err(error))) => Err(Failure::Body {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                }),
-                Ok(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => decoder.decode(&data).map_err(|reason| Failure::Body {
-                        url: url.clone(),
-                        reason,
-                    }),
-                    Err(_) => continue,
-                },
+            let item = match chunks.next().await {
+                Ok(Some(data)) => Ok(Piece::Bytes(data)),
+                Ok(None) => return,
+                Err(failure) => Err(failure),
             };
-            match item {
-                Ok(data) if data.is_empty() => {}
-                Ok(data) => {
-                    if sink.send(Ok(Piece::Bytes(data))).await.is_err() {
-                        return;
-                    }
-                }
-                Err(failure) => {
-                    let _ = sink.send(Err(failure)).await;
-                    return;
-                }
-            }
-        }
-        match decoder.finish() {
-            Ok(rest) if !rest.is_empty() => {
-                let _ = sink.send(Ok(Piece::Bytes(rest))).await;
-            }
-            Ok(_) => {}
-            Err(reason) => {
-                let _ = sink.send(Err(Failure::Body { url, reason })).await;
+            let failed = item.is_err();
+            if sink.send(item).await.is_err() || failed {
+                return;
             }
         }
     });
