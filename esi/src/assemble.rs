@@ -406,7 +406,19 @@ impl<H: Handler> Interpreter<H> {
         let Some(sink) = self.sinks.last() else {
             return Ok(());
         };
-        sink.send(Ok(piece)).await.map_err(|_| Closed)
+        match sink.send(Ok(piece)).await {
+            Ok(()) => Ok(()),
+            // An attempt that already failed wants no more of its content; the part goes on
+            // to its except branch and past it.
+            Err(_) if self.sinks.len() > 1 => Ok(()),
+            Err(_) => Err(Closed),
+        }
+    }
+
+    /// The output being written is no longer read (an attempt that already failed): its
+    /// includes need not be fetched.
+    fn output_abandoned(&self) -> bool {
+        self.sinks.len() > 1 && self.sinks.last().is_some_and(Sink::is_closed)
     }
 
     fn note_computed(&mut self, value: &[u8]) {
@@ -684,6 +696,9 @@ impl<H: Handler> Interpreter<H> {
     }
 
     async fn include(&mut self, attributes: &[(String, String)]) -> Result<(), Closed> {
+        if self.output_abandoned() {
+            return Ok(());
+        }
         let Some(src) = attribute(attributes, "src") else {
             tracing::warn!(part = %self.url, "esi:include without src ignored");
             return Ok(());

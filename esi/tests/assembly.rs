@@ -923,3 +923,31 @@ async fn parts_that_answer_quickly_give_a_derived_head() {
     assert_eq!(headers["cache-control"], "max-age=60");
     assert!(headers.contains_key("etag"));
 }
+
+#[tokio::test]
+async fn content_after_a_failed_include_in_an_attempt_does_not_stop_the_page() {
+    // The attempt fails as soon as its include answers 503, while the rest of the attempt is
+    // still arriving a byte at a time.
+    let site = Site::with([
+        (
+            "/p",
+            Doc {
+                chunk: 1,
+                ..Doc::esi(
+                    r#"<esi:try><esi:attempt><esi:include src="/f1"/>more <esi:include src="/f2"/></esi:attempt><esi:except>"</esi:except></esi:try>after"#,
+                )
+            },
+        ),
+        (
+            "/f1",
+            Doc {
+                status: 503,
+                ..Doc::plain("")
+            },
+        ),
+        ("/f2", Doc::plain("f2")),
+    ]);
+    let front = front(&site, EsiConfig::default());
+    let (_, _, body) = get(&front, "/p", &[]).await;
+    assert_eq!(body.unwrap(), "\"after");
+}
