@@ -13,4 +13,5 @@ mod routing;
 mod safety;
 mod tls;
 mod topology;
+mod video;
 mod workers;
