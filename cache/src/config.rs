@@ -43,6 +43,10 @@ pub struct CacheConfig {
     /// Memory all fills in progress may buffer together, in MiB (at least max_object_mib).
     /// Past it, fills stop buffering for the cache and only relay to their clients.
     pub fill_buffer_mib: u64,
+    /// Lifetimes by content type for responses that state none (`[[cache.lifetimes]]`
+    /// `content_types = [...]`, `ttl_secs`); by default, video playlists 1 s and segments a
+    /// day. Giving the table replaces the defaults.
+    pub lifetimes: Vec<crate::policy::TypeLifetime>,
 }
 
 impl Default for CacheConfig {
@@ -64,6 +68,7 @@ impl Default for CacheConfig {
             body_idle_timeout_ms: 30_000,
             fill_deadline_secs: 600,
             fill_buffer_mib: 256,
+            lifetimes: rules.lifetimes,
         }
     }
 }
@@ -77,6 +82,7 @@ impl CacheConfig {
             stale_if_error_secs: self.stale_if_error_secs,
             cache_set_cookie: self.cache_set_cookie,
             max_object_bytes: self.max_object_mib << 20,
+            lifetimes: self.lifetimes.clone(),
         }
     }
 

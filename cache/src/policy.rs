@@ -25,6 +25,68 @@ pub struct CacheRules {
     pub cache_set_cookie: bool,
     /// Largest object stored, in bytes; larger ones are served but not kept.
     pub max_object_bytes: u64,
+    /// Lifetimes by content type for responses that state none (no max-age, s-maxage or
+    /// Expires), in place of the heuristic: what an object is says how long it lives.
+    pub lifetimes: Vec<TypeLifetime>,
+}
+
+/// How long a response of these content types lives when it does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeLifetime {
+    /// Media types without parameters, compared case-insensitively:
+    /// `application/vnd.apple.mpegurl`, `video/iso.segment`.
+    pub content_types: Vec<String>,
+    pub ttl_secs: u64,
+}
+
+/// The video defaults: playlists and MPDs for half a 2-second target duration (a live
+/// playlist changes every segment; AWS MediaPackage's rule), media and init segments for a
+/// day (a segment never changes once published).
+pub fn default_lifetimes() -> Vec<TypeLifetime> {
+    let types = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+    vec![
+        TypeLifetime {
+            content_types: types(&[
+                "application/vnd.apple.mpegurl",
+                "application/x-mpegurl",
+                "audio/mpegurl",
+                "application/dash+xml",
+            ]),
+            ttl_secs: 1,
+        },
+        TypeLifetime {
+            content_types: types(&[
+                "video/iso.segment",
+                "video/mp4",
+                "audio/mp4",
+                "video/mp2t",
+                "audio/aac",
+            ]),
+            ttl_secs: 86_400,
+        },
+    ]
+}
+
+impl CacheRules {
+    /// The configured lifetime of a response's content type, if any.
+    fn type_lifetime(&self, response: &HeaderMap) -> Option<Duration> {
+        let media = response
+            .get(header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?
+            .split(';')
+            .next()?
+            .trim();
+        self.lifetimes
+            .iter()
+            .find(|l| {
+                l.content_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(media))
+            })
+            .map(|l| Duration::from_secs(l.ttl_secs))
+    }
 }
 
 impl Default for CacheRules {
@@ -36,6 +98,7 @@ impl Default for CacheRules {
             stale_if_error_secs: 300,
             cache_set_cookie: false,
             max_object_bytes: 64 * 1024 * 1024,
+            lifetimes: default_lifetimes(),
         }
     }
 }
@@ -161,13 +224,23 @@ pub fn storability(
     {
         return Err(Uncacheable::TooLarge);
     }
-    let lifetime = freshness::lifetime(
-        status,
-        response,
-        &directives,
-        &rules.heuristic(),
-        timing.response_time,
-    );
+    let stated = directives.s_maxage.is_some()
+        || directives.max_age.is_some()
+        || response.contains_key(header::EXPIRES);
+    let by_type = if stated {
+        None
+    } else {
+        rules.type_lifetime(response)
+    };
+    let lifetime = by_type.or_else(|| {
+        freshness::lifetime(
+            status,
+            response,
+            &directives,
+            &rules.heuristic(),
+            timing.response_time,
+        )
+    });
     let has_validator =
         response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     let lifetime = match lifetime {
@@ -315,6 +388,43 @@ mod tests {
             &CacheRules::default(),
             timing,
         )
+    }
+
+    #[test]
+    fn what_an_object_is_says_how_long_it_lives_when_it_does_not_say() {
+        let none = HeaderMap::new();
+        let typed = |content_type: &'static str, extra: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            let date = httpdate::fmt_http_date(at(0));
+            headers.insert(header::DATE, HeaderValue::from_str(&date).unwrap());
+            for (name, value) in extra {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            headers
+        };
+        // A playlist that a heuristic would keep for a day (modified long before) lives 1 s.
+        let playlist = typed(
+            "application/vnd.apple.mpegurl",
+            &[("last-modified", "Thu, 01 Jan 2009 00:00:00 GMT")],
+        );
+        let p = store(&none, 200, &playlist).unwrap();
+        assert_eq!(p.ttl(at(0), None), 1);
+        // A segment with no validator at all, which no heuristic would store, lives a day.
+        let p = store(&none, 200, &typed("video/iso.segment", &[])).unwrap();
+        assert_eq!(p.ttl(at(0), None), 86_400);
+        let p = store(&none, 200, &typed("audio/mp4; codecs=mp4a", &[])).unwrap();
+        assert_eq!(p.ttl(at(0), None), 86_400);
+        // What the origin says wins.
+        let said = typed("application/dash+xml", &[("cache-control", "max-age=10")]);
+        assert_eq!(store(&none, 200, &said).unwrap().ttl(at(0), None), 10);
+        let said = typed("video/mp2t", &[("cache-control", "no-store")]);
+        assert_eq!(store(&none, 200, &said).unwrap_err(), Uncacheable::NoStore);
+        // Other types keep the heuristic.
+        assert_eq!(
+            store(&none, 200, &typed("text/html", &[])).unwrap_err(),
+            Uncacheable::NoFreshness
+        );
     }
 
     #[test]

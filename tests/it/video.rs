@@ -63,3 +63,58 @@ async fn ffmpeg_plays_the_vod_stream_through_the_edge_as_hls_and_as_dash() {
     // fresh (the origin gives every playlist two seconds, live or not).
     assert!(hits >= 34, "{hits} hits for the second viewer");
 }
+
+#[tokio::test]
+async fn playlists_and_segments_get_lifetimes_by_type_when_the_origin_says_none() {
+    use crate::common::{Reply, TestOrigin, cache_status, client, topology};
+    let origin = TestOrigin::start(|seen, _| match seen.target.as_str() {
+        // A heuristic would keep this playlist for a day (modified years ago).
+        "/live/index.m3u8" => Reply::ok(
+            &[
+                ("content-type", "application/vnd.apple.mpegurl"),
+                ("last-modified", "Thu, 01 Jan 2015 00:00:00 GMT"),
+            ],
+            "#EXTM3U\n",
+        ),
+        // No validator, no lifetime: no heuristic would store it.
+        "/live/seg-1.m4s" => Reply::ok(&[("content-type", "video/iso.segment")], "segment"),
+        "/live/said.m4s" => Reply::ok(
+            &[
+                ("content-type", "video/iso.segment"),
+                ("cache-control", "max-age=7"),
+            ],
+            "segment",
+        ),
+        _ => Reply::status(404, &[], "no"),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 0, 1, ""), 1);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    for (path, ttl) in [
+        ("/live/index.m3u8", "ttl=1"),
+        ("/live/seg-1.m4s", "ttl=86400"),
+        ("/live/said.m4s", "ttl=7"),
+    ] {
+        let response = http.get(format!("{edge}{path}")).send().await.unwrap();
+        let status = cache_status(&response);
+        assert!(
+            status.contains(ttl) && status.contains("stored"),
+            "{path}: {status}"
+        );
+    }
+    let again = http
+        .get(format!("{edge}/live/seg-1.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cache_status(&again).contains("hit"));
+    assert_eq!(
+        origin
+            .seen()
+            .iter()
+            .filter(|s| s.target == "/live/seg-1.m4s")
+            .count(),
+        1
+    );
+}
