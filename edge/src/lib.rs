@@ -8,10 +8,12 @@
 //! is the listener's ([`outpost_server::tls`]). ESI is `outpost-esi`'s, workers are
 //! `outpost-workers`', caching rules live in `outpost-cache`.
 
+mod cors;
 mod health;
 mod https;
 mod parents;
 
+pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};

@@ -205,6 +205,7 @@ impl Setup {
                 edge_tls: None,
                 shield: None,
                 host_policies: topology.tls.hosts.clone(),
+                cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
                 admin_tls: None,
                 cache: topology.cache.clone(),
                 esi: topology.esi.clone(),

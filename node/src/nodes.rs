@@ -103,6 +103,8 @@ pub struct Shared {
     pub admin_tls: Option<Arc<TlsTerminator>>,
     /// Per-hostname HTTPS policies of the edges.
     pub host_policies: Vec<outpost_edge::HostPolicy>,
+    /// CORS at the edges (checked when the topology was loaded).
+    pub cors: outpost_edge::CorsRules,
     pub cache: CacheConfig,
     pub esi: outpost_esi::EsiConfig,
     pub health: HealthSettings,
@@ -281,7 +283,7 @@ pub fn start_edge(
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                front,
+                outpost_edge::Cors::new(front, shared.cors.clone()),
                 &shared.host_policies,
                 https_port,
             ));
@@ -289,7 +291,7 @@ pub fn start_edge(
         }
         None => {
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                esi,
+                outpost_edge::Cors::new(esi, shared.cors.clone()),
                 &shared.host_policies,
                 https_port,
             ));

@@ -39,6 +39,9 @@ pub struct Topology {
     pub limits: Limits,
     #[serde(default)]
     pub tls: TlsSection,
+    /// CORS at the edges, by host and path.
+    #[serde(default)]
+    pub cors: Vec<outpost_edge::CorsRule>,
     pub origin: OriginNode,
     #[serde(default)]
     pub parents: Vec<CacheNodeSettings>,
@@ -230,6 +233,9 @@ impl Topology {
     fn check(&self) -> Result<(), String> {
         if let Err((key, expected)) = self.cache.validate() {
             fail!("cache.{key}: expected {expected}");
+        }
+        if let Err(error) = outpost_edge::CorsRules::compile(&self.cors) {
+            fail!("{error}");
         }
         if let Err((key, expected)) = self.esi.validate() {
             fail!("esi.{key}: expected {expected}");

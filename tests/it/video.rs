@@ -118,3 +118,86 @@ async fn playlists_and_segments_get_lifetimes_by_type_when_the_origin_says_none(
         1
     );
 }
+
+#[tokio::test]
+async fn cors_is_answered_at_the_edge_for_the_paths_it_opens() {
+    use crate::common::{Reply, TestOrigin, client, topology};
+    let origin = TestOrigin::start(|_, _| {
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("access-control-allow-origin", "https://someone-else.test"),
+            ],
+            "media",
+        )
+    })
+    .await;
+    let cdn = Outpost::up(
+        &topology(
+            &origin.url,
+            0,
+            1,
+            "[[cors]]\npaths = [\"/video/**\"]\nallow_origins = [\"https://player.test\"]\nmax_age_secs = 300\n\n\
+             [[cors]]\nhost = \"open.test\"\npaths = [\"/**\"]\nallow_origins = [\"*\"]\n",
+        ),
+        1,
+    );
+    let edge = cdn.data("edge-0");
+    let http = client();
+    // A preflight for a range request with CMCD is answered here, never sent upstream.
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{edge}/video/seg.m4s"))
+        .header("origin", "https://player.test")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range, cmcd-request")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://player.test");
+    assert_eq!(h["access-control-max-age"], "300");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    assert!(
+        allowed.contains("Range") && allowed.contains("CMCD-Request"),
+        "{allowed}"
+    );
+    assert_eq!(origin.hits(), 0, "the preflight never left the edge");
+    // The real request: the edge's answer replaces the origin's, and exposes Content-Range.
+    let get = |from: &'static str, url: String| {
+        let http = http.clone();
+        async move { http.get(url).header("origin", from).send().await.unwrap() }
+    };
+    let response = get("https://player.test", format!("{edge}/video/seg.m4s")).await;
+    let h = response.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://player.test");
+    assert!(
+        h["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Content-Range")
+    );
+    assert!(h.get_all("vary").iter().any(|v| v == "Origin"));
+    // An origin that is not allowed gets no CORS headers at all, not the origin's.
+    let response = get("https://evil.test", format!("{edge}/video/seg.m4s")).await;
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    // A host opened to everyone.
+    let response = http
+        .get(format!("{edge}/anything"))
+        .header("host", "open.test")
+        .header("origin", "https://anyone.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    // Paths no rule names are the origin's business.
+    let response = get("https://player.test", format!("{edge}/page")).await;
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://someone-else.test"
+    );
+}
