@@ -51,6 +51,26 @@ enum Command {
     Dns(DnsArgs),
     /// Inspect the simulated anycast routing.
     Anycast(AnycastArgs),
+    /// Make a signed-URL token for a path or a tree (`/video/*`), with a key of the topology.
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The path the token covers; a trailing `*` covers everything under it.
+    acl: String,
+    /// Topology file whose `[signing]` keys sign; default: the built-in topology.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    expires_in: u64,
+    /// Limit the token to a client network (`203.0.113.0/24`).
+    #[arg(long, value_name = "NETWORK")]
+    ip: Option<String>,
+    /// The key to sign with, by id; default: the first.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 #[derive(Args)]
@@ -190,6 +210,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let topology = load_or_default(config.as_deref())?;
             let edges = routing::configured_edges(&topology);
             print!("{}", routing::routing_table(&topology, &edges)?.render());
+            Ok(())
+        }
+        Command::Sign(args) => {
+            let topology = load_or_default(args.config.as_deref())?;
+            let signing = outpost_edge::Signing::new(&topology.signing)?;
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                + args.expires_in;
+            let token = signing
+                .sign(&args.acl, expires, args.ip.as_deref(), args.key.as_deref())
+                .context("no such signing key in the topology's [signing] keys")?;
+            println!("{token}");
             Ok(())
         }
         Command::Certs(args) => {

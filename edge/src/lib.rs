@@ -12,11 +12,16 @@ mod cors;
 mod health;
 mod https;
 mod parents;
+mod signed;
 
 pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
+pub use signed::{
+    SignedUrls, Signing, SigningConfig, SigningError, SigningKey, TOKEN_COOKIE, TOKEN_PARAMETER,
+    TokenRefusal,
+};
 
 use outpost_cache::{CacheConfig, CacheNode};
 use outpost_server::admin::Registry;

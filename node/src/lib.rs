@@ -206,6 +206,7 @@ impl Setup {
                 shield: None,
                 host_policies: topology.tls.hosts.clone(),
                 cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
+                signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
                 admin_tls: None,
                 cache: topology.cache.clone(),
                 esi: topology.esi.clone(),

@@ -105,6 +105,8 @@ pub struct Shared {
     pub host_policies: Vec<outpost_edge::HostPolicy>,
     /// CORS at the edges (checked when the topology was loaded).
     pub cors: outpost_edge::CorsRules,
+    /// Signed URLs at the edges (checked when the topology was loaded).
+    pub signing: outpost_edge::Signing,
     pub cache: CacheConfig,
     pub esi: outpost_esi::EsiConfig,
     pub health: HealthSettings,
@@ -283,7 +285,10 @@ pub fn start_edge(
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                outpost_edge::Cors::new(front, shared.cors.clone()),
+                outpost_edge::Cors::new(
+                    outpost_edge::SignedUrls::new(front, shared.signing.clone()),
+                    shared.cors.clone(),
+                ),
                 &shared.host_policies,
                 https_port,
             ));
@@ -291,7 +296,10 @@ pub fn start_edge(
         }
         None => {
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                outpost_edge::Cors::new(esi, shared.cors.clone()),
+                outpost_edge::Cors::new(
+                    outpost_edge::SignedUrls::new(esi, shared.signing.clone()),
+                    shared.cors.clone(),
+                ),
                 &shared.host_policies,
                 https_port,
             ));

@@ -42,6 +42,9 @@ pub struct Topology {
     /// CORS at the edges, by host and path.
     #[serde(default)]
     pub cors: Vec<outpost_edge::CorsRule>,
+    /// Signed URLs: the paths that need a token and the keys tokens are signed with.
+    #[serde(default)]
+    pub signing: outpost_edge::SigningConfig,
     pub origin: OriginNode,
     #[serde(default)]
     pub parents: Vec<CacheNodeSettings>,
@@ -235,6 +238,9 @@ impl Topology {
             fail!("cache.{key}: expected {expected}");
         }
         if let Err(error) = outpost_edge::CorsRules::compile(&self.cors) {
+            fail!("{error}");
+        }
+        if let Err(error) = outpost_edge::Signing::new(&self.signing) {
             fail!("{error}");
         }
         if let Err((key, expected)) = self.esi.validate() {

@@ -201,3 +201,93 @@ async fn cors_is_answered_at_the_edge_for_the_paths_it_opens() {
         "https://someone-else.test"
     );
 }
+
+#[tokio::test]
+async fn signed_urls_are_checked_at_the_edge_and_never_split_the_cache() {
+    use crate::common::{Reply, TestOrigin, cache_status, client, topology};
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=600")], "segment")).await;
+    let signing_toml = "[signing]\npaths = [\"/video/**\"]\n\
+                        keys = [{ id = \"new\", secret = \"fresh-secret\" }, { id = \"old\", secret = \"old-secret\" }]\n";
+    let cdn = Outpost::up(&topology(&origin.url, 0, 1, signing_toml), 1);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    // A token from `outpost sign`, as an operator makes one.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["sign", "/video/vod/*", "--expires-in", "600", "--config"])
+        .arg(cdn.config_path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let url = |path: &str, token: &str| format!("{edge}{path}?token={token}");
+    let first = http
+        .get(url("/video/vod/seg-1.m4s", &token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        origin.seen()[0].target,
+        "/video/vod/seg-1.m4s",
+        "the token never reaches the origin"
+    );
+    // Another viewer's token (signed with the old key, still valid while rotating), in a
+    // cookie: the same cached object.
+    let keys = outpost_edge::Signing::new(&outpost_edge::SigningConfig {
+        keys: vec![
+            outpost_edge::SigningKey {
+                id: "new".into(),
+                secret: "fresh-secret".into(),
+            },
+            outpost_edge::SigningKey {
+                id: "old".into(),
+                secret: "old-secret".into(),
+            },
+        ],
+        paths: vec![],
+    })
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = keys.sign("/video/*", now + 600, None, Some("old")).unwrap();
+    let second = http
+        .get(format!("{edge}/video/vod/seg-1.m4s"))
+        .header("cookie", format!("outpost_token={old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(
+        cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
+    // Everything else is 403 at the edge.
+    let expired = keys.sign("/video/*", now - 1, None, None).unwrap();
+    let forged = token.replace("acl=/video/vod/*", "acl=/video/*");
+    let elsewhere = keys
+        .sign("/video/*", now + 600, Some("192.0.2.0/24"), None)
+        .unwrap();
+    for (case, request) in [
+        ("no token", format!("{edge}/video/vod/seg-2.m4s")),
+        ("expired", url("/video/vod/seg-2.m4s", &expired)),
+        ("forged", url("/video/live/seg-2.m4s", &forged)),
+        ("wrong path", url("/video/live/seg-2.m4s", &token)),
+        (
+            "wrong client network",
+            url("/video/vod/seg-2.m4s", &elsewhere),
+        ),
+        ("garbage", url("/video/vod/seg-2.m4s", "exp=1~hmac=zz")),
+    ] {
+        let response = http.get(&request).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{case}");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+    }
+    assert_eq!(origin.hits(), 1, "refused requests never leave the edge");
+    // Unprotected paths need nothing.
+    let open = http.get(format!("{edge}/page")).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+}
