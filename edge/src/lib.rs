@@ -8,12 +8,14 @@
 //! is the listener's ([`outpost_server::tls`]). ESI is `outpost-esi`'s, workers are
 //! `outpost-workers`', caching rules live in `outpost-cache`.
 
+mod cmcd;
 mod cors;
 mod health;
 mod https;
 mod parents;
 mod signed;
 
+pub use cmcd::{Cmcd, CmcdFront, CmcdMetrics};
 pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};

@@ -238,6 +238,7 @@ pub fn start_edge(
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
     let esi_metrics = outpost_esi::EsiMetrics::register(&mut registry);
+    let cmcd_metrics = outpost_edge::CmcdMetrics::register(&mut registry);
     let workers = match &shared.workers {
         Some(setup) => {
             let metrics = outpost_workers::WorkersMetrics::default();
@@ -286,7 +287,10 @@ pub fn start_edge(
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
                 outpost_edge::Cors::new(
-                    outpost_edge::SignedUrls::new(front, shared.signing.clone()),
+                    outpost_edge::SignedUrls::new(
+                        outpost_edge::CmcdFront::new(front, cmcd_metrics),
+                        shared.signing.clone(),
+                    ),
                     shared.cors.clone(),
                 ),
                 &shared.host_policies,
@@ -297,7 +301,10 @@ pub fn start_edge(
         None => {
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
                 outpost_edge::Cors::new(
-                    outpost_edge::SignedUrls::new(esi, shared.signing.clone()),
+                    outpost_edge::SignedUrls::new(
+                        outpost_edge::CmcdFront::new(esi, cmcd_metrics),
+                        shared.signing.clone(),
+                    ),
                     shared.cors.clone(),
                 ),
                 &shared.host_policies,

@@ -37,6 +37,7 @@ mod millis {
     }
 }
 
+pub use access_log::AccessNote;
 pub use body::{Body, BoxError};
 
 /// The path every node answers itself on its data port, for health checks; it is left out of

@@ -287,6 +287,10 @@ async fn handle_one<H: Handler>(
             length,
             cache_status,
             elapsed: started.elapsed(),
+            note: response
+                .extensions()
+                .get::<access_log::AccessNote>()
+                .map(|n| n.0.as_str()),
         });
     }
     response

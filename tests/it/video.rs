@@ -291,3 +291,64 @@ async fn signed_urls_are_checked_at_the_edge_and_never_split_the_cache() {
     let open = http.get(format!("{edge}/page")).send().await.unwrap();
     assert_eq!(open.status(), 200);
 }
+
+#[tokio::test]
+async fn cmcd_goes_to_the_log_and_metrics_never_to_the_cache_key() {
+    use crate::common::{Reply, TestOrigin, cache_status, client, topology};
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=600")], "segment")).await;
+    let cdn = Outpost::up_process(&topology(&origin.url, 0, 1, ""), 1);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    let first = http
+        .get(format!(
+            "{edge}/video/seg-7.m4s?CMCD=br%3D3200%2Cbl%3D21300%2Cbs%2Cot%3Dv%2Csid%3D%22viewer-1%22"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // Another player, its CMCD in headers: the same object, from cache.
+    let second = http
+        .get(format!("{edge}/video/seg-7.m4s"))
+        .header("cmcd-object", "br=3200,ot=v")
+        .header("cmcd-request", "bl=8000")
+        .header("cmcd-session", "sid=\"viewer-2\"")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
+    assert_eq!(origin.hits(), 1);
+    assert_eq!(
+        origin.seen()[0].target,
+        "/video/seg-7.m4s",
+        "CMCD stays at the edge"
+    );
+    let metrics = cdn.metrics("edge-0").await;
+    for line in [
+        "outpost_cmcd_requests_total{node=\"edge-0\",object=\"v\"} 2",
+        "outpost_cmcd_buffer_starvations_total{node=\"edge-0\"} 1",
+        "outpost_cmcd_bitrate_kbps_count{node=\"edge-0\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        !metrics.contains("viewer-1"),
+        "a session id is never a label"
+    );
+    let wait = std::time::Instant::now();
+    while !cdn.log().contains("sid=viewer-2") && wait.elapsed() < std::time::Duration::from_secs(5)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = cdn.log();
+    assert!(
+        log.contains("cmcd(br=3200 bl=21300 bs ot=v sid=viewer-1)"),
+        "{log}"
+    );
+    assert!(log.contains("sid=viewer-2"), "{log}");
+}

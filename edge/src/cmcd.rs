@@ -1,0 +1,273 @@
+//! Common Media Client Data (CTA-5004): what a video player says about itself on each request,
+//! in the `CMCD` query parameter or the `CMCD-Request`, `CMCD-Object`, `CMCD-Status` and
+//! `CMCD-Session` headers. The edge reads it into the access log and the metrics, and takes the
+//! query parameter off the URL before the cache, so it never splits the cache key (it changes
+//! on every request). A session id is logged, never a metric label.
+
+use http::header::HeaderMap;
+use http::{Request, Response, Uri};
+use outpost_server::{AccessNote, Body, Handler, Peer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The CMCD keys the edge reads; others are kept in the log as they came.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cmcd {
+    /// `br`: encoded bitrate of the object, kbit/s.
+    pub bitrate_kbps: Option<u64>,
+    /// `bl`: buffer length, ms.
+    pub buffer_ms: Option<u64>,
+    /// `bs`: the buffer ran empty since the last request.
+    pub starved: bool,
+    /// `ot`: object type (m manifest, a audio, v video, av, i init, c caption, ...).
+    pub object_type: Option<String>,
+    /// `sid`: the playback session.
+    pub session: Option<String>,
+    /// Every key as it came, in order, for the log.
+    pub pairs: Vec<(String, Option<String>)>,
+}
+
+impl Cmcd {
+    /// CMCD from a request: the query parameter, then the headers; `None` without any.
+    pub fn from_request(uri: &Uri, headers: &HeaderMap) -> Option<Self> {
+        let mut cmcd = Self::default();
+        let mut found = false;
+        if let Some(value) = uri.query().and_then(query_value) {
+            cmcd.parse(&value);
+            found = true;
+        }
+        for name in ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"] {
+            for value in headers.get_all(name) {
+                if let Ok(value) = value.to_str() {
+                    cmcd.parse(value);
+                    found = true;
+                }
+            }
+        }
+        found.then_some(cmcd)
+    }
+
+    fn parse(&mut self, text: &str) {
+        for item in split_outside_quotes(text) {
+            let item = item.trim();
+            if item.is_empty() || item.len() > 256 || self.pairs.len() >= 32 {
+                continue;
+            }
+            let (key, value) = match item.split_once('=') {
+                Some((key, value)) => (key.trim(), Some(value.trim().trim_matches('"'))),
+                None => (item, None),
+            };
+            match (key, value) {
+                ("br", Some(v)) => self.bitrate_kbps = v.parse().ok(),
+                ("bl", Some(v)) => self.buffer_ms = v.parse().ok(),
+                ("bs", None) => self.starved = true,
+                ("ot", Some(v)) => self.object_type = Some(v.to_owned()),
+                ("sid", Some(v)) => self.session = Some(v.to_owned()),
+                _ => {}
+            }
+            self.pairs.push((key.to_owned(), value.map(str::to_owned)));
+        }
+    }
+
+    /// The line the access log gets: `cmcd(br=3200 bl=21300 bs sid=...)`.
+    pub fn note(&self) -> String {
+        let fields: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={}", v.replace([' ', '"', ')'], "_")),
+                None => k.clone(),
+            })
+            .collect();
+        format!("cmcd({})", fields.join(" "))
+    }
+}
+
+/// Splits `a=1,b="x,y",c` at commas outside quotes.
+fn split_outside_quotes(text: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    items
+}
+
+/// The decoded value of the `CMCD` query parameter.
+fn query_value(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("CMCD="))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
+/// The URI without its `CMCD` query parameter.
+fn without_cmcd(uri: &Uri) -> Option<Uri> {
+    let query = uri.query()?;
+    if !query.split('&').any(|p| p.starts_with("CMCD=")) {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("CMCD="))
+        .collect();
+    let target = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    target.parse().ok()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabel {
+    object: String,
+}
+
+/// What players report, over all sessions.
+#[derive(Clone)]
+pub struct CmcdMetrics {
+    requests: Family<ObjectLabel, Counter>,
+    starvations: Counter,
+    bitrate: Histogram,
+    buffer: Histogram,
+}
+
+impl CmcdMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            starvations: Counter::default(),
+            bitrate: Histogram::new(exponential_buckets(100.0, 2.0, 10)),
+            buffer: Histogram::new(exponential_buckets(0.25, 2.0, 10)),
+        };
+        registry.register(
+            "outpost_cmcd_requests",
+            "Requests carrying CMCD, by object type (m manifest, a audio, v video, i init, ...)",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "outpost_cmcd_buffer_starvations",
+            "Requests whose player reported its buffer ran empty (CMCD bs)",
+            metrics.starvations.clone(),
+        );
+        registry.register(
+            "outpost_cmcd_bitrate_kbps",
+            "Encoded bitrate of the objects players asked for (CMCD br), kbit/s",
+            metrics.bitrate.clone(),
+        );
+        registry.register(
+            "outpost_cmcd_buffer_seconds",
+            "Players' buffer length when they asked (CMCD bl), seconds",
+            metrics.buffer.clone(),
+        );
+        metrics
+    }
+
+    fn record(&self, cmcd: &Cmcd) {
+        let object = match cmcd.object_type.as_deref() {
+            Some(t @ ("m" | "a" | "v" | "av" | "i" | "c" | "tt" | "k" | "o")) => t,
+            Some(_) => "other",
+            None => "unknown",
+        };
+        self.requests
+            .get_or_create(&ObjectLabel {
+                object: object.to_owned(),
+            })
+            .inc();
+        if cmcd.starved {
+            self.starvations.inc();
+        }
+        if let Some(br) = cmcd.bitrate_kbps {
+            self.bitrate.observe(br as f64);
+        }
+        if let Some(bl) = cmcd.buffer_ms {
+            self.buffer.observe(bl as f64 / 1000.0);
+        }
+    }
+}
+
+/// The edge's CMCD reader.
+pub struct CmcdFront<H> {
+    inner: H,
+    metrics: CmcdMetrics,
+}
+
+impl<H: Handler> CmcdFront<H> {
+    pub fn new(inner: H, metrics: CmcdMetrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<H: Handler> Handler for CmcdFront<H> {
+    async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
+        let cmcd = Cmcd::from_request(request.uri(), request.headers());
+        if let Some(uri) = without_cmcd(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        let mut response = self.inner.handle(request, peer).await;
+        if let Some(cmcd) = cmcd {
+            self.metrics.record(&cmcd);
+            response.extensions_mut().insert(AccessNote(cmcd.note()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn from_the_query_and_from_headers() {
+        let uri: Uri =
+            "/v/seg.m4s?x=1&CMCD=br%3D3200%2Cbl%3D21300%2Cbs%2Cot%3Dv%2Csid%3D%226e2f%2C1%22"
+                .parse()
+                .unwrap();
+        let cmcd = Cmcd::from_request(&uri, &HeaderMap::new()).unwrap();
+        assert_eq!(cmcd.bitrate_kbps, Some(3200));
+        assert_eq!(cmcd.buffer_ms, Some(21300));
+        assert!(cmcd.starved);
+        assert_eq!(cmcd.object_type.as_deref(), Some("v"));
+        assert_eq!(cmcd.session.as_deref(), Some("6e2f,1"));
+        assert_eq!(cmcd.note(), "cmcd(br=3200 bl=21300 bs ot=v sid=6e2f,1)");
+        assert_eq!(without_cmcd(&uri).unwrap(), "/v/seg.m4s?x=1");
+
+        let mut headers = HeaderMap::new();
+        headers.insert("cmcd-object", HeaderValue::from_static("br=800,ot=a"));
+        headers.insert("cmcd-status", HeaderValue::from_static("bs"));
+        headers.insert("cmcd-session", HeaderValue::from_static("sid=\"abc\""));
+        let cmcd = Cmcd::from_request(&"/a.m4s".parse().unwrap(), &headers).unwrap();
+        assert_eq!((cmcd.bitrate_kbps, cmcd.starved), (Some(800), true));
+        assert_eq!(cmcd.session.as_deref(), Some("abc"));
+        assert!(Cmcd::from_request(&"/a.m4s".parse().unwrap(), &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn garbage_is_kept_out() {
+        let mut headers = HeaderMap::new();
+        let long = format!("br=abc,{},bl=-5,=x,,\"", "k=".repeat(400));
+        headers.insert("cmcd-request", HeaderValue::from_str(&long).unwrap());
+        let cmcd = Cmcd::from_request(&"/".parse().unwrap(), &headers).unwrap();
+        assert_eq!(cmcd.bitrate_kbps, None);
+        assert_eq!(cmcd.buffer_ms, None);
+        assert!(cmcd.pairs.len() <= 32);
+    }
+}
