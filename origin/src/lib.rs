@@ -10,6 +10,7 @@
 //! directories: the listener and the CLI wrap [`Origin::handle`], and caching is the tiers' job.
 
 mod content_type;
+mod live;
 mod path;
 mod rules;
 
@@ -28,6 +29,7 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
 pub use content_type::content_type;
+pub use live::{LiveStream, default_live};
 pub use rules::default_rules;
 
 use path::UrlPath;
@@ -44,6 +46,10 @@ pub struct OriginConfig {
     /// matches gets no Cache-Control at all.
     #[serde(default = "default_rules")]
     pub cache_rules: Vec<CacheRule>,
+    /// Live HLS streams made by looping a VOD stream under the root (the demo's
+    /// `/video/live/`); one whose VOD playlists are not there is left out.
+    #[serde(default = "default_live")]
+    pub live: Vec<LiveStream>,
 }
 
 /// One Cache-Control rule.
@@ -76,6 +82,7 @@ impl Default for OriginConfig {
         OriginConfig {
             root: default_root(),
             cache_rules: default_rules(),
+            live: default_live(),
         }
     }
 }
@@ -115,6 +122,27 @@ struct Inner {
     root: PathBuf,
     rules: Vec<CompiledRule>,
     etags: Mutex<HashMap<PathBuf, CachedTag>>,
+    live: Vec<LoadedLive>,
+}
+
+/// A live stream with its VOD media playlists read.
+#[derive(Debug)]
+struct LoadedLive {
+    stream: LiveStream,
+    /// By rendition name (`0` for `media_0.m3u8`).
+    media: HashMap<String, live::MediaPlaylist>,
+    /// VOD segments every rendition has: the loop's length.
+    count: u64,
+}
+
+/// What a live stream has for a path under it.
+enum LiveAnswer {
+    /// A file of the VOD stream, by URL path.
+    File(String),
+    /// A media playlist made now.
+    Playlist { text: String, target: u64 },
+    /// A segment that is not published yet (or a name the stream does not have).
+    Missing,
 }
 
 /// A computed ETag, valid while the file keeps this modification time and length.
@@ -148,13 +176,65 @@ impl Origin {
             });
         }
         let rules = rules::compile(&config.cache_rules)?;
+        let live = config
+            .live
+            .iter()
+            .filter_map(|stream| load_live(&root, stream))
+            .collect();
         Ok(Origin {
             inner: Arc::new(Inner {
                 root,
                 rules,
                 etags: Mutex::new(HashMap::new()),
+                live,
             }),
         })
+    }
+
+    /// What a live stream answers for `path`, if `path` is under one.
+    fn live(&self, path: &str) -> Option<LiveAnswer> {
+        let live = self
+            .inner
+            .live
+            .iter()
+            .find(|l| path.starts_with(&l.stream.path))?;
+        let name = &path[live.stream.path.len()..];
+        let source = &live.stream.source;
+        if name == "master.m3u8" || (name.starts_with("init-") && name.ends_with(".mp4")) {
+            return Some(LiveAnswer::File(format!("{source}{name}")));
+        }
+        if let Some(rendition) = name
+            .strip_prefix("media_")
+            .and_then(|n| n.strip_suffix(".m3u8"))
+        {
+            let vod = live.media.get(rendition)?;
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let text = live::media_playlist(vod, rendition, live.stream.window, live.count, now);
+            return Some(LiveAnswer::Playlist {
+                text,
+                target: vod.target,
+            });
+        }
+        let (rendition, number) = name
+            .strip_prefix("seg-")?
+            .strip_suffix(".m4s")?
+            .rsplit_once('-')?;
+        let (Some(vod), Ok(number)) = (live.media.get(rendition), number.parse::<u64>()) else {
+            return Some(LiveAnswer::Missing);
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if number > live::newest(vod.target, now) {
+            return Some(LiveAnswer::Missing);
+        }
+        let index = usize::try_from(number % live.count).ok()?;
+        Some(LiveAnswer::File(format!(
+            "{source}{}",
+            vod.segments[index].1
+        )))
     }
 
     /// The canonical root directory being served.
@@ -192,6 +272,29 @@ impl Origin {
                 tracing::debug!(path = req.uri().path(), reason, "refused request path");
                 return text(StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
+        };
+        let url = match self.live(&url.decoded()) {
+            None => url,
+            Some(LiveAnswer::Missing) => return not_found(),
+            Some(LiveAnswer::Playlist { text, target }) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                let headers = response.headers_mut();
+                headers.insert(DATE, http_date(SystemTime::now()));
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.apple.mpegurl"),
+                );
+                // Half a target duration: a live playlist changes every segment.
+                let max_age = (target / 2).max(1);
+                if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+                    headers.insert(CACHE_CONTROL, value);
+                }
+                return response;
+            }
+            Some(LiveAnswer::File(path)) => match UrlPath::parse(&path) {
+                Ok(url) => url,
+                Err(_) => return not_found(),
+            },
         };
         match self.serve(req, &url).await {
             Ok(response) => response,
@@ -340,4 +443,33 @@ fn redirect(location: &str) -> Response<Body> {
         }
         Err(_) => not_found(),
     }
+}
+
+/// Reads the VOD media playlists a live stream loops; `None` (logged) when they are not there.
+fn load_live(root: &Path, stream: &LiveStream) -> Option<LoadedLive> {
+    let source = root.join(stream.source.trim_start_matches('/'));
+    let master = std::fs::read_to_string(source.join("master.m3u8")).ok()?;
+    let mut media = HashMap::new();
+    for line in master.lines() {
+        let uri = line
+            .split("URI=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or(line.trim());
+        let Some(rendition) = uri
+            .strip_prefix("media_")
+            .and_then(|n| n.strip_suffix(".m3u8"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(source.join(uri)).ok()?;
+        media.insert(rendition.to_owned(), live::MediaPlaylist::parse(&text)?);
+    }
+    let count = media.values().map(|m| m.segments.len()).min()?;
+    tracing::debug!(path = %stream.path, renditions = media.len(), count, "live stream");
+    Some(LoadedLive {
+        stream: stream.clone(),
+        media,
+        count: u64::try_from(count).ok()?.max(1),
+    })
 }

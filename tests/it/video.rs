@@ -102,6 +102,7 @@ async fn playlists_and_segments_get_lifetimes_by_type_when_the_origin_says_none(
             status.contains(ttl) && status.contains("stored"),
             "{path}: {status}"
         );
+        response.text().await.unwrap();
     }
     let again = http
         .get(format!("{edge}/live/seg-1.m4s"))
@@ -228,6 +229,11 @@ async fn signed_urls_are_checked_at_the_edge_and_never_split_the_cache() {
         .unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(
+        first.text().await.unwrap(),
+        "segment",
+        "read whole, so it is stored"
+    );
+    assert_eq!(
         origin.seen()[0].target,
         "/video/vod/seg-1.m4s",
         "the token never reaches the origin"
@@ -308,6 +314,11 @@ async fn cmcd_goes_to_the_log_and_metrics_never_to_the_cache_key() {
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.text().await.unwrap(),
+        "segment",
+        "read whole, so it is stored"
+    );
     // Another player, its CMCD in headers: the same object, from cache.
     let second = http
         .get(format!("{edge}/video/seg-7.m4s"))
@@ -351,4 +362,65 @@ async fn cmcd_goes_to_the_log_and_metrics_never_to_the_cache_key() {
         "{log}"
     );
     assert!(log.contains("sid=viewer-2"), "{log}");
+}
+
+#[tokio::test]
+async fn the_live_stream_slides_and_plays_through_the_edge() {
+    let cdn = demo_cdn();
+    let edge = cdn.data("edge-0").to_owned();
+    let http = crate::common::client();
+    let playlist = || async {
+        let response = http
+            .get(format!("{edge}/video/live/media_0.m3u8"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let sequence = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = playlist().await;
+    assert!(!first.contains("#EXT-X-ENDLIST"), "{first}");
+    let segments: Vec<&str> = first.lines().filter(|l| l.ends_with(".m4s")).collect();
+    assert_eq!(segments.len(), 6, "a window of six: {first}");
+    // The newest segment is there; one from the future is not.
+    let newest = segments.last().unwrap();
+    let got = http
+        .get(format!("{edge}/video/live/{newest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "video/iso.segment");
+    let future = sequence(&first) + 20;
+    let missing = http
+        .get(format!("{edge}/video/live/seg-0-{future}.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // Two seconds on, the window has moved on (the playlist lives 1 s at the edge).
+    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
+    let later = playlist().await;
+    assert!(sequence(&later) > sequence(&first), "{first}\n{later}");
+    // And a player reads it.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+            .arg("-i")
+            .arg(format!("{edge}/video/live/master.m3u8"))
+            .args(["-map", "0", "-t", "3", "-f", "null", "-"])
+            .output(),
+    )
+    .await
+    .expect("ffmpeg read three seconds of the live stream in time")
+    .unwrap();
+    assert!(read.status.success(), "{read:?}");
 }
