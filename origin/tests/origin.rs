@@ -512,6 +512,7 @@ async fn no_matching_rule_means_no_cache_control() {
             cache_control: "no-store".into(),
             ..CacheRule::default()
         }],
+        ..OriginConfig::default()
     })
     .unwrap();
     let (resp, _) = get(&origin, "/robots.txt").await;
