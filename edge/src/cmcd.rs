@@ -35,7 +35,7 @@ impl Cmcd {
     pub fn from_request(uri: &Uri, headers: &HeaderMap) -> Option<Self> {
         let mut cmcd = Self::default();
         let mut found = false;
-        if let Some(value) = uri.query().and_then(query_value) {
+        if let Some(value) = crate::query::parameter(uri, CMCD_PARAMETER) {
             cmcd.parse(&value);
             found = true;
         }
@@ -105,35 +105,8 @@ fn split_outside_quotes(text: &str) -> Vec<&str> {
     items
 }
 
-/// The decoded value of the `CMCD` query parameter.
-fn query_value(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("CMCD="))
-        .map(|v| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-}
-
-/// The URI without its `CMCD` query parameter.
-fn without_cmcd(uri: &Uri) -> Option<Uri> {
-    let query = uri.query()?;
-    if !query.split('&').any(|p| p.starts_with("CMCD=")) {
-        return None;
-    }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.starts_with("CMCD="))
-        .collect();
-    let target = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    target.parse().ok()
-}
+/// The query parameter CMCD comes in.
+const CMCD_PARAMETER: &str = "CMCD";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabel {
@@ -218,7 +191,7 @@ impl<H: Handler> CmcdFront<H> {
 impl<H: Handler> Handler for CmcdFront<H> {
     async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
         let cmcd = Cmcd::from_request(request.uri(), request.headers());
-        if let Some(uri) = without_cmcd(request.uri()) {
+        if let Some(uri) = crate::query::without_parameter(request.uri(), CMCD_PARAMETER) {
             *request.uri_mut() = uri;
         }
         let mut response = self.inner.handle(request, peer).await;
@@ -248,7 +221,10 @@ mod tests {
         assert_eq!(cmcd.object_type.as_deref(), Some("v"));
         assert_eq!(cmcd.session.as_deref(), Some("6e2f,1"));
         assert_eq!(cmcd.note(), "cmcd(br=3200 bl=21300 bs ot=v sid=6e2f,1)");
-        assert_eq!(without_cmcd(&uri).unwrap(), "/v/seg.m4s?x=1");
+        assert_eq!(
+            crate::query::without_parameter(&uri, CMCD_PARAMETER).unwrap(),
+            "/v/seg.m4s?x=1"
+        );
 
         let mut headers = HeaderMap::new();
         headers.insert("cmcd-object", HeaderValue::from_static("br=800,ot=a"));

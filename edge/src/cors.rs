@@ -3,7 +3,7 @@
 //! answered at the edge and never go upstream, and the headers a video player reads are
 //! exposed. What the origin said about CORS on those paths is replaced, so one table decides.
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use outpost_server::{Body, Handler, Peer};
@@ -69,15 +69,11 @@ impl CorsRules {
                     .paths
                     .iter()
                     .map(|path| {
-                        GlobBuilder::new(path)
-                            .literal_separator(true)
-                            .build()
-                            .map(|g| g.compile_matcher())
-                            .map_err(|source| CorsError::Path {
-                                index,
-                                path: path.clone(),
-                                source,
-                            })
+                        crate::query::path_glob(path).map_err(|source| CorsError::Path {
+                            index,
+                            path: path.clone(),
+                            source,
+                        })
                     })
                     .collect::<Result<_, _>>()?;
                 Ok(Compiled {

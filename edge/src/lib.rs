@@ -13,6 +13,7 @@ mod cors;
 mod health;
 mod https;
 mod parents;
+mod query;
 mod signed;
 
 pub use cmcd::{Cmcd, CmcdFront, CmcdMetrics};

@@ -12,10 +12,10 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use hmac::{Hmac, Mac};
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use outpost_server::{Body, Handler, Peer};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -95,14 +95,10 @@ impl Signing {
             .paths
             .iter()
             .map(|path| {
-                GlobBuilder::new(path)
-                    .literal_separator(true)
-                    .build()
-                    .map(|g| g.compile_matcher())
-                    .map_err(|source| SigningError::Path {
-                        path: path.clone(),
-                        source,
-                    })
+                crate::query::path_glob(path).map_err(|source| SigningError::Path {
+                    path: path.clone(),
+                    source,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -244,12 +240,7 @@ fn in_network(network: &str, ip: IpAddr) -> Option<bool> {
 
 /// The token of a request, from the query or the cookie.
 fn token_of(request: &Request<Body>) -> Option<String> {
-    let from_query = request.uri().query().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(percent_decode)
-    });
+    let from_query = crate::query::parameter(request.uri(), TOKEN_PARAMETER);
     from_query.or_else(|| {
         request
             .headers()
@@ -257,7 +248,7 @@ fn token_of(request: &Request<Body>) -> Option<String> {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix("outpost_token="))
+            .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
             .map(|t| percent_decode(t.trim_matches('"')))
     })
 }
@@ -266,21 +257,6 @@ fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// The request's URI without the `token` query parameter.
-fn without_token(uri: &Uri) -> Option<Uri> {
-    let query = uri.query()?;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.starts_with("token=") && *pair != "token")
-        .collect();
-    let target = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    target.parse().ok()
 }
 
 /// The edge's front for signed URLs.
@@ -318,7 +294,7 @@ impl<H: Handler> Handler for SignedUrls<H> {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return response;
         }
-        if let Some(uri) = without_token(request.uri()) {
+        if let Some(uri) = crate::query::without_parameter(request.uri(), TOKEN_PARAMETER) {
             *request.uri_mut() = uri;
         }
         self.inner.handle(request, peer).await
@@ -417,13 +393,5 @@ mod tests {
         );
         let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
         assert_eq!(s.check(&bound, "/video/x", mapped, 1), Ok(()));
-    }
-
-    #[test]
-    fn the_token_leaves_the_query() {
-        let uri: Uri = "/video/a.m4s?x=1&token=abc&y=2".parse().unwrap();
-        assert_eq!(without_token(&uri).unwrap(), "/video/a.m4s?x=1&y=2");
-        let uri: Uri = "/video/a.m4s?token=abc".parse().unwrap();
-        assert_eq!(without_token(&uri).unwrap(), "/video/a.m4s");
     }
 }
