@@ -416,11 +416,65 @@ async fn the_live_stream_slides_and_plays_through_the_edge() {
             .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
             .arg("-i")
             .arg(format!("{edge}/video/live/master.m3u8"))
-            .args(["-map", "0", "-t", "3", "-f", "null", "-"])
+            // Frames, not seconds: where the loop starts again the timestamps jump back.
+            .args(["-map", "0:v:0", "-frames:v", "90", "-f", "null", "-"])
             .output(),
     )
     .await
-    .expect("ffmpeg read three seconds of the live stream in time")
+    .expect("ffmpeg read three seconds (90 frames) of the live stream in time")
     .unwrap();
     assert!(read.status.success(), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_range_on_a_miss_is_answered_as_its_bytes_arrive() {
+    use crate::common::{Reply, TestOrigin, cache_status, client, owned, topology};
+    use std::sync::Arc;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let origin = TestOrigin::start(move |_, _| Reply::Held {
+        headers: owned(&[
+            ("content-type", "video/iso.segment"),
+            ("cache-control", "max-age=600"),
+        ]),
+        first: vec![b'a'; 1000],
+        release: held.clone(),
+        rest: vec![b'b'; 9000],
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 1, 1, ""), 2);
+    let url = format!("{}/video/big.m4s", cdn.data("edge-0"));
+    let http = client();
+    // The first 1000 bytes have arrived at both tiers; the other 9000 are held at the origin.
+    let part = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http.get(&url).header("range", "bytes=100-199").send(),
+    )
+    .await
+    .expect("the range came before the whole object")
+    .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 100-199/10000");
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), part.bytes())
+        .await
+        .expect("the range's bytes came before the whole object")
+        .unwrap();
+    assert_eq!(&body[..], &[b'a'; 100][..]);
+    // Once the rest arrives, the object is whole in the cache.
+    // notify_one keeps the wake-up even if the origin is not waiting yet.
+    release.notify_one();
+    let mut whole = None;
+    for _ in 0..50 {
+        let response = http.get(&url).send().await.unwrap();
+        let status = cache_status(&response);
+        let bytes = response.bytes().await.unwrap();
+        if status.ends_with("hit") || status.contains("edge-0; hit") {
+            whole = Some(bytes);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let whole = whole.expect("the object was stored");
+    assert_eq!(whole.len(), 10_000);
+    assert_eq!(origin.hits(), 1);
 }

@@ -115,6 +115,12 @@ impl<U: Upstream> Inner<U> {
         ]
         .iter()
         .any(|h| head.headers.contains_key(h));
+        if wants_part
+            && !preconditions
+            && let Some(response) = self.range_from_fill(head, fill, stream, &outcome)
+        {
+            return response;
+        }
         if wants_part || preconditions {
             // Ranges and preconditions are answered from the whole object.
             return match fill.complete().await {
@@ -153,6 +159,57 @@ impl<U: Upstream> Inner<U> {
         *response.status_mut() = stream.status;
         *response.headers_mut() = headers;
         response
+    }
+
+    /// Answers one byte range of a 200 whose length is known as soon as the range's bytes
+    /// have arrived, not when the whole object has; `None` when it cannot (several ranges, no
+    /// Content-Length, If-Range), and the request waits for the whole object instead.
+    fn range_from_fill(
+        &self,
+        head: &RequestHead,
+        fill: &Arc<Fill>,
+        stream: &StreamHead,
+        outcome: &CacheOutcome,
+    ) -> Option<Response<Body>> {
+        if stream.status != StatusCode::OK
+            || head.method != Method::GET
+            || head.headers.contains_key(header::IF_RANGE)
+        {
+            return None;
+        }
+        let length = stream
+            .headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse::<u64>()
+            .ok()?;
+        let selection =
+            outpost_representation::evaluate(&head.method, &head.headers, &stream.headers, length);
+        let outpost_representation::Selection::Partial(ranges) = selection else {
+            return None;
+        };
+        let [range] = ranges.as_slice() else {
+            return None;
+        };
+        let mut headers = stream.headers.clone();
+        let age = stream.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, outcome, Some(age));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+        let content_range = format!("bytes {}-{}/{length}", range.start, range.end);
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&content_range).ok()?,
+        );
+        self.count(outcome);
+        let bytes = self.metrics.bytes.clone();
+        let whole = fill.clone().body(move |n| {
+            bytes.inc_by(n as u64);
+        });
+        let mut response = Response::new(slice(whole, range.start, range.len()));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *response.headers_mut() = headers;
+        Some(response)
     }
 
     /// Serves a complete object, answering the client's own preconditions and ranges.
@@ -273,4 +330,38 @@ impl<U: Upstream> Inner<U> {
             _ => self.metrics.misses.inc(),
         };
     }
+}
+
+/// The `length` bytes of `body` from `start` on, sent as they arrive.
+fn slice(body: Body, start: u64, length: u64) -> Body {
+    let stream = futures_util::stream::unfold(
+        (body, start, length),
+        |(mut body, mut skip, mut left)| async move {
+            loop {
+                if left == 0 {
+                    return None;
+                }
+                let frame = match body.frame().await? {
+                    Ok(frame) => frame,
+                    Err(error) => return Some((Err(error), (body, skip, 0))),
+                };
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                let len = data.len() as u64;
+                if skip >= len {
+                    skip -= len;
+                    continue;
+                }
+                let from = usize::try_from(skip).unwrap_or(usize::MAX);
+                skip = 0;
+                data = data.slice(from..);
+                let take = usize::try_from(left.min(data.len() as u64)).unwrap_or(data.len());
+                data.truncate(take);
+                left -= take as u64;
+                return Some((Ok(http_body::Frame::data(data)), (body, skip, left)));
+            }
+        },
+    );
+    http_body_util::StreamBody::new(stream).boxed_unsync()
 }
