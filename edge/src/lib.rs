@@ -13,6 +13,7 @@ mod cors;
 mod health;
 mod https;
 mod parents;
+mod prefetch;
 mod query;
 mod signed;
 
@@ -21,6 +22,7 @@ pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
+pub use prefetch::{Prefetch, PrefetchConfig};
 pub use signed::{
     SignedUrls, Signing, SigningConfig, SigningError, SigningKey, TOKEN_COOKIE, TOKEN_PARAMETER,
     TokenRefusal,

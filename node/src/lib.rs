@@ -207,6 +207,7 @@ impl Setup {
                 host_policies: topology.tls.hosts.clone(),
                 cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
                 signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
+                prefetch: topology.prefetch.clone(),
                 admin_tls: None,
                 cache: topology.cache.clone(),
                 esi: topology.esi.clone(),

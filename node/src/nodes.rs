@@ -107,6 +107,7 @@ pub struct Shared {
     pub cors: outpost_edge::CorsRules,
     /// Signed URLs at the edges (checked when the topology was loaded).
     pub signing: outpost_edge::Signing,
+    pub prefetch: outpost_edge::PrefetchConfig,
     pub cache: CacheConfig,
     pub esi: outpost_esi::EsiConfig,
     pub health: HealthSettings,
@@ -282,9 +283,11 @@ pub fn start_edge(
     let name = bound.name.clone();
     let listeners = (bound.data, bound.https);
     let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi, esi_metrics);
+    // Below the workers, nearest the client first: prefetch, ESI, the cache.
+    let below_workers = outpost_edge::Prefetch::new(Arc::new(esi), &shared.prefetch);
     match workers {
         Some(workers) => {
-            let front = outpost_workers::WorkerFront::new(workers, Arc::new(esi));
+            let front = outpost_workers::WorkerFront::new(workers, Arc::new(below_workers));
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
                 outpost_edge::Cors::new(
                     outpost_edge::SignedUrls::new(
@@ -302,7 +305,7 @@ pub fn start_edge(
             let handler = Arc::new(outpost_edge::HttpsPolicy::new(
                 outpost_edge::Cors::new(
                     outpost_edge::SignedUrls::new(
-                        outpost_edge::CmcdFront::new(esi, cmcd_metrics),
+                        outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
                         shared.signing.clone(),
                     ),
                     shared.cors.clone(),

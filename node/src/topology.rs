@@ -45,6 +45,9 @@ pub struct Topology {
     /// Signed URLs: the paths that need a token and the keys tokens are signed with.
     #[serde(default)]
     pub signing: outpost_edge::SigningConfig,
+    /// Segments the edges warm after the one a client takes, from the playlists they served.
+    #[serde(default)]
+    pub prefetch: outpost_edge::PrefetchConfig,
     pub origin: OriginNode,
     #[serde(default)]
     pub parents: Vec<CacheNodeSettings>,

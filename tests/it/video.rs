@@ -478,3 +478,81 @@ async fn a_range_on_a_miss_is_answered_as_its_bytes_arrive() {
     assert_eq!(whole.len(), 10_000);
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn the_edge_warms_the_next_segment_of_a_playlist_it_served() {
+    use crate::common::{Reply, TestOrigin, cache_status, client, topology};
+    let origin = TestOrigin::start(|seen, _| match seen.target.as_str() {
+        "/hashed/index.m3u8" => Reply::ok(
+            &[
+                ("content-type", "application/vnd.apple.mpegurl"),
+                ("cache-control", "max-age=1"),
+            ],
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n9f1c.m4s\n#EXTINF:2,\n03ab.m4s\n#EXTINF:2,\nd7e2.m4s\n",
+        ),
+        path if path.ends_with(".m4s") => Reply::ok(
+            &[
+                ("content-type", "video/iso.segment"),
+                ("cache-control", "max-age=600"),
+            ],
+            path.as_bytes().to_vec(),
+        ),
+        _ => Reply::status(404, &[], "no"),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 1, 1, ""), 2);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    let seen = |path: &str| origin.seen().iter().filter(|s| s.target == path).count();
+    let playlist = http
+        .get(format!("{edge}/hashed/index.m3u8"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        playlist.contains("03ab.m4s"),
+        "the playlist reaches the client whole"
+    );
+    assert_eq!(
+        seen("/hashed/03ab.m4s"),
+        0,
+        "nothing is warmed before a segment is taken"
+    );
+    let first = http
+        .get(format!("{edge}/hashed/9f1c.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.text().await.unwrap(), "/hashed/9f1c.m4s");
+    // The next segment, by the playlist's order and not by its name, is warmed.
+    let wait = std::time::Instant::now();
+    while seen("/hashed/03ab.m4s") == 0 && wait.elapsed() < std::time::Duration::from_secs(5) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen("/hashed/03ab.m4s"), 1, "prefetched once");
+    assert_eq!(
+        seen("/hashed/d7e2.m4s"),
+        0,
+        "one segment ahead, as configured"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let next = http
+        .get(format!("{edge}/hashed/03ab.m4s"))
+        .send()
+        .await
+        .unwrap();
+    let status = cache_status(&next);
+    assert!(
+        status.ends_with("edge-0; hit") || status.contains("edge-0; hit;"),
+        "{status}"
+    );
+    assert_eq!(next.text().await.unwrap(), "/hashed/03ab.m4s");
+    assert_eq!(
+        seen("/hashed/03ab.m4s"),
+        1,
+        "the client's request was a hit"
+    );
+}

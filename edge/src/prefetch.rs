@@ -1,0 +1,249 @@
+//! Prefetch driven by the playlists the edge served: when it serves an HLS media playlist it
+//! learns which segment follows which, whatever their names (hashed names included); when a
+//! client then takes segment N, the edge warms the next `next` segments from its parent in
+//! the background, through its own cache, so the player's next request is a hit.
+//!
+//! What it does not do yet: DASH `SegmentTemplate` (MPDs name segments by pattern, not by
+//! list), byte-range segments (`EXT-X-BYTERANGE`), CMCD `nor`, LL-HLS preload hints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use outpost_server::{Body, Handler, Peer};
+use serde::{Deserialize, Serialize};
+
+/// The `[prefetch]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefetchConfig {
+    /// Segments warmed after the one a client takes; 0 turns prefetch off.
+    pub next: usize,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        Self { next: 1 }
+    }
+}
+
+/// The largest playlist read for its segment list; bigger ones pass untouched.
+const MAX_PLAYLIST: usize = 1 << 20;
+/// How long what a playlist said about a segment is remembered.
+const REMEMBER: Duration = Duration::from_secs(120);
+
+/// The edge's prefetcher, in front of its cache.
+pub struct Prefetch<H> {
+    inner: Arc<H>,
+    next: usize,
+    /// Segment URL (host and path) to the URLs that follow it.
+    following: moka::sync::Cache<String, Arc<Vec<String>>>,
+    /// Segments warmed lately, so two clients do not warm the same one twice.
+    warmed: moka::sync::Cache<String, ()>,
+}
+
+impl<H: Handler> Prefetch<H> {
+    pub fn new(inner: Arc<H>, config: &PrefetchConfig) -> Self {
+        Self {
+            inner,
+            next: config.next,
+            following: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REMEMBER)
+                .build(),
+            warmed: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REMEMBER)
+                .build(),
+        }
+    }
+
+    /// Learns the segment order of a media playlist served for `url` (`host/path`).
+    fn learn(&self, host: &str, path: &str, playlist: &str) {
+        let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        let segments: Vec<String> = playlist
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|uri| resolve(host, directory, uri))
+            .collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let after: Vec<String> = segments
+                .iter()
+                .skip(i + 1)
+                .take(self.next)
+                .cloned()
+                .collect();
+            if !after.is_empty() {
+                self.following.insert(segment.clone(), Arc::new(after));
+            }
+        }
+    }
+
+    /// Warms what follows `url` in the background, asking with the client's
+    /// `Accept-Encoding` so the warmed variant is the one its next request selects.
+    fn warm(&self, url: &str, accept_encoding: Option<&HeaderValue>, peer: Peer) {
+        let Some(after) = self.following.get(url) else {
+            return;
+        };
+        for next in after.iter() {
+            if self.warmed.contains_key(next) {
+                continue;
+            }
+            self.warmed.insert(next.clone(), ());
+            let Some((host, target)) = next.split_once('/').map(|(h, t)| (h, format!("/{t}")))
+            else {
+                continue;
+            };
+            let Ok(mut request) = Request::get(target)
+                .header(header::HOST, host)
+                .body(outpost_server::body::empty())
+            else {
+                continue;
+            };
+            if let Some(value) = accept_encoding {
+                request
+                    .headers_mut()
+                    .insert(header::ACCEPT_ENCODING, value.clone());
+            }
+            let inner = self.inner.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let response = inner.handle(request, peer).await;
+                let status = response.status();
+                // Reading it to the end is what stores it.
+                let read = response.into_body().collect().await.is_ok();
+                tracing::debug!(segment = %next, %status, read, "prefetched");
+            });
+        }
+    }
+}
+
+/// `uri` from a playlist at `host` + `directory`, as `host/path`; `None` for other hosts or
+/// schemes (the edge warms only what it would serve itself).
+fn resolve(host: &str, directory: &str, uri: &str) -> Option<String> {
+    let path = if let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        let (authority, path) = rest.split_at(rest.find('/')?);
+        if !outpost_server::normal::without_port(authority)
+            .eq_ignore_ascii_case(outpost_server::normal::without_port(host))
+        {
+            return None;
+        }
+        path.to_owned()
+    } else if uri.starts_with("//") || uri.contains(':') {
+        return None;
+    } else if uri.starts_with('/') {
+        uri.to_owned()
+    } else {
+        format!("{directory}{uri}")
+    };
+    let normal = outpost_server::normal::target(&path).ok()?;
+    Some(format!("{host}{normal}"))
+}
+
+fn is_playlist(response: &Response<Body>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim();
+            t.eq_ignore_ascii_case("application/vnd.apple.mpegurl")
+                || t.eq_ignore_ascii_case("application/x-mpegurl")
+                || t.eq_ignore_ascii_case("audio/mpegurl")
+        })
+}
+
+impl<H: Handler> Handler for Prefetch<H> {
+    async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+        if self.next == 0 || request.method() != Method::GET {
+            return self.inner.handle(request, peer).await;
+        }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let path = request.uri().path().to_owned();
+        let accept_encoding = request.headers().get(header::ACCEPT_ENCODING).cloned();
+        let response = self.inner.handle(request, peer).await;
+        if response.status() != StatusCode::OK {
+            return response;
+        }
+        if !is_playlist(&response) {
+            self.warm(&format!("{host}{path}"), accept_encoding.as_ref(), peer);
+            return response;
+        }
+        let declared = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_none_or(|n| n > MAX_PLAYLIST)
+            || response.headers().contains_key(header::CONTENT_ENCODING)
+        {
+            return response;
+        }
+        // A playlist is small and complete: read it, learn from it, send it on.
+        let (parts, body) = response.into_parts();
+        match body.collect().await {
+            Ok(collected) => {
+                let bytes: Bytes = collected.to_bytes();
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    self.learn(&host, &path, text);
+                }
+                let mut response = Response::from_parts(parts, outpost_server::body::full(bytes));
+                response.headers_mut().remove(header::TRANSFER_ENCODING);
+                response
+            }
+            Err(error) => {
+                let mut response = outpost_server::body::text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("playlist broke off: {error}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlist_uris_resolve_to_what_the_edge_serves() {
+        assert_eq!(
+            resolve("a.test", "/v/live/", "seg-1.m4s").as_deref(),
+            Some("a.test/v/live/seg-1.m4s")
+        );
+        assert_eq!(
+            resolve("a.test", "/v/", "../x/9f8e.m4s").as_deref(),
+            Some("a.test/x/9f8e.m4s")
+        );
+        assert_eq!(
+            resolve("a.test", "/v/", "/abs.m4s").as_deref(),
+            Some("a.test/abs.m4s")
+        );
+        assert_eq!(
+            resolve("a.test:8080", "/v/", "http://a.test/s.m4s").as_deref(),
+            Some("a.test:8080/s.m4s")
+        );
+        assert_eq!(
+            resolve("a.test", "/v/", "http://elsewhere.test/s.m4s"),
+            None
+        );
+        assert_eq!(resolve("a.test", "/v/", "//elsewhere.test/s.m4s"), None);
+        assert_eq!(resolve("a.test", "/v/", "data:text/plain,x"), None);
+    }
+}
