@@ -115,37 +115,13 @@ pub(crate) enum Coding {
 }
 
 impl Coding {
-    /// The best coding the client accepts (br, then gzip), if any.
+    /// The best coding the client accepts (br, then gzip), if any: read as the cache reads
+    /// Accept-Encoding for its variants ([`outpost_cache::key::accepted_encodings`]).
     pub(crate) fn accepted(headers: &HeaderMap) -> Option<Self> {
-        let mut br = false;
-        let mut gzip = false;
-        for value in headers.get_all(header::ACCEPT_ENCODING) {
-            let Ok(value) = value.to_str() else { continue };
-            for item in value.split(',') {
-                let mut parts = item.split(';');
-                let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-                let refused = parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q == 0.0)
-                });
-                if refused {
-                    continue;
-                }
-                match name.as_str() {
-                    "br" => br = true,
-                    "gzip" | "x-gzip" => gzip = true,
-                    _ => {}
-                }
-            }
-        }
-        if br {
-            Some(Self::Brotli)
-        } else if gzip {
-            Some(Self::Gzip)
-        } else {
-            None
+        match outpost_cache::key::accepted_encodings(headers) {
+            "br, gzip" | "br" => Some(Self::Brotli),
+            "gzip" => Some(Self::Gzip),
+            _ => None,
         }
     }
 
