@@ -238,7 +238,7 @@ impl<H: Handler> EsiFront<H> {
                 headers.insert(header::CACHE_CONTROL, value);
             }
             if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
-                if condition.as_ref().is_some_and(|c| matches_weakly(c, &etag)) {
+                if condition.is_some() && not_modified(client, &etag) {
                     let mut not_modified = Response::new(outpost_server::body::empty());
                     *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
                     for name in [header::CACHE_CONTROL, header::VARY, header::DATE] {
@@ -297,17 +297,13 @@ fn failed(failure: &Failure) -> Response<Body> {
     response
 }
 
-/// `If-None-Match` against the page's validator, by weak comparison (RFC 9110 section 13.1.2).
-fn matches_weakly(condition: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(condition) = condition.to_str() else {
-        return false;
-    };
-    let ours = etag.to_str().unwrap_or("");
-    let ours = ours.strip_prefix("W/").unwrap_or(ours);
-    condition
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+/// Whether the client's preconditions say its copy of the page (validator `etag`) is current:
+/// RFC 9110 as the origin and cached objects apply it (`outpost_representation`).
+fn not_modified(client: &HeaderMap, etag: &HeaderValue) -> bool {
+    let mut page = HeaderMap::new();
+    page.insert(header::ETAG, etag.clone());
+    outpost_representation::evaluate(&Method::GET, client, &page, 0)
+        == outpost_representation::Selection::NotModified
 }
 
 /// The assembled page's body: the bytes that were waited for, then the rest as they come,
