@@ -118,7 +118,7 @@ fn set_window(slot: &mut Option<Duration>, value: Option<&str>) {
 }
 
 /// delta-seconds: digits only; values past 2^31 are capped as RFC 9111 section 1.2.2 says.
-fn parse_delta_seconds(value: Option<&str>) -> Option<Duration> {
+pub(crate) fn parse_delta_seconds(value: Option<&str>) -> Option<Duration> {
     let value = value?.trim_matches('"');
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::directives::split_directives;
+use crate::directives::{parse_delta_seconds, split_directives};
 
 /// The device token Outpost answers to in `Surrogate-Control` and announces in
 /// `Surrogate-Capability`.
@@ -153,14 +153,9 @@ fn split_target(value: Option<&str>) -> (Option<&str>, Option<&str>) {
     }
 }
 
+/// delta-seconds, read as Cache-Control's are.
 fn seconds(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Duration::from_secs(
-        value.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31),
-    ))
+    parse_delta_seconds(Some(value.trim()))
 }
 
 #[cfg(test)]
