@@ -7,6 +7,7 @@
 //! list), byte-range segments (`EXT-X-BYTERANGE`), CMCD `nor`, LL-HLS preload hints.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +44,8 @@ pub struct Prefetch<H> {
     following: moka::sync::Cache<String, Arc<Vec<String>>>,
     /// Segments warmed lately, so two clients do not warm the same one twice.
     warmed: moka::sync::Cache<String, ()>,
+    /// A playlist has taught it something: only then is a segment looked up.
+    learned: AtomicBool,
 }
 
 impl<H: Handler> Prefetch<H> {
@@ -58,6 +61,7 @@ impl<H: Handler> Prefetch<H> {
                 .max_capacity(100_000)
                 .time_to_live(REMEMBER)
                 .build(),
+            learned: AtomicBool::new(false),
         }
     }
 
@@ -79,6 +83,7 @@ impl<H: Handler> Prefetch<H> {
                 .collect();
             if !after.is_empty() {
                 self.following.insert(segment.clone(), Arc::new(after));
+                self.learned.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -166,20 +171,21 @@ impl<H: Handler> Handler for Prefetch<H> {
         if self.next == 0 || request.method() != Method::GET {
             return self.inner.handle(request, peer).await;
         }
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let path = request.uri().path().to_owned();
+        // Kept by reference count: a request needs them only after its response says so.
+        let host = request.headers().get(header::HOST).cloned();
+        let uri = request.uri().clone();
         let accept_encoding = request.headers().get(header::ACCEPT_ENCODING).cloned();
         let response = self.inner.handle(request, peer).await;
         if response.status() != StatusCode::OK {
             return response;
         }
+        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let path = uri.path();
         if !is_playlist(&response) {
-            self.warm(&format!("{host}{path}"), accept_encoding.as_ref(), peer);
+            // Until a playlist has been served there is nothing to look up.
+            if self.learned.load(Ordering::Relaxed) {
+                self.warm(&format!("{host}{path}"), accept_encoding.as_ref(), peer);
+            }
             return response;
         }
         let declared = response
@@ -197,7 +203,7 @@ impl<H: Handler> Handler for Prefetch<H> {
             Ok(collected) => {
                 let bytes: Bytes = collected.to_bytes();
                 if let Ok(text) = std::str::from_utf8(&bytes) {
-                    self.learn(&host, &path, text);
+                    self.learn(host, path, text);
                 }
                 let mut response = Response::from_parts(parts, outpost_server::body::full(bytes));
                 response.headers_mut().remove(header::TRANSFER_ENCODING);
