@@ -325,6 +325,23 @@ pub fn topology(origin: &str, parents: usize, edges: usize, extra: &str) -> Stri
     toml
 }
 
+/// A topology with Outpost's own origin serving the demo site, `parents` parents and one edge,
+/// `edge-0`, all on 127.0.0.1 port 0 (admin token `t`).
+pub fn demo_topology(parents: usize) -> String {
+    let mut toml = String::from(
+        "[admin]\ntoken = \"t\"\n[origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    );
+    for i in 0..parents {
+        toml.push_str(&format!(
+            "[[parents]]\nname = \"parent-{i}\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
+        ));
+    }
+    toml.push_str(
+        "[[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    );
+    toml
+}
+
 /// A request as the test origin saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {

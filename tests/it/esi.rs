@@ -374,12 +374,7 @@ async fn a_standalone_edge_processes_esi() {
 
 #[tokio::test]
 async fn the_demo_site_has_an_esi_page() {
-    let cdn = Outpost::up(
-        "[admin]\ntoken = \"t\"\n[origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        3,
-    );
+    let cdn = Outpost::up(&crate::common::demo_topology(1), 3);
     let url = format!("{}/esi/", cdn.data("edge-0"));
     let started = Instant::now();
     let mut response = client()

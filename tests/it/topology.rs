@@ -224,7 +224,7 @@ async fn nodes_expose_health_and_prometheus_metrics() {
 
 #[tokio::test]
 async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm() {
-    let config = common_demo_topology();
+    let config = crate::common::demo_topology(2);
     let mut cdn = Outpost::up_process(&config, 4);
     let http = client();
     let edge = cdn.data("edge-0").to_owned();
@@ -257,14 +257,6 @@ async fn outpost_up_serves_the_demo_site_through_an_edge_and_drains_on_sigterm()
     );
     assert!(cdn.terminate(), "outpost exits cleanly on SIGTERM");
     assert!(cdn.log().contains("stopped"));
-}
-
-fn common_demo_topology() -> String {
-    "[admin]\ntoken = \"t\"\n[origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-     [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-     [[parents]]\nname = \"parent-1\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-     [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n"
-        .to_owned()
 }
 
 #[tokio::test]

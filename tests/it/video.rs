@@ -5,12 +5,7 @@
 use crate::common::Outpost;
 
 fn demo_cdn() -> Outpost {
-    Outpost::up(
-        "[admin]\ntoken = \"t\"\n[origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        3,
-    )
+    Outpost::up(&crate::common::demo_topology(1), 3)
 }
 
 /// ffmpeg reads every stream of `url` to the end (decoding it, writing nothing); its errors.
