@@ -16,9 +16,10 @@ mod rules;
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -32,6 +33,7 @@ pub use content_type::content_type;
 pub use live::{LiveStream, default_live};
 pub use rules::default_rules;
 
+use live::LiveAnswer;
 use path::UrlPath;
 use rules::CompiledRule;
 
@@ -122,27 +124,7 @@ struct Inner {
     root: PathBuf,
     rules: Vec<CompiledRule>,
     etags: Mutex<HashMap<PathBuf, CachedTag>>,
-    live: Vec<LoadedLive>,
-}
-
-/// A live stream with its VOD media playlists read.
-#[derive(Debug)]
-struct LoadedLive {
-    stream: LiveStream,
-    /// By rendition name (`0` for `media_0.m3u8`).
-    media: HashMap<String, live::MediaPlaylist>,
-    /// VOD segments every rendition has: the loop's length.
-    count: u64,
-}
-
-/// What a live stream has for a path under it.
-enum LiveAnswer {
-    /// A file of the VOD stream, by URL path.
-    File(String),
-    /// A media playlist made now.
-    Playlist { text: String, target: u64 },
-    /// A segment that is not published yet (or a name the stream does not have).
-    Missing,
+    live: Vec<live::Live>,
 }
 
 /// A computed ETag, valid while the file keeps this modification time and length.
@@ -191,50 +173,26 @@ impl Origin {
         })
     }
 
-    /// What a live stream answers for `path`, if `path` is under one.
-    fn live(&self, path: &str) -> Option<LiveAnswer> {
+    /// What a live stream answers for `path` with `query`, if `path` is under one: held
+    /// (a blocking reload, the hinted next part) until it is there.
+    async fn live(&self, path: &str, query: Option<&str>) -> Option<live::LiveAnswer> {
         let live = self
             .inner
             .live
             .iter()
             .find(|l| path.starts_with(&l.stream.path))?;
         let name = &path[live.stream.path.len()..];
-        let source = &live.stream.source;
-        if name == "master.m3u8" || (name.starts_with("init-") && name.ends_with(".mp4")) {
-            return Some(LiveAnswer::File(format!("{source}{name}")));
+        let mut now = epoch_ms();
+        loop {
+            match live.answer(name, query, now) {
+                live::LiveAnswer::HoldUntil(until) => {
+                    // `Live` refuses what it would hold for more than a few segments.
+                    tokio::time::sleep(Duration::from_millis(until.saturating_sub(now))).await;
+                    now = until.max(epoch_ms());
+                }
+                answer => return Some(answer),
+            }
         }
-        if let Some(rendition) = name
-            .strip_prefix("media_")
-            .and_then(|n| n.strip_suffix(".m3u8"))
-        {
-            let vod = live.media.get(rendition)?;
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let text = live::media_playlist(vod, rendition, live.stream.window, live.count, now);
-            return Some(LiveAnswer::Playlist {
-                text,
-                target: vod.target,
-            });
-        }
-        let (rendition, number) = name
-            .strip_prefix("seg-")?
-            .strip_suffix(".m4s")?
-            .rsplit_once('-')?;
-        let (Some(vod), Ok(number)) = (live.media.get(rendition), number.parse::<u64>()) else {
-            return Some(LiveAnswer::Missing);
-        };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if number > live::newest(vod.target, now) {
-            return Some(LiveAnswer::Missing);
-        }
-        let index = usize::try_from(number % live.count).ok()?;
-        Some(LiveAnswer::File(format!(
-            "{source}{}",
-            vod.segments[index].1
-        )))
     }
 
     /// The canonical root directory being served.
@@ -273,19 +231,24 @@ impl Origin {
                 return text(StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
         };
-        let url = match self.live(&url.decoded()) {
+        let mut part = None;
+        let url = match self.live(&url.decoded(), req.uri().query()).await {
             None => url,
             Some(LiveAnswer::Missing) => return not_found(),
-            Some(LiveAnswer::Playlist { text, target }) => {
+            Some(LiveAnswer::BadRequest(reason)) => {
+                tracing::debug!(uri = %req.uri(), reason, "refused blocking reload");
+                return text(StatusCode::BAD_REQUEST, "400 Bad Request\n");
+            }
+            Some(LiveAnswer::HoldUntil(_)) => return not_found(),
+            Some(LiveAnswer::Made {
+                text,
+                content_type,
+                max_age,
+            }) => {
                 let mut response = Response::new(Full::new(Bytes::from(text)));
                 let headers = response.headers_mut();
                 headers.insert(DATE, http_date(SystemTime::now()));
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/vnd.apple.mpegurl"),
-                );
-                // Half a target duration: a live playlist changes every segment.
-                let max_age = (target / 2).max(1);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                 if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
                     headers.insert(CACHE_CONTROL, value);
                 }
@@ -295,8 +258,15 @@ impl Origin {
                 Ok(url) => url,
                 Err(_) => return not_found(),
             },
+            Some(LiveAnswer::Part { path, range }) => match UrlPath::parse(&path) {
+                Ok(url) => {
+                    part = Some(range);
+                    url
+                }
+                Err(_) => return not_found(),
+            },
         };
-        match self.serve(req, &url).await {
+        match self.serve(req, &url, part).await {
             Ok(response) => response,
             Err(err) => match err.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(),
@@ -312,7 +282,14 @@ impl Origin {
         }
     }
 
-    async fn serve<B>(&self, req: &Request<B>, url: &UrlPath) -> io::Result<Response<Body>> {
+    /// Serve the file at `url`, or only its bytes in `part` (a live stream's partial
+    /// segment, which is an object of its own, not a range response).
+    async fn serve<B>(
+        &self,
+        req: &Request<B>,
+        url: &UrlPath,
+        part: Option<Range<usize>>,
+    ) -> io::Result<Response<Body>> {
         let root = &self.inner.root;
         let mut file = self.contained(&url.fs_path(root)).await?;
         let mut meta = tokio::fs::metadata(&file).await?;
@@ -334,7 +311,13 @@ impl Origin {
         }
 
         let modified = meta.modified().ok();
-        let content = Bytes::from(tokio::fs::read(&file).await?);
+        let mut content = Bytes::from(tokio::fs::read(&file).await?);
+        if let Some(range) = part {
+            match content.get(range.clone()) {
+                Some(_) => content = content.slice(range),
+                None => return Ok(not_found()),
+            }
+        }
 
         let mut headers = HeaderMap::new();
         let now = SystemTime::now();
@@ -445,11 +428,15 @@ fn redirect(location: &str) -> Response<Body> {
     }
 }
 
-/// Reads the VOD media playlists a live stream loops; `None` (logged) when they are not there.
-fn load_live(root: &Path, stream: &LiveStream) -> Option<LoadedLive> {
+/// Reads the VOD files a live stream loops (media playlists, segments for their chunks, the
+/// MPD); `None` (logged) when they are not there.
+fn load_live(root: &Path, stream: &LiveStream) -> Option<live::Live> {
     let source = root.join(stream.source.trim_start_matches('/'));
-    let master = std::fs::read_to_string(source.join("master.m3u8")).ok()?;
-    let mut media = HashMap::new();
+    let Ok(master) = std::fs::read_to_string(source.join("master.m3u8")) else {
+        tracing::warn!(path = %stream.path, source = %source.display(), "live stream left out: no master.m3u8");
+        return None;
+    };
+    let mut renditions = HashMap::new();
     for line in master.lines() {
         let uri = line
             .split("URI=\"")
@@ -463,13 +450,31 @@ fn load_live(root: &Path, stream: &LiveStream) -> Option<LoadedLive> {
             continue;
         };
         let text = std::fs::read_to_string(source.join(uri)).ok()?;
-        media.insert(rendition.to_owned(), live::MediaPlaylist::parse(&text)?);
+        let playlist = live::MediaPlaylist::parse(&text)?;
+        let parts = playlist
+            .segments
+            .iter()
+            .map(|(_, uri)| {
+                std::fs::read(source.join(uri)).map(|bytes| live::chunk_ranges(&bytes))
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .ok()?;
+        renditions.insert(rendition.to_owned(), live::Rendition { playlist, parts });
     }
-    let count = media.values().map(|m| m.segments.len()).min()?;
-    tracing::debug!(path = %stream.path, renditions = media.len(), count, "live stream");
-    Some(LoadedLive {
-        stream: stream.clone(),
-        media,
-        count: u64::try_from(count).ok()?.max(1),
-    })
+    let mpd = std::fs::read_to_string(source.join("manifest.mpd"))
+        .ok()
+        .and_then(|mpd| live::MpdTemplate::from_vod(&mpd));
+    let live = live::Live::new(stream.clone(), renditions, mpd);
+    match &live {
+        Some(_) => tracing::debug!(path = %stream.path, "live stream"),
+        None => tracing::warn!(path = %stream.path, "live stream left out: its VOD playlists do not loop"),
+    }
+    live
+}
+
+/// Milliseconds since the epoch.
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
