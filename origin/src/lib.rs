@@ -454,9 +454,7 @@ fn load_live(root: &Path, stream: &LiveStream) -> Option<live::Live> {
         let parts = playlist
             .segments
             .iter()
-            .map(|(_, uri)| {
-                std::fs::read(source.join(uri)).map(|bytes| live::chunk_ranges(&bytes))
-            })
+            .map(|(_, uri)| std::fs::read(source.join(uri)).map(|bytes| live::chunk_ranges(&bytes)))
             .collect::<io::Result<Vec<_>>>()
             .ok()?;
         renditions.insert(rendition.to_owned(), live::Rendition { playlist, parts });
@@ -467,7 +465,9 @@ fn load_live(root: &Path, stream: &LiveStream) -> Option<live::Live> {
     let live = live::Live::new(stream.clone(), renditions, mpd);
     match &live {
         Some(_) => tracing::debug!(path = %stream.path, "live stream"),
-        None => tracing::warn!(path = %stream.path, "live stream left out: its VOD playlists do not loop"),
+        None => {
+            tracing::warn!(path = %stream.path, "live stream left out: its VOD playlists do not loop")
+        }
     }
     live
 }

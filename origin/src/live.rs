@@ -343,7 +343,11 @@ impl Live {
                         LiveAnswer::Missing
                     };
                 }
-                match media.parts.get(self.index(n)).and_then(|r| r.get(p as usize)) {
+                match media
+                    .parts
+                    .get(self.index(n))
+                    .and_then(|r| r.get(p as usize))
+                {
                     Some(range) => LiveAnswer::Part {
                         path: file,
                         range: range.clone(),
@@ -425,7 +429,11 @@ impl Live {
         let last = current.saturating_sub(1);
         let first = last.saturating_sub(self.stream.window.max(1) - 1);
         // Discontinuities before the first segment: loop starts at multiples of `count`.
-        let dropped = if first == 0 { 0 } else { (first - 1) / self.count };
+        let dropped = if first == 0 {
+            0
+        } else {
+            (first - 1) / self.count
+        };
         let mut out = String::with_capacity(1024);
         let version = if self.stream.parts { 9 } else { 6 };
         let _ = write!(
@@ -453,6 +461,14 @@ impl Live {
             if n > 0 && n % self.count == 0 {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            if n == first || n % self.count == 0 {
+                // Players line renditions up by the clock; each loop restarts media time.
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    iso_time(n.saturating_mul(self.target_ms))
+                );
+            }
             let duration = vod
                 .segments
                 .get(self.index(n))
@@ -469,6 +485,11 @@ impl Live {
                 .count() as u64;
             if published > 0 && current > 0 && current % self.count == 0 {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    iso_time(current.saturating_mul(self.target_ms))
+                );
             }
             let duration = vod
                 .segments
@@ -536,7 +557,9 @@ impl Live {
                 out,
                 "\t<Period id=\"{k}\" start=\"PT{}S\">{}</Period>\n",
                 k * loop_ms / 1000,
-                template.adaptation_sets.replace("{start}", &start.to_string())
+                template
+                    .adaptation_sets
+                    .replace("{start}", &start.to_string())
             );
         }
         // The time, so that players need no time server of their own.
@@ -663,14 +686,20 @@ mod tests {
         // At 20.6 s segment 10 is in progress with one part (0.5 s) out, and the second
         // (published at 21.0 s) is hinted.
         let text = playlist(live.answer("media_0.m3u8", None, 20_600));
-        assert!(text.contains("CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"), "{text}");
+        assert!(
+            text.contains("CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"),
+            "{text}"
+        );
         assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
         assert!(text.ends_with(
             "#EXT-X-PART:DURATION=0.500000,URI=\"seg-0-10.0.m4s\",INDEPENDENT=YES\n\
              #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-0-10.1.m4s\"\n"
         ));
         // Parts are listed for the last two complete segments too, not for older ones.
-        assert!(text.contains("seg-0-7.3.m4s\"\n#EXTINF:2.000000,\nseg-0-7.m4s"), "{text}");
+        assert!(
+            text.contains("seg-0-7.3.m4s\"\n#EXTINF:2.000000,\nseg-0-7.m4s"),
+            "{text}"
+        );
         assert!(!text.contains("seg-0-6.0.m4s"));
         assert_eq!(
             live.answer("seg-0-10.0.m4s", None, 20_600),
@@ -684,22 +713,41 @@ mod tests {
             live.answer("seg-0-10.1.m4s", None, 20_600),
             LiveAnswer::HoldUntil(21_000)
         );
-        assert_eq!(live.answer("seg-0-10.2.m4s", None, 20_600), LiveAnswer::Missing);
-        assert_eq!(live.answer("seg-0-10.m4s", None, 20_600), LiveAnswer::Missing);
+        assert_eq!(
+            live.answer("seg-0-10.2.m4s", None, 20_600),
+            LiveAnswer::Missing
+        );
+        assert_eq!(
+            live.answer("seg-0-10.m4s", None, 20_600),
+            LiveAnswer::Missing
+        );
         assert_eq!(
             live.answer("seg-0-10.m4s", None, 22_000),
             LiveAnswer::File("/vod/seg-0-002.m4s".into())
         );
-        assert_eq!(live.answer("seg-0-10.4.m4s", None, 30_000), LiveAnswer::Missing);
-        assert_eq!(live.answer("seg-0-x.m4s", None, 30_000), LiveAnswer::Missing);
-        assert_eq!(live.answer("seg-9-1.m4s", None, 30_000), LiveAnswer::Missing);
+        assert_eq!(
+            live.answer("seg-0-10.4.m4s", None, 30_000),
+            LiveAnswer::Missing
+        );
+        assert_eq!(
+            live.answer("seg-0-x.m4s", None, 30_000),
+            LiveAnswer::Missing
+        );
+        assert_eq!(
+            live.answer("seg-9-1.m4s", None, 30_000),
+            LiveAnswer::Missing
+        );
         // A loop starts at segment 12: its parts come after a discontinuity.
         let text = playlist(live.answer("media_0.m3u8", None, 24_700));
-        assert!(text.ends_with(
-            "seg-0-11.m4s\n#EXT-X-DISCONTINUITY\n\
+        assert!(
+            text.ends_with(
+                "seg-0-11.m4s\n#EXT-X-DISCONTINUITY\n\
+             #EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:24.000Z\n\
              #EXT-X-PART:DURATION=0.500000,URI=\"seg-0-12.0.m4s\",INDEPENDENT=YES\n\
              #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-0-12.1.m4s\"\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -707,20 +755,47 @@ mod tests {
         let live = live(true);
         let ask = |query: &str, now| live.answer("media_0.m3u8", Some(query), now);
         // At 20.6 s: part 10.0 exists, 10.1 comes at 21.0 s, segment 10 is complete at 22 s.
-        assert!(matches!(ask("_HLS_msn=10&_HLS_part=0", 20_600), LiveAnswer::Made { max_age: 8, .. }));
-        assert_eq!(ask("_HLS_msn=10&_HLS_part=1", 20_600), LiveAnswer::HoldUntil(21_000));
+        assert!(matches!(
+            ask("_HLS_msn=10&_HLS_part=0", 20_600),
+            LiveAnswer::Made { max_age: 8, .. }
+        ));
+        assert_eq!(
+            ask("_HLS_msn=10&_HLS_part=1", 20_600),
+            LiveAnswer::HoldUntil(21_000)
+        );
         assert_eq!(ask("_HLS_msn=10", 20_600), LiveAnswer::HoldUntil(22_000));
         // A part past the segment's last runs on into the next segment.
-        assert_eq!(ask("_HLS_msn=10&_HLS_part=4", 20_600), LiveAnswer::HoldUntil(22_500));
-        assert_eq!(ask("_HLS_msn=12&_HLS_part=0", 20_600), LiveAnswer::HoldUntil(24_500));
-        assert!(matches!(ask("_HLS_msn=13", 20_600), LiveAnswer::BadRequest(_)));
+        assert_eq!(
+            ask("_HLS_msn=10&_HLS_part=4", 20_600),
+            LiveAnswer::HoldUntil(22_500)
+        );
+        assert_eq!(
+            ask("_HLS_msn=12&_HLS_part=0", 20_600),
+            LiveAnswer::HoldUntil(24_500)
+        );
+        assert!(matches!(
+            ask("_HLS_msn=13", 20_600),
+            LiveAnswer::BadRequest(_)
+        ));
         // Before segment 10's first part, the last segment is 9: 12 is too far.
-        assert!(matches!(ask("_HLS_msn=12", 20_100), LiveAnswer::BadRequest(_)));
-        assert!(matches!(ask("_HLS_part=1", 20_600), LiveAnswer::BadRequest(_)));
-        assert!(matches!(ask("_HLS_msn=x", 20_600), LiveAnswer::BadRequest(_)));
+        assert!(matches!(
+            ask("_HLS_msn=12", 20_100),
+            LiveAnswer::BadRequest(_)
+        ));
+        assert!(matches!(
+            ask("_HLS_part=1", 20_600),
+            LiveAnswer::BadRequest(_)
+        ));
+        assert!(matches!(
+            ask("_HLS_msn=x", 20_600),
+            LiveAnswer::BadRequest(_)
+        ));
         // Asked again when it holds until, the answer is the playlist as of that moment.
         let text = playlist(ask("_HLS_msn=10&_HLS_part=1", 21_000));
-        assert!(text.contains("seg-0-10.1.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-0-10.2.m4s\""), "{text}");
+        assert!(
+            text.contains("seg-0-10.1.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-0-10.2.m4s\""),
+            "{text}"
+        );
         assert_eq!(text, playlist(ask("_HLS_msn=10&_HLS_part=1", 21_900)));
         // Without parts, _HLS_part is refused.
         let plain = super::tests::live(false);
@@ -735,12 +810,18 @@ mod tests {
         let live = live(true);
         // Loops are 6 s (three 2 s segments); at 13 s the 8 s buffer reaches back into loop 0.
         let answer = live.answer("manifest.mpd", None, 13_000);
-        let LiveAnswer::Made { text, content_type, .. } = answer else {
+        let LiveAnswer::Made {
+            text, content_type, ..
+        } = answer
+        else {
             panic!("{answer:?}");
         };
         assert_eq!(content_type, "application/dash+xml");
         assert!(text.contains("type=\"dynamic\""));
-        assert!(text.contains("publishTime=\"1970-01-01T00:00:13.000Z\""), "{text}");
+        assert!(
+            text.contains("publishTime=\"1970-01-01T00:00:13.000Z\""),
+            "{text}"
+        );
         assert!(text.contains("timeShiftBufferDepth=\"PT8S\""));
         assert_eq!(text.matches("<Period ").count(), 3, "{text}");
         assert!(text.contains("<Period id=\"2\" start=\"PT12S\"><AdaptationSet><SegmentTemplate media=\"seg-$RepresentationID$-$Number$.m4s\" startNumber=\"6\"/>"), "{text}");
@@ -776,7 +857,10 @@ mod tests {
         truncated.truncate(900);
         assert_eq!(chunk_ranges(&truncated), vec![0..900]);
         assert_eq!(chunk_ranges(&boxed(b"mdat", 40)), vec![0..40]);
-        assert_eq!(chunk_ranges(&[0, 0, 0, 1, b'm', b'o', b'o', b'f']), vec![0..8]);
+        assert_eq!(
+            chunk_ranges(&[0, 0, 0, 1, b'm', b'o', b'o', b'f']),
+            vec![0..8]
+        );
     }
 
     #[test]

@@ -551,3 +551,104 @@ async fn the_edge_warms_the_next_segment_of_a_playlist_it_served() {
         "the client's request was a hit"
     );
 }
+
+/// What the browser driver (`tests/player/play.mjs`) saw on one player page.
+#[derive(Debug, serde::Deserialize)]
+struct Watched {
+    url: String,
+    player: String,
+    advanced: f64,
+    errors: Vec<String>,
+    console: Vec<String>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Segment {
+    url: String,
+    status: u16,
+    #[serde(rename = "cacheStatus")]
+    cache_status: String,
+}
+
+#[tokio::test]
+async fn a_browser_plays_hls_and_dash_vod_and_live_through_the_edge() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let driver = format!("{root}/tests/player/play.mjs");
+    assert!(
+        std::path::Path::new(&format!("{root}/tests/player/node_modules/playwright-core")).exists()
+            && std::path::Path::new(&format!("{root}/origin/demo/video/lib/hls.min.js")).exists(),
+        "the player libraries are not installed: run scripts/player-libs"
+    );
+    let cdn = demo_cdn();
+    let edge = cdn.data("edge-0").to_owned();
+    let page = |src: &str| format!("{edge}/video/player.html?src={src}");
+    let streams = [
+        "/video/vod/master.m3u8",
+        "/video/vod/manifest.mpd",
+        "/video/live/master.m3u8",
+        "/video/live/manifest.mpd",
+    ];
+    // Every stream at once, then a second viewer of each VOD stream.
+    let mut command = tokio::process::Command::new("node");
+    command.arg(&driver).args(["--seconds", "6"]);
+    command.args(streams.iter().map(|s| page(s)));
+    command
+        .arg("--then")
+        .args(streams[..2].iter().map(|s| page(s)));
+    let output = tokio::time::timeout(std::time::Duration::from_secs(150), command.output())
+        .await
+        .expect("the browser finished in time")
+        .expect("node runs (Node.js 20 or later)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let phases: Vec<Vec<Watched>> = serde_json::from_slice(&output.stdout).unwrap();
+    let [first, second] = &phases[..] else {
+        panic!("two phases: {phases:?}");
+    };
+    for watched in first.iter().chain(second) {
+        let seen = format!(
+            "{} ({}): errors {:?}, console {:?}",
+            watched.url, watched.player, watched.errors, watched.console
+        );
+        assert!(watched.errors.is_empty(), "{seen}");
+        assert!(
+            watched.advanced >= 6.0,
+            "advanced {} s: {seen}",
+            watched.advanced
+        );
+        assert!(
+            watched.segments.iter().all(|s| s.status == 200),
+            "{seen}: {:?}",
+            watched.segments
+        );
+        let expected = if watched.url.ends_with(".mpd") {
+            "dash.js"
+        } else {
+            "hls.js"
+        };
+        assert!(watched.player.starts_with(expected), "{seen}");
+    }
+    // The second viewer's segments that the first had fetched are hits at the edge.
+    for (before, after) in first[..2].iter().zip(second) {
+        let fetched: std::collections::HashSet<&str> =
+            before.segments.iter().map(|s| s.url.as_str()).collect();
+        let shared: Vec<&Segment> = after
+            .segments
+            .iter()
+            .filter(|s| fetched.contains(s.url.as_str()))
+            .collect();
+        assert!(shared.len() >= 4, "{}: {:?}", after.url, after.segments);
+        for segment in shared {
+            assert!(
+                segment.cache_status.ends_with("edge-0; hit")
+                    || segment.cache_status.contains("edge-0; hit;"),
+                "{}: {segment:?}",
+                after.url
+            );
+        }
+    }
+}
