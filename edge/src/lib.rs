@@ -9,6 +9,7 @@
 //! `outpost-workers`', caching rules live in `outpost-cache`.
 
 mod cmcd;
+mod cmsd;
 mod cors;
 mod health;
 mod https;
@@ -18,6 +19,7 @@ mod query;
 mod signed;
 
 pub use cmcd::{Cmcd, CmcdFront, CmcdMetrics};
+pub use cmsd::{CMSD_DYNAMIC, CmsdFront};
 pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};

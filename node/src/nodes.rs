@@ -288,30 +288,36 @@ pub fn start_edge(
     match workers {
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(below_workers));
-            let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                outpost_edge::Cors::new(
-                    outpost_edge::SignedUrls::new(
-                        outpost_edge::CmcdFront::new(front, cmcd_metrics),
-                        shared.signing.clone(),
+            let handler = Arc::new(outpost_edge::CmsdFront::new(
+                outpost_edge::HttpsPolicy::new(
+                    outpost_edge::Cors::new(
+                        outpost_edge::SignedUrls::new(
+                            outpost_edge::CmcdFront::new(front, cmcd_metrics),
+                            shared.signing.clone(),
+                        ),
+                        shared.cors.clone(),
                     ),
-                    shared.cors.clone(),
+                    &shared.host_policies,
+                    https_port,
                 ),
-                &shared.host_policies,
-                https_port,
+                &name,
             ));
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }
         None => {
-            let handler = Arc::new(outpost_edge::HttpsPolicy::new(
-                outpost_edge::Cors::new(
-                    outpost_edge::SignedUrls::new(
-                        outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
-                        shared.signing.clone(),
+            let handler = Arc::new(outpost_edge::CmsdFront::new(
+                outpost_edge::HttpsPolicy::new(
+                    outpost_edge::Cors::new(
+                        outpost_edge::SignedUrls::new(
+                            outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
+                            shared.signing.clone(),
+                        ),
+                        shared.cors.clone(),
                     ),
-                    shared.cors.clone(),
+                    &shared.host_policies,
+                    https_port,
                 ),
-                &shared.host_policies,
-                https_port,
+                &name,
             ));
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }

@@ -140,6 +140,9 @@ const MAX_CACHED_TAGS: usize = 10_000;
 
 type Body = Full<Bytes>;
 
+/// Common Media Server Data (CTA-5006) about the object: the live stream's responses carry it.
+const CMSD_STATIC: &str = "cmsd-static";
+
 impl Origin {
     /// Check the configuration (root exists and is a directory, rules compile) and build the
     /// server.
@@ -174,25 +177,38 @@ impl Origin {
     }
 
     /// What a live stream answers for `path` with `query`, if `path` is under one: held
-    /// (a blocking reload, the hinted next part) until it is there.
-    async fn live(&self, path: &str, query: Option<&str>) -> Option<live::LiveAnswer> {
+    /// (a blocking reload, the hinted next part) until it is there. With it, the CMSD-Static
+    /// value for the response.
+    async fn live(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(LiveAnswer, Option<HeaderValue>)> {
         let live = self
             .inner
             .live
             .iter()
             .find(|l| path.starts_with(&l.stream.path))?;
         let name = &path[live.stream.path.len()..];
-        let mut now = epoch_ms();
-        loop {
+        let start = epoch_ms();
+        let mut now = start;
+        let answer = loop {
             match live.answer(name, query, now) {
-                live::LiveAnswer::HoldUntil(until) => {
+                LiveAnswer::HoldUntil(until) => {
                     // `Live` refuses what it would hold for more than a few segments.
                     tokio::time::sleep(Duration::from_millis(until.saturating_sub(now))).await;
                     now = until.max(epoch_ms());
                 }
-                answer => return Some(answer),
+                answer => break answer,
             }
-        }
+        };
+        let server_data = live.server_data(name).and_then(|mut value| {
+            if now > start {
+                value.push_str(&format!(",ht={}", now - start));
+            }
+            HeaderValue::from_str(&value).ok()
+        });
+        Some((answer, server_data))
     }
 
     /// The canonical root directory being served.
@@ -232,7 +248,11 @@ impl Origin {
             }
         };
         let mut part = None;
-        let url = match self.live(&url.decoded(), req.uri().query()).await {
+        let (live, server_data) = match self.live(&url.decoded(), req.uri().query()).await {
+            Some((answer, server_data)) => (Some(answer), server_data),
+            None => (None, None),
+        };
+        let url = match live {
             None => url,
             Some(LiveAnswer::Missing) => return not_found(),
             Some(LiveAnswer::BadRequest(reason)) => {
@@ -252,6 +272,9 @@ impl Origin {
                 if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
                     headers.insert(CACHE_CONTROL, value);
                 }
+                if let Some(value) = server_data {
+                    headers.insert(CMSD_STATIC, value);
+                }
                 return response;
             }
             Some(LiveAnswer::File(path)) => match UrlPath::parse(&path) {
@@ -267,7 +290,14 @@ impl Origin {
             },
         };
         match self.serve(req, &url, part).await {
-            Ok(response) => response,
+            Ok(mut response) => {
+                if let Some(value) = server_data
+                    && response.status().is_success()
+                {
+                    response.headers_mut().insert(CMSD_STATIC, value);
+                }
+                response
+            }
             Err(err) => match err.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(),
                 io::ErrorKind::PermissionDenied => text(StatusCode::FORBIDDEN, "403 Forbidden\n"),

@@ -358,6 +358,50 @@ impl Live {
         }
     }
 
+    /// The CMSD-Static value (CTA-5006) for `name`: what the object is (`ot`, `sf`), that the
+    /// stream is live (`st=l`), and for segments and parts their duration (`d`) and when they
+    /// became available (`at`, ms since the epoch). The held time of a blocking reload (`ht`)
+    /// is the caller's to add.
+    pub(crate) fn server_data(&self, name: &str) -> Option<String> {
+        if name == "master.m3u8" || (name.starts_with("media_") && name.ends_with(".m3u8")) {
+            return Some("ot=m,sf=h,st=l".into());
+        }
+        if name == "manifest.mpd" {
+            return Some("ot=m,sf=d,st=l".into());
+        }
+        if name.starts_with("init-") && name.ends_with(".mp4") {
+            return Some("ot=i,st=l".into());
+        }
+        let (rendition, number) = name
+            .strip_prefix("seg-")?
+            .strip_suffix(".m4s")?
+            .rsplit_once('-')?;
+        let media = self.renditions.get(rendition)?;
+        let (n, part) = match number.split_once('.') {
+            Some((n, p)) => (n.parse::<u64>().ok()?, Some(p.parse::<u64>().ok()?)),
+            None => (number.parse::<u64>().ok()?, None),
+        };
+        let duration_ms = media
+            .playlist
+            .segments
+            .get(self.index(n))
+            .map_or(self.target_ms, |s| (s.0 * 1000.0).round() as u64);
+        Some(match part {
+            Some(p) => {
+                let k = self.part_count(media, n);
+                format!(
+                    "at={},d={},st=l",
+                    self.part_published(media, n, p),
+                    duration_ms / k
+                )
+            }
+            None => format!(
+                "at={},d={duration_ms},st=l",
+                n.saturating_add(1).saturating_mul(self.target_ms)
+            ),
+        })
+    }
+
     fn media_answer(
         &self,
         name: &str,

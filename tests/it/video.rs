@@ -652,3 +652,166 @@ async fn a_browser_plays_hls_and_dash_vod_and_live_through_the_edge() {
         }
     }
 }
+
+/// The `(msn, part)` a live playlist's preload hint names: the next part.
+fn preload_hint(playlist: &str) -> (u64, u64) {
+    let uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-0-"))
+        .unwrap_or_else(|| panic!("no preload hint: {playlist}"));
+    let (msn, part) = uri.trim_end_matches(".m4s\"").split_once('.').unwrap();
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+#[tokio::test]
+async fn low_latency_hls_parts_and_blocking_reloads_work_through_the_edge() {
+    let cdn = demo_cdn();
+    let edge = cdn.data("edge-0").to_owned();
+    let http = crate::common::client();
+    let get = |path: String| {
+        let http = http.clone();
+        let edge = edge.clone();
+        async move { http.get(format!("{edge}{path}")).send().await.unwrap() }
+    };
+    let playlist = get("/video/live/media_0.m3u8".into())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        playlist.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"),
+        "{playlist}"
+    );
+    assert!(
+        playlist.contains("#EXT-X-PART-INF:PART-TARGET="),
+        "{playlist}"
+    );
+    let (msn, part) = preload_hint(&playlist);
+    // The hinted part is held until it exists, then it is the chunk the segment starts with
+    // (or goes on with): an fMP4 box.
+    let hinted = get(format!("/video/live/seg-0-{msn}.{part}.m4s")).await;
+    assert_eq!(hinted.status(), 200);
+    let bytes = hinted.bytes().await.unwrap();
+    let kind = &bytes[4..8];
+    assert!(
+        kind == b"styp" || kind == b"sidx" || kind == b"moof",
+        "{kind:?}"
+    );
+    // A blocking reload for the part after it waits for that part and lists it.
+    let (next_msn, next_part) = if part == 3 {
+        (msn + 1, 0)
+    } else {
+        (msn, part + 1)
+    };
+    let blocked = get(format!(
+        "/video/live/media_0.m3u8?_HLS_msn={next_msn}&_HLS_part={next_part}"
+    ))
+    .await;
+    assert_eq!(blocked.status(), 200);
+    // CMSD: the origin says what the object is and how long it held the reload; the edge adds
+    // its own response delay (rd) after the parent's hop.
+    let static_data = blocked.headers()["cmsd-static"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(static_data.starts_with("ot=m,sf=h,st=l"), "{static_data}");
+    // Held (ht) unless this test was paused for longer than a part.
+    let held: u64 = static_data
+        .split_once(",ht=")
+        .map_or(0, |(_, ms)| ms.parse().unwrap());
+    let dynamic = blocked.headers()["cmsd-dynamic"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let rd: u64 = dynamic
+        .strip_prefix("\"edge-0\";rd=")
+        .unwrap_or_else(|| panic!("{dynamic}"))
+        .parse()
+        .unwrap();
+    assert!(
+        rd + 5 >= held,
+        "the edge waited as long as the origin held: {rd} ms, {held} ms"
+    );
+    let text = blocked.text().await.unwrap();
+    assert!(
+        text.contains(&format!("URI=\"seg-0-{next_msn}.{next_part}.m4s\"")),
+        "{text}"
+    );
+    // An msn more than two beyond the last segment is refused at once, as the spec says.
+    let far = get(format!("/video/live/media_0.m3u8?_HLS_msn={}", msn + 5)).await;
+    assert_eq!(far.status(), 400);
+    let bad = get("/video/live/media_0.m3u8?_HLS_part=1".into()).await;
+    assert_eq!(bad.status(), 400);
+    // The live MPD is dynamic, and the segments it names are the HLS stream's.
+    let mpd = get("/video/live/manifest.mpd".into()).await;
+    assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
+    let mpd = mpd.text().await.unwrap();
+    assert!(
+        mpd.contains("type=\"dynamic\"") && mpd.contains("urn:mpeg:dash:utc:direct:2014"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("media=\"seg-$RepresentationID$-$Number$.m4s\""),
+        "{mpd}"
+    );
+    let complete = get(format!("/video/live/seg-2-{}.m4s", msn - 1)).await;
+    assert_eq!(complete.status(), 200);
+}
+
+#[tokio::test]
+async fn blocking_reloads_are_held_once_per_part_at_each_tier() {
+    use crate::common::{Reply, TestOrigin, client, topology};
+    use std::time::Duration;
+    // An LL-HLS origin that holds each blocking reload 800 ms, as ours does until the part
+    // exists.
+    let origin = TestOrigin::start(|seen, _| {
+        if seen.target.starts_with("/ll/media.m3u8?_HLS_msn=") {
+            Reply::Delayed(
+                Duration::from_millis(800),
+                Box::new(Reply::ok(
+                    &[
+                        ("content-type", "application/vnd.apple.mpegurl"),
+                        ("cache-control", "public, max-age=12"),
+                    ],
+                    format!("#EXTM3U\n# answer to {}\n", seen.target),
+                )),
+            )
+        } else {
+            Reply::status(404, &[], "no")
+        }
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 1, 2, ""), 3);
+    let http = client();
+    let target = "/ll/media.m3u8?_HLS_msn=41&_HLS_part=2";
+    let mut viewers = Vec::new();
+    for i in 0..100 {
+        let url = format!("{}{target}", cdn.data(&format!("edge-{}", i % 2)));
+        let http = http.clone();
+        viewers.push(tokio::spawn(async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }));
+    }
+    for viewer in viewers {
+        let (status, body) = viewer.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("#EXTM3U\n# answer to {target}\n"));
+    }
+    let held = origin.seen().iter().filter(|s| s.target == target).count();
+    assert_eq!(
+        held, 1,
+        "100 viewers on two edges, one held request at the origin"
+    );
+    // Another part is another request.
+    let other = http
+        .get(format!(
+            "{}/ll/media.m3u8?_HLS_msn=41&_HLS_part=3",
+            cdn.data("edge-0")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(origin.hits(), 2);
+}
