@@ -26,6 +26,8 @@ pub struct Cmcd {
     pub object_type: Option<String>,
     /// `sid`: the playback session.
     pub session: Option<String>,
+    /// `nor`: the next object the player will ask for, relative to this request (decoded).
+    pub next_object: Option<String>,
     /// Every key as it came, in order, for the log.
     pub pairs: Vec<(String, Option<String>)>,
 }
@@ -66,6 +68,12 @@ impl Cmcd {
                 ("bs", None) => self.starved = true,
                 ("ot", Some(v)) => self.object_type = Some(v.to_owned()),
                 ("sid", Some(v)) => self.session = Some(v.to_owned()),
+                ("nor", Some(v)) => {
+                    self.next_object = percent_encoding::percent_decode_str(v)
+                        .decode_utf8()
+                        .ok()
+                        .map(|v| v.into_owned());
+                }
                 _ => {}
             }
             self.pairs.push((key.to_owned(), value.map(str::to_owned)));
@@ -176,6 +184,11 @@ impl CmcdMetrics {
     }
 }
 
+/// What a player said it will ask for next (CMCD `nor`), for the prefetcher: a request
+/// extension, relative to the request's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextObject(pub String);
+
 /// The edge's CMCD reader.
 pub struct CmcdFront<H> {
     inner: H,
@@ -193,6 +206,10 @@ impl<H: Handler> Handler for CmcdFront<H> {
         let cmcd = Cmcd::from_request(request.uri(), request.headers());
         if let Some(uri) = crate::query::without_parameter(request.uri(), CMCD_PARAMETER) {
             *request.uri_mut() = uri;
+        }
+        // The prefetcher warms what `nor` names.
+        if let Some(next) = cmcd.as_ref().and_then(|c| c.next_object.clone()) {
+            request.extensions_mut().insert(NextObject(next));
         }
         let mut response = self.inner.handle(request, peer).await;
         if let Some(cmcd) = cmcd {
@@ -233,6 +250,13 @@ mod tests {
         let cmcd = Cmcd::from_request(&"/a.m4s".parse().unwrap(), &headers).unwrap();
         assert_eq!((cmcd.bitrate_kbps, cmcd.starved), (Some(800), true));
         assert_eq!(cmcd.session.as_deref(), Some("abc"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "cmcd-request",
+            HeaderValue::from_static("nor=\"..%2Fhd%2Fseg%202.m4s\""),
+        );
+        let cmcd = Cmcd::from_request(&"/a.m4s".parse().unwrap(), &headers).unwrap();
+        assert_eq!(cmcd.next_object.as_deref(), Some("../hd/seg 2.m4s"));
         assert!(Cmcd::from_request(&"/a.m4s".parse().unwrap(), &HeaderMap::new()).is_none());
     }
 

@@ -18,7 +18,7 @@ mod prefetch;
 mod query;
 mod signed;
 
-pub use cmcd::{Cmcd, CmcdFront, CmcdMetrics};
+pub use cmcd::{Cmcd, CmcdFront, CmcdMetrics, NextObject};
 pub use cmsd::{CMSD_DYNAMIC, CmsdFront};
 pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;

@@ -284,7 +284,11 @@ pub fn start_edge(
     let listeners = (bound.data, bound.https);
     let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi, esi_metrics);
     // Below the workers, nearest the client first: prefetch, ESI, the cache.
-    let below_workers = outpost_edge::Prefetch::new(Arc::new(esi), &shared.prefetch);
+    let below_workers = outpost_edge::Prefetch::new(
+        Arc::new(esi),
+        &shared.prefetch,
+        Arc::new(shared.signing.clone()),
+    );
     match workers {
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(below_workers));

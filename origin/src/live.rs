@@ -94,6 +94,10 @@ impl MediaPlaylist {
 /// Where each CMAF chunk of an fMP4 segment starts and ends: one range per `moof` (with the
 /// `styp` / `sidx` boxes before it), covering the whole segment. A segment that is not a
 /// sequence of well-formed boxes, or has no `moof`, is one part.
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "one part: the whole segment"
+)]
 pub(crate) fn chunk_ranges(segment: &[u8]) -> Vec<Range<usize>> {
     let whole = vec![0..segment.len()];
     let mut starts = vec![0];
@@ -502,10 +506,10 @@ impl Live {
         }
         let with_parts = |n: u64| self.stream.parts && n + 2 >= last;
         for n in first..=last {
-            if n > 0 && n % self.count == 0 {
+            if n > 0 && n.is_multiple_of(self.count) {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if n == first || n % self.count == 0 {
+            if n == first || n.is_multiple_of(self.count) {
                 // Players line renditions up by the clock; each loop restarts media time.
                 let _ = writeln!(
                     out,
@@ -527,7 +531,7 @@ impl Live {
             let published = (0..k)
                 .take_while(|&p| self.part_published(media, current, p) <= now)
                 .count() as u64;
-            if published > 0 && current > 0 && current % self.count == 0 {
+            if published > 0 && current > 0 && current.is_multiple_of(self.count) {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
                 let _ = writeln!(
                     out,
@@ -597,9 +601,9 @@ impl Live {
         );
         for k in first_loop..=last_loop {
             let start = k * self.count;
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "\t<Period id=\"{k}\" start=\"PT{}S\">{}</Period>\n",
+                "\t<Period id=\"{k}\" start=\"PT{}S\">{}</Period>",
                 k * loop_ms / 1000,
                 template
                     .adaptation_sets

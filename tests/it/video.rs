@@ -815,3 +815,86 @@ async fn blocking_reloads_are_held_once_per_part_at_each_tier() {
     assert_eq!(other.status(), 200);
     assert_eq!(origin.hits(), 2);
 }
+
+#[tokio::test]
+async fn prefetch_follows_dash_templates_byte_ranges_preload_hints_and_cmcd_nor() {
+    use crate::common::{Reply, TestOrigin, client, topology};
+    let origin = TestOrigin::start(|seen, _| match seen.target.as_str() {
+        "/d/manifest.mpd" => Reply::ok(
+            &[("content-type", "application/dash+xml"), ("cache-control", "max-age=60")],
+            "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\" mediaPresentationDuration=\"PT6S\">\
+             <Period><AdaptationSet><Representation id=\"hd\" bandwidth=\"1\">\
+             <SegmentTemplate timescale=\"1\" duration=\"2\" startNumber=\"1\" media=\"$RepresentationID$/$Number%02d$.m4s\"/>\
+             </Representation></AdaptationSet></Period></MPD>",
+        ),
+        "/r/index.m3u8" => Reply::ok(
+            &[("content-type", "application/vnd.apple.mpegurl"), ("cache-control", "max-age=1")],
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n#EXT-X-BYTERANGE:4@0\nall.mp4\n\
+             #EXTINF:2,\n#EXT-X-BYTERANGE:4@4\nall.mp4\n#EXTINF:2,\nnext.mp4\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"hinted.m4s\"\n",
+        ),
+        path if path.ends_with(".m4s") || path.ends_with(".mp4") => Reply::ok(
+            &[("content-type", "video/iso.segment"), ("cache-control", "max-age=600")],
+            "abcdefgh",
+        ),
+        _ => Reply::status(404, &[], "no"),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 1, 1, ""), 2);
+    let edge = cdn.data("edge-0");
+    let http = client();
+    let seen = |path: &str| origin.seen().iter().filter(|s| s.target == path).count();
+    let eventually = |path: &'static str| {
+        let seen = &seen;
+        async move {
+            let wait = std::time::Instant::now();
+            while seen(path) == 0 && wait.elapsed() < std::time::Duration::from_secs(5) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            seen(path)
+        }
+    };
+    let get = |path: &str| http.get(format!("{edge}{path}")).send();
+
+    // DASH: segment 1 of a template warms segment 2; the last one warms nothing.
+    assert_eq!(get("/d/manifest.mpd").await.unwrap().status(), 200);
+    assert_eq!(get("/d/hd/01.m4s").await.unwrap().status(), 200);
+    assert_eq!(eventually("/d/hd/02.m4s").await, 1);
+    assert_eq!(get("/d/hd/03.m4s").await.unwrap().status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(seen("/d/hd/04.m4s"), 0, "three segments of 2 s in 6 s");
+
+    // HLS: serving the playlist warms its preload hint at once; a byte range of all.mp4 warms
+    // the next object, not all.mp4 again.
+    assert_eq!(get("/r/index.m3u8").await.unwrap().status(), 200);
+    assert_eq!(eventually("/r/hinted.m4s").await, 1);
+    let range = http
+        .get(format!("{edge}/r/all.mp4"))
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.text().await.unwrap(), "abcd");
+    assert_eq!(eventually("/r/next.mp4").await, 1);
+
+    // CMCD nor: the object the player names next is warmed, relative to the request.
+    let named = http
+        .get(format!("{edge}/n/a.m4s"))
+        .header("cmcd-request", "nor=\"..%2Fn2%2Fb.m4s\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 200);
+    assert_eq!(eventually("/n2/b.m4s").await, 1);
+    // ... but never to another host.
+    let elsewhere = http
+        .get(format!("{edge}/n/c.m4s"))
+        .header("cmcd-request", "nor=\"http%3A%2F%2Fother.test%2Fx.m4s\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(seen("/x.m4s"), 0);
+}

@@ -1,10 +1,17 @@
-//! Prefetch driven by the playlists the edge served: when it serves an HLS media playlist it
-//! learns which segment follows which, whatever their names (hashed names included); when a
-//! client then takes segment N, the edge warms the next `next` segments from its parent in
-//! the background, through its own cache, so the player's next request is a hit.
+//! Prefetch driven by what the edge served: when it serves an HLS media playlist it learns
+//! which segment follows which, whatever their names (hashed names and byte-range segments
+//! included); when it serves a static DASH MPD it learns each representation's numbered
+//! `SegmentTemplate`. When a client then takes segment N, the edge warms the next `next`
+//! segments from its parent in the background, through its own cache, so the player's next
+//! request is a hit. It also warms an LL-HLS playlist's preload hint as soon as it serves the
+//! playlist (the hinted part is held upstream until it exists, and the players that ask for
+//! it join that one fetch), and the object a player names in CMCD `nor`.
 //!
-//! What it does not do yet: DASH `SegmentTemplate` (MPDs name segments by pattern, not by
-//! list), byte-range segments (`EXT-X-BYTERANGE`), CMCD `nor`, LL-HLS preload hints.
+//! What it does not do: live DASH (a live segment's successor may not be published yet, see
+//! `dash`), and only `next = 1` for DASH templates.
+
+mod dash;
+mod hls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +22,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use outpost_server::{Body, Handler, Peer};
+
+use crate::{NextObject, Signing};
 use serde::{Deserialize, Serialize};
 
 /// The `[prefetch]` table.
@@ -42,14 +51,19 @@ pub struct Prefetch<H> {
     next: usize,
     /// Segment URL (host and path) to the URLs that follow it.
     following: moka::sync::Cache<String, Arc<Vec<String>>>,
+    /// MPD directory (host and path) to the numbered segments its MPD names.
+    templates: moka::sync::Cache<String, Arc<Vec<dash::NumberedSegments>>>,
     /// Segments warmed lately, so two clients do not warm the same one twice.
     warmed: moka::sync::Cache<String, ()>,
     /// A playlist has taught it something: only then is a segment looked up.
     learned: AtomicBool,
+    /// Paths that need a signed URL: a client's CMCD `nor` never makes the edge fetch one.
+    signing: Arc<Signing>,
 }
 
 impl<H: Handler> Prefetch<H> {
-    pub fn new(inner: Arc<H>, config: &PrefetchConfig) -> Self {
+    /// The prefetcher over `inner`; `signing` says which paths `nor` may not name.
+    pub fn new(inner: Arc<H>, config: &PrefetchConfig, signing: Arc<Signing>) -> Self {
         Self {
             inner,
             next: config.next,
@@ -57,21 +71,27 @@ impl<H: Handler> Prefetch<H> {
                 .max_capacity(100_000)
                 .time_to_live(REMEMBER)
                 .build(),
+            templates: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REMEMBER)
+                .build(),
             warmed: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(REMEMBER)
                 .build(),
             learned: AtomicBool::new(false),
+            signing,
         }
     }
 
-    /// Learns the segment order of a media playlist served for `url` (`host/path`).
-    fn learn(&self, host: &str, path: &str, playlist: &str) {
-        let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        let segments: Vec<String> = playlist
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+    /// Learns the segment order of a media playlist served for `host` + `path`; its preload
+    /// hint, if any, is what to warm now.
+    fn learn_playlist(&self, host: &str, path: &str, playlist: &str) -> Option<String> {
+        let directory = directory(path);
+        let order = hls::media_order(playlist);
+        let segments: Vec<String> = order
+            .segments
+            .iter()
             .filter_map(|uri| resolve(host, directory, uri))
             .collect();
         for (i, segment) in segments.iter().enumerate() {
@@ -86,15 +106,49 @@ impl<H: Handler> Prefetch<H> {
                 self.learned.store(true, Ordering::Relaxed);
             }
         }
+        order
+            .preload_hint
+            .and_then(|uri| resolve(host, directory, uri))
     }
 
-    /// Warms what follows `url` in the background, asking with the client's
-    /// `Accept-Encoding` so the warmed variant is the one its next request selects.
-    fn warm(&self, url: &str, accept_encoding: Option<&HeaderValue>, peer: Peer) {
-        let Some(after) = self.following.get(url) else {
-            return;
-        };
-        for next in after.iter() {
+    /// Learns the numbered segments of a static MPD served for `host` + `path`.
+    fn learn_mpd(&self, host: &str, path: &str, mpd: &str) {
+        let templates = dash::numbered_segments(mpd);
+        if !templates.is_empty() {
+            self.templates
+                .insert(format!("{host}{}", directory(path)), Arc::new(templates));
+            self.learned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// What follows the segment at `url` (`host/path`): by a playlist's order, else by an
+    /// MPD's template in one of the directories above it.
+    fn after(&self, url: &str) -> Vec<String> {
+        if let Some(after) = self.following.get(url) {
+            return after.to_vec();
+        }
+        let mut end = url.len();
+        for _ in 0..4 {
+            let Some(slash) = url[..end].rfind('/') else {
+                break;
+            };
+            let (directory, name) = url.split_at(slash + 1);
+            if let Some(templates) = self.templates.get(directory) {
+                return templates
+                    .iter()
+                    .find_map(|t| t.after(name))
+                    .map(|next| vec![format!("{directory}{next}")])
+                    .unwrap_or_default();
+            }
+            end = slash;
+        }
+        Vec::new()
+    }
+
+    /// Warms `urls` (`host/path`) in the background, each once in a while, asking with the
+    /// client's `Accept-Encoding` so the warmed variant is the one its next request selects.
+    fn warm(&self, urls: &[String], accept_encoding: Option<&HeaderValue>, peer: Peer) {
+        for next in urls {
             if self.warmed.contains_key(next) {
                 continue;
             }
@@ -152,18 +206,41 @@ fn resolve(host: &str, directory: &str, uri: &str) -> Option<String> {
     Some(format!("{host}{normal}"))
 }
 
-fn is_playlist(response: &Response<Body>) -> bool {
-    response
+/// The directory part of a path: up to and including its last `/`.
+fn directory(path: &str) -> &str {
+    &path[..path.rfind('/').map_or(0, |i| i + 1)]
+}
+
+/// What kind of manifest a response is, by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manifest {
+    Hls,
+    Dash,
+}
+
+fn manifest(response: &Response<Body>) -> Option<Manifest> {
+    let essence = response
         .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            let t = t.trim();
-            t.eq_ignore_ascii_case("application/vnd.apple.mpegurl")
-                || t.eq_ignore_ascii_case("application/x-mpegurl")
-                || t.eq_ignore_ascii_case("audio/mpegurl")
-        })
+        .get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()?
+        .trim();
+    if [
+        "application/vnd.apple.mpegurl",
+        "application/x-mpegurl",
+        "audio/mpegurl",
+    ]
+    .iter()
+    .any(|t| essence.eq_ignore_ascii_case(t))
+    {
+        Some(Manifest::Hls)
+    } else if essence.eq_ignore_ascii_case("application/dash+xml") {
+        Some(Manifest::Dash)
+    } else {
+        None
+    }
 }
 
 impl<H: Handler> Handler for Prefetch<H> {
@@ -175,19 +252,32 @@ impl<H: Handler> Handler for Prefetch<H> {
         let host = request.headers().get(header::HOST).cloned();
         let uri = request.uri().clone();
         let accept_encoding = request.headers().get(header::ACCEPT_ENCODING).cloned();
+        let named_next = request.extensions().get::<NextObject>().cloned();
         let response = self.inner.handle(request, peer).await;
-        if response.status() != StatusCode::OK {
+        // A range of a segment (byte-range playlists) is a segment taken too.
+        if !matches!(
+            response.status(),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT
+        ) {
             return response;
         }
         let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let path = uri.path();
-        if !is_playlist(&response) {
-            // Until a playlist has been served there is nothing to look up.
+        if let Some(NextObject(next)) = named_next
+            && let Some(url) = resolve(host, directory(path), &next)
+            && !self.signing.protects(&url[host.len()..])
+        {
+            self.warm(&[url], accept_encoding.as_ref(), peer);
+        }
+        let kind = manifest(&response).filter(|_| response.status() == StatusCode::OK);
+        let Some(kind) = kind else {
+            // Until a manifest has been served there is nothing to look up.
             if self.learned.load(Ordering::Relaxed) {
-                self.warm(&format!("{host}{path}"), accept_encoding.as_ref(), peer);
+                let after = self.after(&format!("{host}{path}"));
+                self.warm(&after, accept_encoding.as_ref(), peer);
             }
             return response;
-        }
+        };
         let declared = response
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -197,13 +287,20 @@ impl<H: Handler> Handler for Prefetch<H> {
         {
             return response;
         }
-        // A playlist is small and complete: read it, learn from it, send it on.
+        // A manifest is small and complete: read it, learn from it, send it on.
         let (parts, body) = response.into_parts();
         match body.collect().await {
             Ok(collected) => {
                 let bytes: Bytes = collected.to_bytes();
                 if let Ok(text) = std::str::from_utf8(&bytes) {
-                    self.learn(host, path, text);
+                    match kind {
+                        Manifest::Hls => {
+                            if let Some(hint) = self.learn_playlist(host, path, text) {
+                                self.warm(&[hint], accept_encoding.as_ref(), peer);
+                            }
+                        }
+                        Manifest::Dash => self.learn_mpd(host, path, text),
+                    }
                 }
                 let mut response = Response::from_parts(parts, outpost_server::body::full(bytes));
                 response.headers_mut().remove(header::TRANSFER_ENCODING);
@@ -212,7 +309,7 @@ impl<H: Handler> Handler for Prefetch<H> {
             Err(error) => {
                 let mut response = outpost_server::body::text(
                     StatusCode::BAD_GATEWAY,
-                    format!("playlist broke off: {error}"),
+                    format!("manifest broke off: {error}"),
                 );
                 response
                     .headers_mut()
