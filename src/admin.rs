@@ -26,7 +26,7 @@ pub struct AdminArgs {
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
     /// Bearer token; default: the topology's admin.token, else the one `outpost up` made in
-    /// the state directory (admin-token) [env: OUTPOST_ADMIN_TOKEN].
+    /// the state directory (admin-token).
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }

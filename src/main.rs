@@ -137,7 +137,7 @@ struct NodeArgs {
     /// Node name, used in Cache-Status, Via and CDN-Loop; with --config, the node to run.
     #[arg(long)]
     name: Option<String>,
-    /// Admin bearer token for purge [env: OUTPOST_ADMIN_TOKEN].
+    /// Admin bearer token for purge.
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Run the node called --name from this topology file instead.

@@ -898,3 +898,58 @@ async fn prefetch_follows_dash_templates_byte_ranges_preload_hints_and_cmcd_nor(
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(seen("/x.m4s"), 0);
 }
+
+#[tokio::test]
+async fn a_live_segment_burst_on_two_edges_is_one_origin_fetch_streamed_to_every_viewer() {
+    use crate::common::{Reply, TestOrigin, client, topology};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let release = Arc::new(Notify::new());
+    let held = release.clone();
+    // The newest segment: its first chunk is out, the rest comes when the encoder has it.
+    let origin = TestOrigin::start(move |_, _| Reply::Held {
+        headers: crate::common::owned(&[
+            ("content-type", "video/iso.segment"),
+            ("cache-control", "max-age=600"),
+        ]),
+        first: b"moof-and-first-samples;".to_vec(),
+        release: held.clone(),
+        rest: b"the-rest".to_vec(),
+    })
+    .await;
+    let cdn = Outpost::up(&topology(&origin.url, 1, 2, ""), 3);
+    let http = client();
+    let mut viewers = Vec::new();
+    for i in 0..100 {
+        let url = format!("{}/live/seg-0-81.m4s", cdn.data(&format!("edge-{}", i % 2)));
+        let http = http.clone();
+        viewers.push(tokio::spawn(async move {
+            let mut response = http.get(url).send().await.unwrap();
+            let first = response.chunk().await.unwrap().unwrap();
+            (response, first)
+        }));
+    }
+    // Every viewer, on both edges, has the first bytes while the origin holds the rest.
+    let mut started = Vec::new();
+    for viewer in viewers {
+        let (response, first) = tokio::time::timeout(std::time::Duration::from_secs(10), viewer)
+            .await
+            .expect("first bytes arrive before the origin sends the last")
+            .unwrap();
+        assert_eq!(&first[..], b"moof-and-first-samples;");
+        started.push(response);
+    }
+    release.notify_waiters();
+    for mut response in started {
+        let mut rest = Vec::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, b"the-rest");
+    }
+    assert_eq!(
+        origin.hits(),
+        1,
+        "100 viewers, two edges, one parent: one origin fetch"
+    );
+}
