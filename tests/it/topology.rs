@@ -117,7 +117,12 @@ async fn an_edge_fails_over_to_the_next_parent_and_then_to_the_origin() {
         "{}",
         cache_status(&response)
     );
-    assert!(edge.log().contains("no healthy parent"));
+    // The log is read from the process's stderr by a thread: give it a moment.
+    let wait = std::time::Instant::now();
+    while !edge.log().contains("no healthy parent") && wait.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(edge.log().contains("no healthy parent"), "{}", edge.log());
 }
 
 #[tokio::test]
