@@ -71,13 +71,7 @@ pub fn default_lifetimes() -> Vec<TypeLifetime> {
 impl CacheRules {
     /// The configured lifetime of a response's content type, if any.
     fn type_lifetime(&self, response: &HeaderMap) -> Option<Duration> {
-        let media = response
-            .get(header::CONTENT_TYPE)?
-            .to_str()
-            .ok()?
-            .split(';')
-            .next()?
-            .trim();
+        let media = outpost_server::media_type::essence(response)?;
         self.lifetimes
             .iter()
             .find(|l| {

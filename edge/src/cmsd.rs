@@ -7,29 +7,24 @@
 
 use std::time::Instant;
 
-use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
 use outpost_server::{Body, Handler, Peer};
 
 /// The header each hop adds an item to.
 pub const CMSD_DYNAMIC: &str = "cmsd-dynamic";
 
-/// Whether a response of this content type is a streaming object a player reads.
-pub fn is_media(content_type: &[u8]) -> bool {
-    let essence = content_type
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
+/// Whether a response of this media type (`type/subtype`) is a streaming object a player
+/// reads.
+pub fn is_media(essence: &str) -> bool {
     let lower = essence.to_ascii_lowercase();
-    lower.starts_with(b"video/")
-        || lower.starts_with(b"audio/")
+    lower.starts_with("video/")
+        || lower.starts_with("audio/")
         || matches!(
-            lower.as_slice(),
-            b"application/vnd.apple.mpegurl"
-                | b"application/x-mpegurl"
-                | b"application/dash+xml"
-                | b"application/mp4"
+            lower.as_str(),
+            "application/vnd.apple.mpegurl"
+                | "application/x-mpegurl"
+                | "application/dash+xml"
+                | "application/mp4"
         )
 }
 
@@ -71,10 +66,7 @@ impl<H: Handler> Handler for CmsdFront<H> {
     async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
         let received = Instant::now();
         let mut response = self.inner.handle(request, peer).await;
-        let media = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|t| is_media(t.as_bytes()));
+        let media = outpost_server::media_type::essence(response.headers()).is_some_and(is_media);
         if media {
             let delay = received.elapsed().as_millis();
             let headers = response.headers_mut();
@@ -97,12 +89,12 @@ mod tests {
             "video/mp4",
             "audio/mp4",
             "application/vnd.apple.mpegurl",
-            "Application/Dash+XML; charset=utf-8",
+            "Application/Dash+XML",
         ] {
-            assert!(is_media(media.as_bytes()), "{media}");
+            assert!(is_media(media), "{media}");
         }
         for other in ["text/html", "application/json", "", "image/png"] {
-            assert!(!is_media(other.as_bytes()), "{other}");
+            assert!(!is_media(other), "{other}");
         }
     }
 

@@ -18,6 +18,7 @@ pub mod body;
 mod framing;
 pub mod health;
 mod listener;
+pub mod media_type;
 pub mod normal;
 mod shutdown;
 pub mod tls;

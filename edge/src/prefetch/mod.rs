@@ -219,14 +219,7 @@ enum Manifest {
 }
 
 fn manifest(response: &Response<Body>) -> Option<Manifest> {
-    let essence = response
-        .headers()
-        .get(header::CONTENT_TYPE)?
-        .to_str()
-        .ok()?
-        .split(';')
-        .next()?
-        .trim();
+    let essence = outpost_server::media_type::essence(response.headers())?;
     if [
         "application/vnd.apple.mpegurl",
         "application/x-mpegurl",
