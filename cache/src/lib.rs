@@ -14,6 +14,7 @@
 mod coalesce;
 pub mod config;
 pub mod directives;
+pub mod disk;
 pub mod freshness;
 pub mod headers;
 mod hit_for_pass;
