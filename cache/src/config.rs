@@ -43,6 +43,13 @@ pub struct CacheConfig {
     /// Memory all fills in progress may buffer together, in MiB (at least max_object_mib).
     /// Past it, fills stop buffering for the cache and only relay to their clients.
     pub fill_buffer_mib: u64,
+    /// Disk tier under the memory store, in MiB: what memory evicts for room is kept on disk
+    /// and served from there (and moved back to memory) until the disk is full. 0: off.
+    pub disk_mib: u64,
+    /// Where the disk tier's database lives (`NODE.redb` in it); a node started from a
+    /// topology uses `STATE_DIR/cache/` when this is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_dir: Option<std::path::PathBuf>,
     /// Lifetimes by content type for responses that state none (`[[cache.lifetimes]]`
     /// `content_types = [...]`, `ttl_secs`); by default, video playlists 1 s and segments a
     /// day. Giving the table replaces the defaults.
@@ -68,6 +75,8 @@ impl Default for CacheConfig {
             body_idle_timeout_ms: 30_000,
             fill_deadline_secs: 600,
             fill_buffer_mib: 256,
+            disk_mib: 0,
+            disk_dir: None,
             lifetimes: rules.lifetimes,
         }
     }

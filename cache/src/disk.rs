@@ -7,7 +7,7 @@
 //!
 //! It owns no policy: what it stores was stored in memory first, and freshness is decided as
 //! for any stored object when it comes back. Its calls block (file I/O): call them from a
-//! blocking thread. This is the first step of issue 14: the request path does not use it yet.
+//! blocking thread. This is the first step of issue 14: `Store::with_disk` puts it under the memory store.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -263,6 +263,11 @@ impl DiskTier {
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` has a record (the in-memory index; no I/O).
+    pub fn contains(&self, key: &str) -> bool {
+        self.index().entries.contains_key(key)
     }
 
     /// Keys and bytes on disk.

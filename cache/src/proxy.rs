@@ -29,7 +29,7 @@ use crate::metrics::CacheMetrics;
 use crate::plan::{self, CachePlan, FetchPlan, Sharing};
 use crate::policy::{CacheRules, Uncacheable};
 use crate::status::{CacheOutcome, Forward};
-use crate::store::{Store, StoredObject};
+use crate::store::{Lookup, Promotion, Store, StoredObject};
 use crate::upstream::Upstream;
 
 pub use outpost_server::HEALTH_PATH;
@@ -106,7 +106,11 @@ impl<U: Upstream> CacheNode<U> {
         Self {
             inner: Arc::new(Inner {
                 name: name.into(),
-                store: Store::new(config.capacity_mib << 20, config.max_variants),
+                store: Store::with_disk(
+                    config.capacity_mib << 20,
+                    config.max_variants,
+                    open_disk(name, config),
+                ),
                 inflight: InFlight::new(crate::coalesce::FillBudget::new(
                     config.fill_buffer_mib << 20,
                 )),
@@ -120,6 +124,30 @@ impl<U: Upstream> CacheNode<U> {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 in_flight: std::sync::atomic::AtomicU64::new(0),
             }),
+        }
+    }
+}
+
+/// The node's disk tier when `[cache] disk_mib` turns it on: `DIR/NAME.redb`. One that does
+/// not open is logged and left out; the node runs on memory alone.
+fn open_disk(name: &str, config: &CacheConfig) -> Option<crate::disk::DiskTier> {
+    if config.disk_mib == 0 {
+        return None;
+    }
+    let dir = config
+        .disk_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(".outpost/cache"));
+    let path = dir.join(format!("{name}.redb"));
+    match crate::disk::DiskTier::open(&path, config.disk_mib << 20) {
+        Ok(tier) => {
+            let (keys, bytes) = tier.usage();
+            tracing::info!(node = name, path = %path.display(), keys, bytes, "disk cache opened");
+            Some(tier)
+        }
+        Err(error) => {
+            tracing::error!(node = name, %error, "disk cache left out");
+            None
         }
     }
 }
@@ -248,11 +276,38 @@ impl<U: Upstream> Inner<U> {
     /// GET and HEAD: planned from the lookup (`plan::plan`), then served from the store or
     /// fetched.
     async fn serve_cacheable(self: Arc<Self>, head: RequestHead, key: CacheKey) -> Response<Body> {
-        let lookup = self.store.lookup(&key, &head.headers);
+        let mut lookup = self.store.lookup(&key, &head.headers);
+        let mut from_disk = false;
+        if matches!(lookup, Lookup::Miss) && self.store.on_disk(&key) {
+            let store = self.store.clone();
+            let wanted = key.clone();
+            let promoted = tokio::task::spawn_blocking(move || store.promote(&wanted))
+                .await
+                .unwrap_or(Promotion::None);
+            match promoted {
+                Promotion::Promoted(objects) => {
+                    lookup = Store::select(&objects, &head.headers);
+                    from_disk = matches!(lookup, Lookup::Found(_));
+                }
+                Promotion::Damaged => {
+                    tracing::warn!(
+                        node = &*self.name,
+                        key = key.as_str(),
+                        "damaged disk record dropped"
+                    );
+                }
+                Promotion::None => {}
+            }
+        }
         let marked = || self.hit_for_pass.is_marked(&key);
         match plan::plan(lookup, &head.headers, marked, SystemTime::now()) {
             CachePlan::Hit { object, ttl } => {
-                self.serve_object(&head, &object, CacheOutcome::Hit { ttl })
+                let outcome = if from_disk {
+                    CacheOutcome::DiskHit { ttl }
+                } else {
+                    CacheOutcome::Hit { ttl }
+                };
+                self.serve_object(&head, &object, outcome)
             }
             CachePlan::StaleWhileRevalidate { object, ttl } => {
                 self.clone()

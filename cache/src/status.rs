@@ -40,6 +40,8 @@ impl Forward {
 pub enum CacheOutcome {
     /// Served fresh from cache.
     Hit { ttl: i64 },
+    /// Served fresh from the disk tier (and moved back to memory).
+    DiskHit { ttl: i64 },
     /// Served stale from cache while a background fetch refreshes it.
     StaleWhileRevalidate { ttl: i64 },
     /// Forwarded upstream; `stored` when the response was kept, `collapsed` when this request
@@ -65,6 +67,7 @@ impl CacheOutcome {
     pub fn entry(&self, node: &str) -> String {
         match self {
             Self::Hit { ttl } => format!("{node}; hit; ttl={ttl}"),
+            Self::DiskHit { ttl } => format!("{node}; hit; ttl={ttl}; detail=disk"),
             Self::StaleWhileRevalidate { ttl } => {
                 format!("{node}; hit; ttl={ttl}; detail=stale-while-revalidate")
             }
@@ -109,6 +112,7 @@ impl CacheOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Hit { .. } => "hit",
+            Self::DiskHit { .. } => "disk-hit",
             Self::StaleWhileRevalidate { .. } | Self::StaleIfError { .. } => "stale",
             Self::Forwarded {
                 fwd: Forward::Stale,

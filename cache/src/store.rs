@@ -10,6 +10,7 @@ use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 use moka::ops::compute::Op;
 
+use crate::disk::{DiskLookup, DiskTier};
 use crate::key::{self, CacheKey};
 use crate::policy::StoredPolicy;
 pub use crate::stored_headers::StoredHeaders;
@@ -134,6 +135,10 @@ pub struct FillTicket {
 struct Generations {
     slots: Box<[std::sync::Mutex<u64>]>,
     scans: std::sync::RwLock<u64>,
+    /// The same counts, readable without a lock: moka's eviction listener may run inside an
+    /// insert that holds the locks above, so it reads these.
+    seen_slots: Box<[AtomicU64]>,
+    seen_scans: AtomicU64,
     hasher: std::hash::RandomState,
 }
 
@@ -146,6 +151,8 @@ impl Generations {
                 .map(|_| std::sync::Mutex::new(0))
                 .collect(),
             scans: std::sync::RwLock::new(0),
+            seen_slots: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            seen_scans: AtomicU64::new(0),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -168,11 +175,73 @@ impl Generations {
     }
 }
 
-/// The in-memory object store of one node.
+/// An eviction for the disk writer: the key, its variants, and the purge generation when
+/// memory let it go.
+type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket);
+
+/// The disk tier under a store, and the thread that writes what memory evicts to it.
+struct DiskSide {
+    tier: Arc<DiskTier>,
+    /// Held while the writer checks an eviction's ticket and writes it, while a promotion
+    /// reads, and while a purge removes: so nothing purged is written or promoted after it.
+    lock: std::sync::Mutex<()>,
+}
+
+impl DiskSide {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a promotion from disk did.
+#[derive(Debug)]
+pub enum Promotion {
+    /// The key's variants, handed to memory again (which may not keep them: then they go
+    /// back to disk) and to the request that asked, which serves from these.
+    Promoted(Vec<Arc<StoredObject>>),
+    /// A damaged record was found and dropped.
+    Damaged,
+    /// Nothing on disk, or purged meanwhile, or the disk failed (logged).
+    None,
+}
+
+/// A ticket for `key` as of now (see [`Store::insert_unless_purged`]).
+fn ticket_of(generations: &Generations, key: &str) -> FillTicket {
+    let slot = generations.slot_of(key);
+    let scans = *generations.scans();
+    let generation = *generations.slot(slot);
+    FillTicket {
+        slot,
+        generation,
+        scans,
+    }
+}
+
+/// A ticket for `key` read without locks, for the eviction listener.
+fn peek_ticket(generations: &Generations, key: &str) -> FillTicket {
+    let slot = generations.slot_of(key);
+    FillTicket {
+        slot,
+        generation: generations.seen_slots[slot].load(Ordering::SeqCst),
+        scans: generations.seen_scans.load(Ordering::SeqCst),
+    }
+}
+
+/// Whether no purge of the ticket's key (nor any scanning purge) came since it was taken,
+/// read without locks; a purge counts before it removes anything from the disk.
+fn still_valid(generations: &Generations, ticket: FillTicket) -> bool {
+    generations.seen_scans.load(Ordering::SeqCst) == ticket.scans
+        && generations.seen_slots[ticket.slot].load(Ordering::SeqCst) == ticket.generation
+}
+
+/// The in-memory object store of one node, over an optional disk tier.
 #[derive(Clone)]
 pub struct Store {
     objects: moka::sync::Cache<Arc<str>, Arc<Variants>>,
     generations: Arc<Generations>,
+    disk: Option<Arc<DiskSide>>,
     /// Most variants kept per primary key; the least recently used goes first.
     max_variants: usize,
     started: std::time::Instant,
@@ -181,21 +250,152 @@ pub struct Store {
 impl Store {
     /// A store holding up to `capacity_bytes` of objects (bodies plus headers), and at most
     /// `max_variants` variants of one key.
+    #[cfg(test)]
     pub fn new(capacity_bytes: u64, max_variants: usize) -> Self {
-        let objects = moka::sync::Cache::builder()
+        Self::with_disk(capacity_bytes, max_variants, None)
+    }
+
+    /// A store as [`Store::new`], over `disk`: what memory evicts for room is written there
+    /// by a thread of its own, and a memory miss can be promoted back from it.
+    pub fn with_disk(capacity_bytes: u64, max_variants: usize, disk: Option<DiskTier>) -> Self {
+        let generations = Arc::new(Generations::new());
+        let disk = disk.map(|tier| {
+            Arc::new(DiskSide {
+                tier: Arc::new(tier),
+                lock: std::sync::Mutex::new(()),
+            })
+        });
+        let mut builder = moka::sync::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key))
-            .build();
+            .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key));
+        if let Some(side) = &disk {
+            let (sender, receiver) = std::sync::mpsc::channel::<Evicted>();
+            let listener_generations = generations.clone();
+            builder = builder.eviction_listener(
+                move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
+                    if cause != moka::notification::RemovalCause::Size {
+                        return;
+                    }
+                    // A soft-purged variant must not come back fresh: it stays out.
+                    let objects: Vec<Arc<StoredObject>> = variants
+                        .objects
+                        .iter()
+                        .filter(|o| o.purged_at().is_none())
+                        .cloned()
+                        .collect();
+                    if objects.is_empty() {
+                        return;
+                    }
+                    let ticket = peek_ticket(&listener_generations, &key);
+                    let _ = sender.send(((*key).clone(), objects, ticket));
+                },
+            );
+            let side = side.clone();
+            let writer_generations = generations.clone();
+            let spawned = std::thread::Builder::new()
+                .name("outpost-disk-writer".into())
+                .spawn(move || {
+                    while let Ok((key, objects, ticket)) = receiver.recv() {
+                        let _guard = side.lock();
+                        if !still_valid(&writer_generations, ticket) {
+                            continue;
+                        }
+                        if let Err(error) = side.tier.put(&key, &objects) {
+                            tracing::warn!(%error, key = &*key, "evicted object not written to disk");
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "disk writer did not start");
+            }
+        }
         Self {
-            objects,
-            generations: Arc::new(Generations::new()),
+            objects: builder.build(),
+            generations,
+            disk,
             max_variants: max_variants.max(1),
             started: std::time::Instant::now(),
         }
     }
 
+    /// Whether the disk tier may hold `key` (an in-memory check, no I/O).
+    pub fn on_disk(&self, key: &CacheKey) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|d| d.tier.contains(key.as_str()))
+    }
+
+    /// Moves `key`'s variants from disk back to memory, unless a purge comes in between.
+    /// Blocks on file I/O: call it from a blocking thread.
+    pub fn promote(&self, key: &CacheKey) -> Promotion {
+        let Some(side) = &self.disk else {
+            return Promotion::None;
+        };
+        let (ticket, found) = {
+            let _guard = side.lock();
+            (self.ticket(key), side.tier.take(key.as_str()))
+        };
+        match found {
+            Ok(DiskLookup::Found(objects)) => {
+                let mut stored = false;
+                for object in &objects {
+                    stored |= self.insert_unless_purged(key, object.clone(), ticket);
+                }
+                if stored {
+                    Promotion::Promoted(objects)
+                } else {
+                    Promotion::None
+                }
+            }
+            Ok(DiskLookup::Damaged) => Promotion::Damaged,
+            Ok(DiskLookup::Miss) => Promotion::None,
+            Err(error) => {
+                tracing::warn!(%error, key = key.as_str(), "disk read failed");
+                Promotion::None
+            }
+        }
+    }
+
+    /// Runs `remove` on the disk tier, if any, under its lock; the purged count.
+    fn purge_disk(
+        &self,
+        remove: impl FnOnce(&DiskTier) -> Result<u64, crate::disk::DiskError>,
+    ) -> u64 {
+        let Some(side) = &self.disk else {
+            return 0;
+        };
+        match remove(&side.tier) {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::error!(%error, "disk purge failed");
+                0
+            }
+        }
+    }
+
+    /// The disk lock, for a purge to hold while it removes from memory and disk.
+    fn disk_guard(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.disk.as_ref().map(|side| side.lock())
+    }
+
     fn tick(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The variant of `objects` (every stored variant of one key, as a promotion from disk
+    /// returns them) that `request` selects.
+    pub fn select(objects: &[Arc<StoredObject>], request: &HeaderMap) -> Lookup {
+        match objects.first() {
+            None => Lookup::Miss,
+            Some(first) if first.vary.is_empty() => Lookup::Found(first.clone()),
+            Some(first) => {
+                let wanted = key::variant_key(&first.vary, request);
+                objects
+                    .iter()
+                    .find(|o| o.variant == wanted)
+                    .map_or(Lookup::VaryMiss, |o| Lookup::Found(o.clone()))
+            }
+        }
     }
 
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Lookup {
@@ -250,18 +450,16 @@ impl Store {
                     objects: exact,
                 }))
             });
+        // Over a disk tier, what this insert pushed out is handed to the writer now, not at
+        // some later housekeeping: until then it is in neither tier.
+        if self.disk.is_some() {
+            self.objects.run_pending_tasks();
+        }
     }
 
     /// A ticket for a fill of `key` that starts now; see [`Store::insert_unless_purged`].
     pub fn ticket(&self, key: &CacheKey) -> FillTicket {
-        let slot = self.generations.slot_of(key.as_str());
-        let scans = *self.generations.scans();
-        let generation = *self.generations.slot(slot);
-        FillTicket {
-            slot,
-            generation,
-            scans,
-        }
+        ticket_of(&self.generations, key.as_str())
     }
 
     /// Stores `object` unless `key` was purged (or a purge by tag or path ran) since `ticket`
@@ -286,12 +484,16 @@ impl Store {
     /// Removes (or, when `soft`, marks stale) every variant of `key`; a fill of `key` in
     /// progress will not store what it fetched. Returns how many.
     pub fn purge_key(&self, key: &CacheKey, soft: bool) -> u64 {
-        let mut slot = self
-            .generations
-            .slot(self.generations.slot_of(key.as_str()));
+        let _disk = self.disk_guard();
+        let index = self.generations.slot_of(key.as_str());
+        let mut slot = self.generations.slot(index);
         *slot += 1;
+        self.generations.seen_slots[index].store(*slot, Ordering::SeqCst);
+        drop(slot);
+        // On disk a purge always removes: a record keeps no soft-purge mark.
+        let on_disk = self.purge_disk(|tier| tier.remove(&[key.as_str().to_owned()]));
         let Some(variants) = self.objects.get(key.as_str()) else {
-            return 0;
+            return on_disk;
         };
         if soft {
             let now = SystemTime::now();
@@ -306,11 +508,15 @@ impl Store {
     fn purge_where(&self, soft: bool, matches: impl Fn(&str, &StoredObject) -> bool) -> u64 {
         // Every fill in progress may bring a match: none of them stores. Anything stored
         // before this point is in the map for the scan to find.
-        *self
-            .generations
-            .scans
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
+        {
+            let mut scans = self
+                .generations
+                .scans
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *scans += 1;
+            self.generations.seen_scans.store(*scans, Ordering::SeqCst);
+        }
         let now = SystemTime::now();
         let mut purged = 0;
         for (key, variants) in self.objects.iter() {
@@ -349,14 +555,18 @@ impl Store {
 
     /// Purges `target` (path and query) under every host.
     pub fn purge_target(&self, target: &str, soft: bool) -> u64 {
-        self.purge_where(soft, |key, _| {
+        let _disk = self.disk_guard();
+        let purged = self.purge_where(soft, |key, _| {
             key.find('/').is_some_and(|slash| &key[slash..] == target)
-        })
+        });
+        purged + self.purge_disk(|tier| tier.purge_target(target))
     }
 
     /// Purges every object tagged `tag` (Surrogate-Key / Cache-Tag).
     pub fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
-        self.purge_where(soft, |_, object| object.tags.iter().any(|t| t == tag))
+        let _disk = self.disk_guard();
+        let purged = self.purge_where(soft, |_, object| object.tags.iter().any(|t| t == tag));
+        purged + self.purge_disk(|tier| tier.purge_tag(tag))
     }
 
     /// Objects (variants) currently stored, and their total weight in bytes.
@@ -412,6 +622,46 @@ mod tests {
             vary.to_vec(),
             key::variant_key(vary, request),
         ))
+    }
+
+    #[test]
+    fn what_memory_evicts_goes_to_disk_and_comes_back_and_purges_reach_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskTier::open(&dir.path().join("n.redb"), 64 << 20).unwrap();
+        let store = Store::with_disk(1 << 20, 4, Some(disk));
+        let body: &'static str = Box::leak("b".repeat(300_000).into_boxed_str());
+        let keys: Vec<CacheKey> = (0..8)
+            .map(|i| CacheKey::new("a.test", &format!("/{i}")))
+            .collect();
+        for key in &keys {
+            store.insert(key, object(&[], &HeaderMap::new(), body, "tag"));
+        }
+        let gone: Vec<&CacheKey> = keys
+            .iter()
+            .filter(|k| matches!(store.lookup(k, &HeaderMap::new()), Lookup::Miss))
+            .collect();
+        assert!(gone.len() >= 4, "1 MiB holds three of eight");
+        // The writer thread runs beside.
+        let wait = std::time::Instant::now();
+        while gone.iter().any(|k| !store.on_disk(k)) && wait.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            gone.iter().all(|k| store.on_disk(k)),
+            "every evicted key is on disk"
+        );
+        let Promotion::Promoted(objects) = store.promote(gone[0]) else {
+            panic!("not promoted");
+        };
+        assert!(
+            matches!(Store::select(&objects, &HeaderMap::new()), Lookup::Found(o) if o.body.len() == 300_000)
+        );
+        // A purge by key and one by tag reach the disk.
+        assert!(store.purge_key(gone[1], false) >= 1);
+        assert!(!store.on_disk(gone[1]));
+        assert!(matches!(store.promote(gone[1]), Promotion::None));
+        store.purge_tag("tag", false);
+        assert!(keys.iter().all(|k| !store.on_disk(k)));
     }
 
     fn lang(l: &'static str) -> HeaderMap {

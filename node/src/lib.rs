@@ -199,6 +199,11 @@ struct Setup {
 
 impl Setup {
     fn new(topology: &Topology, state_dir: PathBuf, token: Option<String>) -> Self {
+        let mut cache = topology.cache.clone();
+        // The disk tier lives in the state directory unless the config puts it elsewhere.
+        if cache.disk_dir.is_none() {
+            cache.disk_dir = Some(state_dir.join("cache"));
+        }
         Self {
             shared: Shared {
                 token,
@@ -209,7 +214,7 @@ impl Setup {
                 signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
                 prefetch: topology.prefetch.clone(),
                 admin_tls: None,
-                cache: topology.cache.clone(),
+                cache,
                 esi: topology.esi.clone(),
                 health: topology.health.clone(),
                 limits: topology.limits.clone(),

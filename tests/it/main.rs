@@ -11,6 +11,7 @@ mod cli;
 mod esi;
 mod routing;
 mod safety;
+mod storage;
 mod tls;
 mod topology;
 mod video;

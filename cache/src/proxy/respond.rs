@@ -325,7 +325,7 @@ impl<U: Upstream> Inner<U> {
             .get_or_create(&OutcomeLabel { outcome: label })
             .inc();
         match label {
-            "hit" => self.metrics.hits.inc(),
+            "hit" | "disk-hit" => self.metrics.hits.inc(),
             "stale" => self.metrics.stale.inc(),
             _ => self.metrics.misses.inc(),
         };

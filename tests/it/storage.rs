@@ -1,0 +1,119 @@
+//! The disk tier under the memory cache (issue 14): what memory evicts is served from disk,
+//! purges reach it, and it survives a restart of the node.
+
+use std::time::Duration;
+
+use crate::common::{Outpost, Reply, TestOrigin, cache_status, client};
+
+const OBJECTS: usize = 6;
+
+#[tokio::test]
+async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_restart() {
+    // Six objects of 400 kB through an edge with 1 MiB of memory: most cannot stay in memory.
+    let origin = TestOrigin::start(|seen, _| {
+        let fill = seen.target.bytes().last().unwrap_or(b'x');
+        Reply::ok(&[("cache-control", "max-age=600")], vec![fill; 400_000])
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 16\ndisk_dir = \"{}\"\n\n\
+         [origin]\nurl = \"{}\"\n\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        origin.url
+    );
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let start = || {
+        Outpost::spawn(
+            &[
+                "edge",
+                "--config",
+                path.to_str().unwrap(),
+                "--name",
+                "edge-0",
+            ],
+            1,
+        )
+    };
+    let http = client();
+    let seen = |i: usize| {
+        let target = format!("/o/{i}");
+        origin.seen().iter().filter(|s| s.target == target).count()
+    };
+    let get = |edge: String, i: usize| {
+        let http = http.clone();
+        async move {
+            let response = http.get(format!("{edge}/o/{i}")).send().await.unwrap();
+            let status = cache_status(&response);
+            let body = response.bytes().await.unwrap();
+            assert_eq!(body.len(), 400_000);
+            assert_eq!(body[0], b'0' + i as u8);
+            status
+        }
+    };
+
+    let mut edge = start();
+    let url = edge.data("edge-0").to_owned();
+    for i in 0..OBJECTS {
+        get(url.clone(), i).await;
+    }
+    // The disk writer runs beside the requests.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut from_disk = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..OBJECTS {
+        let status = get(url.clone(), i).await;
+        if status.contains("edge-0; hit;") && status.contains("detail=disk") {
+            from_disk.push(i);
+        }
+        statuses.push(status);
+    }
+    assert!(
+        !from_disk.is_empty(),
+        "some evicted object came back from disk: {statuses:?}"
+    );
+    assert!(
+        (0..OBJECTS).all(|i| seen(i) == 1),
+        "the origin saw each object once"
+    );
+
+    // A purge reaches the disk: the next request goes to the origin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let purged = http
+        .post(format!("{}/purge", edge.admin("edge-0")))
+        .bearer_auth("t")
+        .header("content-type", "application/json")
+        .body(r#"{"urls":["/o/0","/o/1","/o/2","/o/3","/o/4","/o/5"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(purged.status().is_success(), "{:?}", purged.text().await);
+    for i in 0..OBJECTS {
+        get(url.clone(), i).await;
+    }
+    assert!(
+        (0..OBJECTS).all(|i| seen(i) == 2),
+        "purged everywhere, fetched again"
+    );
+
+    // Over a restart, what was on disk is still served without the origin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(edge.terminate());
+    let edge = start();
+    let url = edge.data("edge-0").to_owned();
+    let mut after = 0;
+    for i in 0..OBJECTS {
+        if get(url.clone(), i).await.contains("detail=disk") {
+            after += 1;
+        }
+    }
+    assert!(after > 0, "something came back from disk after the restart");
+    let refetched = (0..OBJECTS).filter(|&i| seen(i) == 3).count();
+    assert_eq!(
+        refetched + after,
+        OBJECTS,
+        "each object either from disk or the origin"
+    );
+}
