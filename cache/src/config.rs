@@ -45,6 +45,7 @@ pub struct CacheConfig {
     pub fill_buffer_mib: u64,
     /// Disk tier under the memory store, in MiB: what memory evicts for room is kept on disk
     /// and served from there (and moved back to memory) until the disk is full. 0: off.
+    /// 1 GiB by default.
     pub disk_mib: u64,
     /// Where the disk tier's database lives (`NODE.redb` in it); a node started from a
     /// topology uses `STATE_DIR/cache/` when this is not set.
@@ -75,7 +76,7 @@ impl Default for CacheConfig {
             body_idle_timeout_ms: 30_000,
             fill_deadline_secs: 600,
             fill_buffer_mib: 256,
-            disk_mib: 0,
+            disk_mib: 1024,
             disk_dir: None,
             lifetimes: rules.lifetimes,
         }
