@@ -128,16 +128,11 @@ impl<U: Upstream> CacheNode<U> {
     }
 }
 
-/// The node's disk tier when `[cache] disk_mib` turns it on: `DIR/NAME.redb`. One that does
-/// not open is logged and left out; the node runs on memory alone.
+/// The node's disk tier when `[cache] disk_mib` turns it on and `disk_dir` says where (the
+/// node layer sets it to the state directory's `cache/`): `DIR/NAME.redb`. One that does not
+/// open is logged and left out; the node runs on memory alone.
 fn open_disk(name: &str, config: &CacheConfig) -> Option<crate::disk::DiskTier> {
-    if config.disk_mib == 0 {
-        return None;
-    }
-    let dir = config
-        .disk_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from(".outpost/cache"));
+    let dir = config.disk_dir.as_ref().filter(|_| config.disk_mib > 0)?;
     let path = dir.join(format!("{name}.redb"));
     match crate::disk::DiskTier::open(&path, config.disk_mib << 20) {
         Ok(tier) => {

@@ -482,11 +482,14 @@ impl Cdn {
     /// Runs one edge or parent in front of `node.upstream`, with the built-in defaults.
     pub async fn start_standalone(node: &Standalone) -> Result<Running, StartError> {
         let topology = Topology::default_topology();
-        let setup = Setup::new(
+        let mut setup = Setup::new(
             &topology,
             topology.tls.state_dir.clone(),
             node.token.clone(),
         );
+        // A standalone node (like `varnishd -b`) caches in memory only: it has no topology
+        // that would say where a disk tier may live.
+        setup.shared.cache.disk_mib = 0;
         let bound = Bound::bind(&node.name, node.listen, node.admin).await?;
         let mut tasks = JoinSet::new();
         let upstream = node.upstream.clone();
