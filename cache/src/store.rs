@@ -175,6 +175,9 @@ impl Generations {
     }
 }
 
+/// Body bytes evicted from memory and waiting for the disk writer, at most.
+const MAX_QUEUED_FOR_DISK: u64 = 64 << 20;
+
 /// An eviction for the disk writer: the key, its variants, and the purge generation when
 /// memory let it go.
 type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket);
@@ -270,6 +273,10 @@ impl Store {
             .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key));
         if let Some(side) = &disk {
             let (sender, receiver) = std::sync::mpsc::channel::<Evicted>();
+            // Bytes waiting for the writer: past the bound, evictions are not written (a slow
+            // disk must not make memory grow without limit).
+            let queued = Arc::new(AtomicU64::new(0));
+            let listener_queued = queued.clone();
             let listener_generations = generations.clone();
             builder = builder.eviction_listener(
                 move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
@@ -286,6 +293,16 @@ impl Store {
                     if objects.is_empty() {
                         return;
                     }
+                    let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
+                    if listener_queued.load(Ordering::Relaxed) + bytes > MAX_QUEUED_FOR_DISK {
+                        tracing::debug!(
+                            key = &**key,
+                            bytes,
+                            "disk writer behind: eviction not written"
+                        );
+                        return;
+                    }
+                    listener_queued.fetch_add(bytes, Ordering::Relaxed);
                     let ticket = peek_ticket(&listener_generations, &key);
                     let _ = sender.send(((*key).clone(), objects, ticket));
                 },
@@ -296,13 +313,17 @@ impl Store {
                 .name("outpost-disk-writer".into())
                 .spawn(move || {
                     while let Ok((key, objects, ticket)) = receiver.recv() {
-                        let _guard = side.lock();
-                        if !still_valid(&writer_generations, ticket) {
-                            continue;
+                        let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
+                        {
+                            let _guard = side.lock();
+                            if still_valid(&writer_generations, ticket)
+                                && let Err(error) = side.tier.put(&key, &objects)
+                            {
+                                tracing::warn!(%error, key = &*key, "evicted object not written to disk");
+                            }
                         }
-                        if let Err(error) = side.tier.put(&key, &objects) {
-                            tracing::warn!(%error, key = &*key, "evicted object not written to disk");
-                        }
+                        drop(objects);
+                        queued.fetch_sub(bytes, Ordering::Relaxed);
                     }
                 });
             if let Err(error) = spawned {
