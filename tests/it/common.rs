@@ -147,6 +147,12 @@ impl Outpost {
         outpost
     }
 
+    /// `outpost edge --config CONFIG --name NAME` as a process: one node of a topology file.
+    pub fn spawn_edge(config: &std::path::Path, name: &str) -> Self {
+        let config = config.to_str().expect("a UTF-8 path");
+        Self::spawn(&["edge", "--config", config, "--name", name], 1)
+    }
+
     /// Runs `outpost ARGS`, waiting for `expect` "ready" lines.
     pub fn spawn(args: &[&str], expect: usize) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))

@@ -25,18 +25,7 @@ async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_resta
     );
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, config).unwrap();
-    let start = || {
-        Outpost::spawn(
-            &[
-                "edge",
-                "--config",
-                path.to_str().unwrap(),
-                "--name",
-                "edge-0",
-            ],
-            1,
-        )
-    };
+    let start = || Outpost::spawn_edge(&path, "edge-0");
     let http = client();
     let seen = |i: usize| {
         let target = format!("/o/{i}");

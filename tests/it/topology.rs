@@ -79,16 +79,7 @@ async fn an_edge_fails_over_to_the_next_parent_and_then_to_the_origin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, config).unwrap();
-    let edge = Outpost::spawn(
-        &[
-            "edge",
-            "--config",
-            path.to_str().unwrap(),
-            "--name",
-            "edge-0",
-        ],
-        1,
-    );
+    let edge = Outpost::spawn_edge(&path, "edge-0");
     let http = client();
     for i in 0..10 {
         let response = http
