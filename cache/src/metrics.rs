@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -100,5 +101,47 @@ impl CacheMetrics {
             _ => "5xx",
         };
         self.responses.get_or_create(&StatusLabel { class }).inc();
+    }
+}
+
+/// Metrics of a node's disk tier, registered only when it has one.
+#[derive(Clone, Default)]
+pub struct DiskMetrics {
+    pub(crate) bytes: Gauge,
+    pub(crate) records: Gauge,
+    pub(crate) writes: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) damaged: Counter,
+}
+
+impl DiskMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "outpost_disk_bytes",
+            "Bytes of records in the disk tier",
+            metrics.bytes.clone(),
+        );
+        registry.register(
+            "outpost_disk_records",
+            "Keys with a record in the disk tier",
+            metrics.records.clone(),
+        );
+        registry.register(
+            "outpost_disk_writes",
+            "Evictions from memory written to the disk tier",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "outpost_disk_skipped",
+            "Evictions not written: the disk writer was more than 64 MiB behind",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "outpost_disk_damaged",
+            "Damaged disk records found and dropped (never served)",
+            metrics.damaged.clone(),
+        );
+        metrics
     }
 }

@@ -103,13 +103,20 @@ impl<U: Upstream> CacheNode<U> {
     /// A node called `name`, caching in front of `upstream`, its metrics registered on
     /// `registry`.
     pub fn new(name: &str, config: &CacheConfig, upstream: U, registry: &mut Registry) -> Self {
+        let disk = open_disk(name, config);
+        let disk_metrics = if disk.is_some() {
+            crate::metrics::DiskMetrics::register(registry)
+        } else {
+            crate::metrics::DiskMetrics::default()
+        };
         Self {
             inner: Arc::new(Inner {
                 name: name.into(),
                 store: Store::with_disk(
                     config.capacity_mib << 20,
                     config.max_variants,
-                    open_disk(name, config),
+                    disk,
+                    disk_metrics,
                 ),
                 inflight: InFlight::new(crate::coalesce::FillBudget::new(
                     config.fill_buffer_mib << 20,

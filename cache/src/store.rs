@@ -12,6 +12,7 @@ use moka::ops::compute::Op;
 
 use crate::disk::{DiskLookup, DiskTier};
 use crate::key::{self, CacheKey};
+use crate::metrics::DiskMetrics;
 use crate::policy::StoredPolicy;
 pub use crate::stored_headers::StoredHeaders;
 
@@ -185,6 +186,7 @@ type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket);
 /// The disk tier under a store, and the thread that writes what memory evicts to it.
 struct DiskSide {
     tier: Arc<DiskTier>,
+    metrics: DiskMetrics,
     /// Held while the writer checks an eviction's ticket and writes it, while a promotion
     /// reads, and while a purge removes: so nothing purged is written or promoted after it.
     lock: std::sync::Mutex<()>,
@@ -195,6 +197,17 @@ impl DiskSide {
         self.lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The size gauges, after a change.
+    fn report(&self) {
+        let (records, bytes) = self.tier.usage();
+        self.metrics
+            .records
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
+        self.metrics
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 
@@ -255,18 +268,26 @@ impl Store {
     /// `max_variants` variants of one key.
     #[cfg(test)]
     pub fn new(capacity_bytes: u64, max_variants: usize) -> Self {
-        Self::with_disk(capacity_bytes, max_variants, None)
+        Self::with_disk(capacity_bytes, max_variants, None, DiskMetrics::default())
     }
 
     /// A store as [`Store::new`], over `disk`: what memory evicts for room is written there
     /// by a thread of its own, and a memory miss can be promoted back from it.
-    pub fn with_disk(capacity_bytes: u64, max_variants: usize, disk: Option<DiskTier>) -> Self {
+    pub fn with_disk(
+        capacity_bytes: u64,
+        max_variants: usize,
+        disk: Option<DiskTier>,
+        metrics: DiskMetrics,
+    ) -> Self {
         let generations = Arc::new(Generations::new());
         let disk = disk.map(|tier| {
-            Arc::new(DiskSide {
+            let side = DiskSide {
                 tier: Arc::new(tier),
+                metrics,
                 lock: std::sync::Mutex::new(()),
-            })
+            };
+            side.report();
+            Arc::new(side)
         });
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(capacity_bytes)
@@ -278,6 +299,7 @@ impl Store {
             let queued = Arc::new(AtomicU64::new(0));
             let listener_queued = queued.clone();
             let listener_generations = generations.clone();
+            let listener_side = side.clone();
             builder = builder.eviction_listener(
                 move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
                     if cause != moka::notification::RemovalCause::Size {
@@ -300,6 +322,7 @@ impl Store {
                             bytes,
                             "disk writer behind: eviction not written"
                         );
+                        listener_side.metrics.skipped.inc();
                         return;
                     }
                     listener_queued.fetch_add(bytes, Ordering::Relaxed);
@@ -316,10 +339,18 @@ impl Store {
                         let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
                         {
                             let _guard = side.lock();
-                            if still_valid(&writer_generations, ticket)
-                                && let Err(error) = side.tier.put(&key, &objects)
-                            {
-                                tracing::warn!(%error, key = &*key, "evicted object not written to disk");
+                            if still_valid(&writer_generations, ticket) {
+                                match side.tier.put(&key, &objects) {
+                                    Ok(true) => {
+                                        side.metrics.writes.inc();
+                                    }
+                                    // Larger than the whole disk tier.
+                                    Ok(false) => {}
+                                    Err(error) => {
+                                        tracing::warn!(%error, key = &*key, "evicted object not written to disk");
+                                    }
+                                }
+                                side.report();
                             }
                         }
                         drop(objects);
@@ -358,6 +389,7 @@ impl Store {
         };
         match found {
             Ok(DiskLookup::Found(objects)) => {
+                side.report();
                 let mut stored = false;
                 for object in &objects {
                     stored |= self.insert_unless_purged(key, object.clone(), ticket);
@@ -368,7 +400,11 @@ impl Store {
                     Promotion::None
                 }
             }
-            Ok(DiskLookup::Damaged) => Promotion::Damaged,
+            Ok(DiskLookup::Damaged) => {
+                side.metrics.damaged.inc();
+                side.report();
+                Promotion::Damaged
+            }
             Ok(DiskLookup::Miss) => Promotion::None,
             Err(error) => {
                 tracing::warn!(%error, key = key.as_str(), "disk read failed");
@@ -385,7 +421,9 @@ impl Store {
         let Some(side) = &self.disk else {
             return 0;
         };
-        match remove(&side.tier) {
+        let removed = remove(&side.tier);
+        side.report();
+        match removed {
             Ok(n) => n,
             Err(error) => {
                 tracing::error!(%error, "disk purge failed");
@@ -649,7 +687,7 @@ mod tests {
     fn what_memory_evicts_goes_to_disk_and_comes_back_and_purges_reach_it() {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskTier::open(&dir.path().join("n.redb"), 64 << 20).unwrap();
-        let store = Store::with_disk(1 << 20, 4, Some(disk));
+        let store = Store::with_disk(1 << 20, 4, Some(disk), DiskMetrics::default());
         let body: &'static str = Box::leak("b".repeat(300_000).into_boxed_str());
         let keys: Vec<CacheKey> = (0..8)
             .map(|i| CacheKey::new("a.test", &format!("/{i}")))

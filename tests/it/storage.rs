@@ -67,6 +67,31 @@ async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_resta
         (0..OBJECTS).all(|i| seen(i) == 1),
         "the origin saw each object once"
     );
+    let metrics = http
+        .get(format!("{}/metrics", edge.admin("edge-0")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        value("outpost_disk_writes_total") >= from_disk.len() as u64,
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("outpost_requests_total{") && l.contains("outcome=\"disk-hit\"")),
+        "{metrics}"
+    );
 
     // A purge reaches the disk: the next request goes to the origin.
     tokio::time::sleep(Duration::from_millis(300)).await;
