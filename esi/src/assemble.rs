@@ -1037,49 +1037,31 @@ fn run_try<H: Handler>(
 impl<H> Page<H> {
     /// An include's `src` as the host and normal target it is fetched from.
     pub(crate) fn resolve(&self, src: &str) -> Result<(String, String), &'static str> {
-        let (host, target) = if let Some(rest) = src
-            .strip_prefix("http://")
-            .or_else(|| src.strip_prefix("https://"))
-        {
-            let (authority, target) = match rest.find(['/', '?']) {
-                Some(at) => (&rest[..at], &rest[at..]),
-                None => (rest, "/"),
-            };
-            let host = outpost_server::normal::host(authority, 80)
-                .map_err(|_| "not a host")?
-                .into_owned();
-            let bare = outpost_server::normal::without_port(&host);
-            let own = outpost_server::normal::without_port(&self.host);
-            if !bare.eq_ignore_ascii_case(own)
-                && !self
-                    .config
-                    .allowed_hosts
-                    .iter()
-                    .any(|allowed| allowed.eq_ignore_ascii_case(bare))
-            {
-                return Err("a host outside the allowed set");
+        use outpost_server::normal::{BadReference, Reference, without_port};
+        let resolved =
+            outpost_server::normal::reference(&self.directory, src).map_err(|e| match e {
+                BadReference::SchemeRelative => "a scheme-relative URL",
+                BadReference::OtherScheme => "a scheme other than http or https",
+                BadReference::Host => "not a host",
+                BadReference::Target => "not a URL path",
+            })?;
+        match resolved {
+            Reference::SameHost(target) => Ok((self.host.clone(), target)),
+            Reference::Absolute { host, target } => {
+                let bare = without_port(&host);
+                let own = without_port(&self.host);
+                if !bare.eq_ignore_ascii_case(own)
+                    && !self
+                        .config
+                        .allowed_hosts
+                        .iter()
+                        .any(|allowed| allowed.eq_ignore_ascii_case(bare))
+                {
+                    return Err("a host outside the allowed set");
+                }
+                Ok((host, target))
             }
-            (host, target.to_owned())
-        } else if src.starts_with("//") {
-            return Err("a scheme-relative URL");
-        } else if src
-            .split(['/', '?'])
-            .next()
-            .is_some_and(|first| first.contains(':'))
-        {
-            return Err("a scheme other than http or https");
-        } else if src.starts_with('/') {
-            (self.host.clone(), src.to_owned())
-        } else {
-            (self.host.clone(), format!("{}{src}", self.directory))
-        };
-        let target = if target.starts_with('?') {
-            format!("/{target}")
-        } else {
-            target
-        };
-        let normal = outpost_server::normal::target(&target).map_err(|_| "not a URL path")?;
-        Ok((host, normal.into_owned()))
+        }
     }
 }
 

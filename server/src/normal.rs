@@ -152,6 +152,76 @@ pub fn without_port(host: &str) -> &str {
     }
 }
 
+/// A URI reference found in a document a node served (an ESI `src`, a playlist's segment URI,
+/// a player's CMCD `nor`), resolved against the document's `directory` (its path up to the
+/// last `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// A path on the document's own host, in normal form (`/path?query`).
+    SameHost(String),
+    /// An absolute `http(s)://` URL: its host in normal form, and its target in normal form.
+    /// Whether that host may be fetched is the caller's policy.
+    Absolute { host: String, target: String },
+}
+
+/// Why a reference cannot be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadReference {
+    #[error("a scheme-relative URL")]
+    SchemeRelative,
+    #[error("a scheme other than http or https")]
+    OtherScheme,
+    #[error("not a host")]
+    Host,
+    #[error("not a URL path")]
+    Target,
+}
+
+/// Resolves `reference` against `directory` (see [`Reference`]).
+pub fn reference(directory: &str, reference: &str) -> Result<Reference, BadReference> {
+    if let Some(rest) = reference
+        .strip_prefix("http://")
+        .or_else(|| reference.strip_prefix("https://"))
+    {
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        let host = host(authority, 80).map_err(|_| BadReference::Host)?;
+        return Ok(Reference::Absolute {
+            host: host.into_owned(),
+            target: normal_reference_target(target)?,
+        });
+    }
+    if reference.starts_with("//") {
+        return Err(BadReference::SchemeRelative);
+    }
+    if reference
+        .split(['/', '?'])
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
+        return Err(BadReference::OtherScheme);
+    }
+    let joined = if reference.starts_with('/') {
+        Cow::Borrowed(reference)
+    } else {
+        Cow::Owned(format!("{directory}{reference}"))
+    };
+    Ok(Reference::SameHost(normal_reference_target(&joined)?))
+}
+
+fn normal_reference_target(target: &str) -> Result<String, BadReference> {
+    let target = if target.starts_with('?') {
+        Cow::Owned(format!("/{target}"))
+    } else {
+        Cow::Borrowed(target)
+    };
+    self::target(&target)
+        .map(Cow::into_owned)
+        .map_err(|_| BadReference::Target)
+}
+
 /// The normal form of an origin-form target (`/path?query`).
 pub fn target(raw: &str) -> Result<Cow<'_, str>, Refusal> {
     let (path, query) = match raw.split_once('?') {
@@ -262,6 +332,40 @@ pub fn remove_connection_listed(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_resolve_against_the_document() {
+        let same = |t: &str| Ok(Reference::SameHost(t.to_owned()));
+        assert_eq!(
+            reference("/v/live/", "seg-1.m4s"),
+            same("/v/live/seg-1.m4s")
+        );
+        assert_eq!(reference("/v/", "../x/9f.m4s"), same("/x/9f.m4s"));
+        assert_eq!(reference("/v/", "/abs?q=1"), same("/abs?q=1"));
+        assert_eq!(
+            reference("/v/", "http://A.Test:80/s.m4s"),
+            Ok(Reference::Absolute {
+                host: "a.test".into(),
+                target: "/s.m4s".into()
+            })
+        );
+        assert_eq!(
+            reference("/v/", "https://a.test?x"),
+            Ok(Reference::Absolute {
+                host: "a.test".into(),
+                target: "/?x".into()
+            })
+        );
+        assert_eq!(
+            reference("/v/", "//b.test/x"),
+            Err(BadReference::SchemeRelative)
+        );
+        assert_eq!(
+            reference("/v/", "data:text/plain,x"),
+            Err(BadReference::OtherScheme)
+        );
+        assert_eq!(reference("/v/", "http://a b/x"), Err(BadReference::Host));
+    }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut builder = http::Request::get(uri);

@@ -184,26 +184,20 @@ impl<H: Handler> Prefetch<H> {
 /// `uri` from a playlist at `host` + `directory`, as `host/path`; `None` for other hosts or
 /// schemes (the edge warms only what it would serve itself).
 fn resolve(host: &str, directory: &str, uri: &str) -> Option<String> {
-    let path = if let Some(rest) = uri
-        .strip_prefix("http://")
-        .or_else(|| uri.strip_prefix("https://"))
-    {
-        let (authority, path) = rest.split_at(rest.find('/')?);
-        if !outpost_server::normal::without_port(authority)
-            .eq_ignore_ascii_case(outpost_server::normal::without_port(host))
-        {
-            return None;
+    use outpost_server::normal::{Reference, without_port};
+    let target = match outpost_server::normal::reference(directory, uri).ok()? {
+        Reference::SameHost(target) => target,
+        Reference::Absolute {
+            host: other,
+            target,
+        } => {
+            if !without_port(&other).eq_ignore_ascii_case(without_port(host)) {
+                return None;
+            }
+            target
         }
-        path.to_owned()
-    } else if uri.starts_with("//") || uri.contains(':') {
-        return None;
-    } else if uri.starts_with('/') {
-        uri.to_owned()
-    } else {
-        format!("{directory}{uri}")
     };
-    let normal = outpost_server::normal::target(&path).ok()?;
-    Some(format!("{host}{normal}"))
+    Some(format!("{host}{target}"))
 }
 
 /// The directory part of a path: up to and including its last `/`.
