@@ -16,16 +16,22 @@ pub const CMSD_DYNAMIC: &str = "cmsd-dynamic";
 /// Whether a response of this media type (`type/subtype`) is a streaming object a player
 /// reads.
 pub fn is_media(essence: &str) -> bool {
-    let lower = essence.to_ascii_lowercase();
-    lower.starts_with("video/")
-        || lower.starts_with("audio/")
-        || matches!(
-            lower.as_str(),
-            "application/vnd.apple.mpegurl"
-                | "application/x-mpegurl"
-                | "application/dash+xml"
-                | "application/mp4"
-        )
+    // No copy: this runs on every response that has a Content-Type, hits included.
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    starts("video/")
+        || starts("audio/")
+        || [
+            "application/vnd.apple.mpegurl",
+            "application/x-mpegurl",
+            "application/dash+xml",
+            "application/mp4",
+        ]
+        .iter()
+        .any(|t| essence.eq_ignore_ascii_case(t))
 }
 
 /// This hop's `CMSD-Dynamic` item after the ones upstream hops sent: `"NAME";rd=MS`.
