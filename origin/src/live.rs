@@ -281,6 +281,20 @@ impl Live {
         self.target_ms as f64 / 1000.0 / most as f64
     }
 
+    /// A segment's or part's name, `seg-{rendition}-{N}.m4s` or `seg-{rendition}-{N}.{P}.m4s`:
+    /// its rendition, number and part; `None` for any other name.
+    fn segment(&self, name: &str) -> Option<(&Rendition, u64, Option<u64>)> {
+        let (rendition, number) = name
+            .strip_prefix("seg-")?
+            .strip_suffix(".m4s")?
+            .rsplit_once('-')?;
+        let media = self.renditions.get(rendition)?;
+        match number.split_once('.') {
+            Some((n, p)) => Some((media, n.parse().ok()?, Some(p.parse().ok()?))),
+            None => Some((media, number.parse().ok()?, None)),
+        }
+    }
+
     /// What to send for `name` (the path after the stream's) with `query`, at `now` (ms
     /// since the epoch).
     pub(crate) fn answer(&self, name: &str, query: Option<&str>, now: u64) -> LiveAnswer {
@@ -307,21 +321,7 @@ impl Live {
             };
             return self.media_answer(rendition, media, query, now);
         }
-        let Some((rendition, number)) = name
-            .strip_prefix("seg-")
-            .and_then(|n| n.strip_suffix(".m4s"))
-            .and_then(|n| n.rsplit_once('-'))
-        else {
-            return LiveAnswer::Missing;
-        };
-        let Some(media) = self.renditions.get(rendition) else {
-            return LiveAnswer::Missing;
-        };
-        let (number, part) = match number.split_once('.') {
-            Some((n, p)) => (n, Some(p)),
-            None => (number, None),
-        };
-        let Ok(n) = number.parse::<u64>() else {
+        let Some((media, n, part)) = self.segment(name) else {
             return LiveAnswer::Missing;
         };
         let file = format!("{source}{}", media.playlist.segments[self.index(n)].1);
@@ -331,9 +331,6 @@ impl Live {
             }
             None => LiveAnswer::Missing,
             Some(p) => {
-                let Ok(p) = p.parse::<u64>() else {
-                    return LiveAnswer::Missing;
-                };
                 if !self.stream.parts || p >= self.part_count(media, n) {
                     return LiveAnswer::Missing;
                 }
@@ -376,15 +373,7 @@ impl Live {
         if name.starts_with("init-") && name.ends_with(".mp4") {
             return Some("ot=i,st=l".into());
         }
-        let (rendition, number) = name
-            .strip_prefix("seg-")?
-            .strip_suffix(".m4s")?
-            .rsplit_once('-')?;
-        let media = self.renditions.get(rendition)?;
-        let (n, part) = match number.split_once('.') {
-            Some((n, p)) => (n.parse::<u64>().ok()?, Some(p.parse::<u64>().ok()?)),
-            None => (number.parse::<u64>().ok()?, None),
-        };
+        let (media, n, part) = self.segment(name)?;
         let duration_ms = media
             .playlist
             .segments
