@@ -396,6 +396,9 @@ pub enum Reply {
     },
     /// Waits, then answers as the inner reply does.
     Delayed(Duration, Box<Reply>),
+    /// Waits until as many requests as the barrier counts are waiting at it, then answers as
+    /// the inner reply does; a 504 if they are not all there within ten seconds.
+    Gated(Arc<tokio::sync::Barrier>, Box<Reply>),
     /// Never answers.
     Hang,
     /// Bytes that are not HTTP, then close.
@@ -485,12 +488,23 @@ async fn serve(
         let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
         seen.lock().unwrap().push(request.clone());
         let mut reply = script(&request, n);
-        while let Reply::Delayed(wait, inner) = reply {
-            tokio::time::sleep(wait).await;
-            reply = *inner;
-        }
+        let reply = loop {
+            reply = match reply {
+                Reply::Delayed(wait, inner) => {
+                    tokio::time::sleep(wait).await;
+                    *inner
+                }
+                Reply::Gated(gate, inner) => {
+                    match tokio::time::timeout(Duration::from_secs(10), gate.wait()).await {
+                        Ok(_) => *inner,
+                        Err(_) => Reply::status(504, &[], "gate timed out"),
+                    }
+                }
+                ready => break ready,
+            };
+        };
         match reply {
-            Reply::Delayed(..) => unreachable!("unwrapped above"),
+            Reply::Delayed(..) | Reply::Gated(..) => unreachable!("unwrapped above"),
             Reply::Full {
                 status,
                 headers,
