@@ -113,12 +113,7 @@ async fn includes_at_every_depth_are_fetched_in_parallel() {
     // each request until every request of its depth has arrived (1, 5, then 25), so the page is
     // whole only if all includes of a depth are in flight together; one by one, the second
     // fragment is never asked for while the first is held, and the held one times out as 504.
-    let gates: Arc<Vec<Arc<tokio::sync::Barrier>>> = Arc::new(
-        [1, 5, 25]
-            .into_iter()
-            .map(|n| Arc::new(tokio::sync::Barrier::new(n)))
-            .collect(),
-    );
+    let gates = [1, 5, 25].map(|n| Arc::new(tokio::sync::Barrier::new(n)));
     let origin = TestOrigin::start(move |seen, _| {
         let path = seen.target.trim_start_matches('/').to_owned();
         let depth = path.matches('-').count();
@@ -129,7 +124,7 @@ async fn includes_at_every_depth_are_fetched_in_parallel() {
             0 | 1 => esi_page("max-age=60", &format!("({path}:{children})")),
             _ => Reply::ok(&[("cache-control", "max-age=60")], format!("[{path}]")),
         };
-        Reply::Gated(gates[depth.min(2)].clone(), Box::new(reply))
+        Reply::Gated(gates[depth].clone(), Box::new(reply))
     })
     .await;
     let cdn = Outpost::up(&topology(&origin.url, 1, 1, ""), 2);
