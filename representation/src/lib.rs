@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Method};
 
 pub use etag::EntityTag;
 pub use range::{MAX_RANGES, Parsed as ParsedRange, parse_range};
-pub use render::render;
+pub use render::{Extent, render, render_head};
 
 /// One byte range of the full body, both ends inclusive (`bytes=0-0` is the first byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

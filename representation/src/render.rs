@@ -47,61 +47,100 @@ pub fn render(
     body: &Bytes,
 ) -> (StatusCode, Bytes) {
     let length = body.len() as u64;
+    if let Selection::Partial(ranges) = selection
+        && ranges.len() > 1
+        && ranges_apply(status, ranges, length)
+    {
+        headers.remove(TRANSFER_ENCODING);
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let part = multipart(ranges, headers, body);
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(part.len()));
+        return (StatusCode::PARTIAL_CONTENT, part);
+    }
+    let (status, extent) = render_head(selection, status, headers, length);
+    let body = match extent {
+        Extent::Whole => body.clone(),
+        Extent::Range(range) => body.slice(range.start as usize..=range.end as usize),
+        Extent::Nothing => Bytes::new(),
+    };
+    (status, body)
+}
+
+/// Which bytes of the representation a response from [`render_head`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The whole body.
+    Whole,
+    /// One range of it (206).
+    Range(ByteRange),
+    /// No body (304, 412, 416).
+    Nothing,
+}
+
+/// [`render`] for a body the caller streams itself (a file, say): edits `headers` the same
+/// way and returns the status and which bytes of the `length`-byte body to send. Several
+/// ranges are answered with the whole body (RFC 9110 allows ignoring Range), so no
+/// multipart body has to be built from a stream.
+pub fn render_head(
+    selection: &Selection,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    length: u64,
+) -> (StatusCode, Extent) {
     let applicable = match selection {
         Selection::Full => false,
         Selection::NotModified | Selection::PreconditionFailed => status.is_success(),
         Selection::Unsatisfiable => status == StatusCode::OK,
-        Selection::Partial(ranges) => {
-            status == StatusCode::OK
-                && !ranges.is_empty()
-                && ranges.iter().all(|r| r.start <= r.end && r.end < length)
-        }
+        Selection::Partial(ranges) => ranges.len() == 1 && ranges_apply(status, ranges, length),
     };
     if !applicable {
-        return full(status, headers, body);
+        return (full(status, headers, length), Extent::Whole);
     }
     match selection {
-        Selection::Full => full(status, headers, body),
+        Selection::Full => (full(status, headers, length), Extent::Whole),
         Selection::NotModified => {
             for name in NOT_FOR_304 {
                 headers.remove(name);
             }
             headers.remove(ACCEPT_RANGES);
-            (StatusCode::NOT_MODIFIED, Bytes::new())
+            (StatusCode::NOT_MODIFIED, Extent::Nothing)
         }
         Selection::PreconditionFailed => {
             empty(headers);
-            (StatusCode::PRECONDITION_FAILED, Bytes::new())
+            (StatusCode::PRECONDITION_FAILED, Extent::Nothing)
         }
         Selection::Unsatisfiable => {
             empty(headers);
             headers.insert(CONTENT_RANGE, header_value(format!("bytes */{length}")));
-            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+            (StatusCode::RANGE_NOT_SATISFIABLE, Extent::Nothing)
         }
         Selection::Partial(ranges) => {
+            let range = ranges[0];
             headers.remove(TRANSFER_ENCODING);
             headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            let part = if let [range] = ranges.as_slice() {
-                headers.insert(CONTENT_RANGE, content_range(range, length));
-                body.slice(range.start as usize..=range.end as usize)
-            } else {
-                multipart(ranges, headers, body)
-            };
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(part.len()));
-            (StatusCode::PARTIAL_CONTENT, part)
+            headers.insert(CONTENT_RANGE, content_range(&range, length));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(range.len()));
+            (StatusCode::PARTIAL_CONTENT, Extent::Range(range))
         }
     }
 }
 
-fn full(status: StatusCode, headers: &mut HeaderMap, body: &Bytes) -> (StatusCode, Bytes) {
+/// Ranges are only applied to a 200, and only when each lies within the body.
+fn ranges_apply(status: StatusCode, ranges: &[ByteRange], length: u64) -> bool {
+    status == StatusCode::OK
+        && !ranges.is_empty()
+        && ranges.iter().all(|r| r.start <= r.end && r.end < length)
+}
+
+fn full(status: StatusCode, headers: &mut HeaderMap, length: u64) -> StatusCode {
     if status == StatusCode::OK {
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     if status != StatusCode::NOT_MODIFIED && status != StatusCode::NO_CONTENT {
         headers.remove(TRANSFER_ENCODING);
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
-    (status, body.clone())
+    status
 }
 
 /// Headers for a response with an empty body that is not the representation.
