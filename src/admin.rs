@@ -35,6 +35,7 @@ pub struct AdminArgs {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nodes {
     Edges,
+    Parents,
     EdgesAndParents,
 }
 
@@ -56,11 +57,12 @@ impl AdminClient {
             let parents = topology
                 .parents
                 .iter()
-                .filter(|_| nodes == Nodes::EdgesAndParents)
+                .filter(|_| nodes != Nodes::Edges)
                 .map(|p| (p.name.clone(), p.admin));
             topology
                 .edges
                 .iter()
+                .filter(|_| nodes != Nodes::Parents)
                 .map(|e| (e.name.clone(), e.admin))
                 .chain(parents)
                 .map(|(name, admin)| (name, format!("{scheme}://{admin}")))
@@ -118,6 +120,19 @@ impl AdminClient {
         content_type: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+        self.send_body(admin, method, path, content_type, outpost_server::body::full(body))
+            .await
+    }
+
+    /// [`send`](Self::send) with a streamed body (a file being uploaded, say).
+    pub async fn send_body(
+        &self,
+        admin: &str,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: outpost_server::Body,
+    ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
         let base: http::Uri = admin
             .parse()
             .with_context(|| format!("{admin}: not a URL"))?;
@@ -133,7 +148,7 @@ impl AdminClient {
                 http::header::HOST,
                 base.authority().map_or("admin", |a| a.as_str()),
             )
-            .body(outpost_server::body::full(body))?;
+            .body(body)?;
         let response = self.client.send_to(&base, request).await?;
         let status = response.status();
         let bytes = response

@@ -4,6 +4,7 @@
 
 mod admin;
 mod purge;
+mod releases;
 mod workers;
 
 use std::net::SocketAddr;
@@ -42,6 +43,10 @@ enum Command {
     Purge(purge::PurgeArgs),
     /// Deploy, list and remove Wasm edge workers (wasi:http/proxy components) on every edge.
     Workers(workers::WorkersArgs),
+    /// Publish a directory to the CDN as one release, switched on everywhere at once.
+    Push(releases::PushArgs),
+    /// List, roll back or remove pushed releases.
+    Releases(releases::ReleasesArgs),
     /// Check a topology file and report what it describes.
     Validate(ValidateArgs),
     /// Show where the local certificate authority is and how to trust it (creating it if
@@ -192,6 +197,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Purge(args) => purge::run(args).await,
         Command::Workers(args) => workers::run(args).await,
+        Command::Push(args) => releases::push(args).await,
+        Command::Releases(args) => releases::releases(args).await,
         Command::Dns(args) => {
             let topology = load_or_default(args.config.as_deref())?;
             if let Some(ip) = args.explain {

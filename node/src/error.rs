@@ -81,6 +81,12 @@ pub enum StartError {
         #[source]
         source: DeployError,
     },
+    #[error("{node}: opening its releases: {source}")]
+    Releases {
+        node: String,
+        #[source]
+        source: outpost_releases::ReleaseError,
+    },
     #[error("dns: {0}")]
     Dns(#[source] DnsError),
     #[error("anycast: {0}")]

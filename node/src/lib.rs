@@ -220,6 +220,7 @@ impl Setup {
                 limits: topology.limits.clone(),
                 shutdown: Shutdown::new(),
                 workers: None,
+                releases_dir: state_dir.join("releases"),
             },
             state_dir,
             new_token: None,
@@ -385,7 +386,7 @@ impl Cdn {
                 shared,
                 parent,
                 origin_url.clone(),
-            ));
+            )?);
         }
         let mut places = Vec::new();
         for (settings, bound) in edges {
@@ -472,7 +473,7 @@ impl Cdn {
                     .find(|p| p.name == name)
                     .ok_or_else(unknown)?;
                 let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
-                nodes::start_parent(&mut tasks, &setup.shared, bound, origin_url)
+                nodes::start_parent(&mut tasks, &setup.shared, bound, origin_url)?
             }
             Role::Origin | Role::Dns | Role::Anycast => return Err(unknown()),
         };
@@ -502,7 +503,7 @@ impl Cdn {
                 Some(upstream),
                 None,
             )?,
-            Role::Parent => nodes::start_parent(&mut tasks, &setup.shared, bound, upstream),
+            Role::Parent => nodes::start_parent(&mut tasks, &setup.shared, bound, upstream)?,
             role => {
                 return Err(StartError::UnknownNode {
                     role: role.as_str(),

@@ -113,6 +113,8 @@ pub struct Shared {
     pub health: HealthSettings,
     pub limits: Limits,
     pub shutdown: Shutdown,
+    /// Where each edge and parent keeps its pushed releases (a subdirectory per node).
+    pub releases_dir: std::path::PathBuf,
     /// Edge workers: the process's wasm runtime and the directory deployed workers are kept
     /// in (one subdirectory per edge). `None`: edges run no workers.
     pub workers: Option<WorkersSetup>,
@@ -179,16 +181,24 @@ fn serve_admin(
     admin: TcpListener,
     registry: Registry,
     purge: Option<Arc<dyn Purge>>,
-    extension: Option<Arc<dyn AdminExtension>>,
+    extensions: Vec<Arc<dyn AdminExtension>>,
 ) {
     let mut handler = Admin::new(name, shared.token.clone(), Arc::new(registry), purge);
-    if let Some(extension) = extension {
+    for extension in extensions {
         handler = handler.with_extension(extension);
     }
     let handler = Arc::new(handler);
     let tls = shared.admin_tls.clone();
-    spawn_listener(tasks, shared, name, admin, tls, handler, false);
+    let mut limits = shared.limits.clone();
+    limits.access_log = false;
+    // Pushed objects (video files among them) arrive here, streamed to disk; every endpoint
+    // that reads a body checks the token first.
+    limits.max_body_bytes = limits.max_body_bytes.max(ADMIN_MAX_BODY_BYTES);
+    spawn_listener(tasks, shared, name, admin, tls, handler, limits);
 }
+
+/// The largest request body the admin listener takes: one pushed object.
+pub const ADMIN_MAX_BODY_BYTES: u64 = 64 << 30;
 
 /// Serves `handler` on one of a node's listeners, behind `tls` when given, with or without
 /// access-log lines.
@@ -199,10 +209,8 @@ fn spawn_listener<H: Handler>(
     listener: TcpListener,
     tls: Option<Arc<TlsTerminator>>,
     handler: Arc<H>,
-    access_log: bool,
+    limits: Limits,
 ) {
-    let mut limits = shared.limits.clone();
-    limits.access_log = access_log;
     let (name, signal) = (name.into(), shared.shutdown.signal());
     match tls {
         Some(tls) => tasks.spawn(outpost_server::serve_tls(
@@ -212,6 +220,26 @@ fn spawn_listener<H: Handler>(
             name, listener, handler, limits, signal,
         )),
     };
+}
+
+/// The limits of a data listener: the topology's, with access-log lines.
+fn data_limits(shared: &Shared) -> Limits {
+    let mut limits = shared.limits.clone();
+    limits.access_log = true;
+    limits
+}
+
+/// Opens the releases node `name` keeps.
+fn open_releases(
+    shared: &Shared,
+    name: &str,
+) -> Result<Arc<outpost_releases::Releases>, StartError> {
+    outpost_releases::Releases::open(name, &shared.releases_dir.join(name)).map_err(|source| {
+        StartError::Releases {
+            node: name.to_owned(),
+            source,
+        }
+    })
 }
 
 /// Starts an edge pulling through `parents`, with `origin` as the last resort, and its
@@ -263,6 +291,12 @@ pub fn start_edge(
         }
         None => None,
     };
+    let releases = open_releases(shared, &bound.name)?;
+    let mut extensions: Vec<Arc<dyn AdminExtension>> =
+        vec![Arc::new(outpost_releases::ReleasesAdmin(releases.clone()))];
+    if let Some(workers) = &workers {
+        extensions.push(Arc::new(outpost_workers::WorkersAdmin(workers.clone())));
+    }
     serve_admin(
         tasks,
         shared,
@@ -270,9 +304,7 @@ pub fn start_edge(
         bound.admin,
         registry,
         Some(Arc::new(edge.clone())),
-        workers
-            .clone()
-            .map(|w| Arc::new(outpost_workers::WorkersAdmin(w)) as Arc<dyn AdminExtension>),
+        extensions,
     );
     let https_port = bound
         .https
@@ -282,8 +314,9 @@ pub fn start_edge(
         .unwrap_or(443);
     let name = bound.name.clone();
     let listeners = (bound.data, bound.https);
-    let esi = outpost_esi::EsiFront::new(Arc::new(edge), &shared.esi, esi_metrics);
-    // Below the workers, nearest the client first: prefetch, ESI, the cache.
+    let pushed = outpost_releases::ReleaseFront::new(releases, Arc::new(edge));
+    let esi = outpost_esi::EsiFront::new(Arc::new(pushed), &shared.esi, esi_metrics);
+    // Below the workers, nearest the client first: prefetch, ESI, pushed releases, the cache.
     let below_workers = outpost_edge::Prefetch::new(
         Arc::new(esi),
         &shared.prefetch,
@@ -345,10 +378,10 @@ fn spawn_edge_listeners<H: Handler>(
             https,
             Some(tls.clone()),
             handler.clone(),
-            true,
+            data_limits(shared),
         );
     }
-    spawn_listener(tasks, shared, name, data, None, handler, true);
+    spawn_listener(tasks, shared, name, data, None, handler, data_limits(shared));
 }
 
 /// Starts a parent pulling from `origin`.
@@ -357,13 +390,14 @@ pub fn start_parent(
     shared: &Shared,
     bound: Bound,
     origin: http::Uri,
-) -> NodeAddrs {
+) -> Result<NodeAddrs, StartError> {
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
     let addrs = bound.addrs(Role::Parent, false);
     let mut registry = node_registry(&bound.name);
     let client = shared.upstream_client(&bound.name);
     let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, client, &mut registry);
+    let releases = open_releases(shared, &bound.name)?;
     serve_admin(
         tasks,
         shared,
@@ -371,7 +405,7 @@ pub fn start_parent(
         bound.admin,
         registry,
         Some(Arc::new(parent.clone())),
-        None,
+        vec![Arc::new(outpost_releases::ReleasesAdmin(releases.clone()))],
     );
     spawn_listener(
         tasks,
@@ -379,10 +413,10 @@ pub fn start_parent(
         &bound.name,
         bound.data,
         None,
-        Arc::new(parent),
-        true,
+        Arc::new(outpost_releases::ReleaseFront::new(releases, Arc::new(parent))),
+        data_limits(shared),
     );
-    addrs
+    Ok(addrs)
 }
 
 /// Starts the origin server.
@@ -415,10 +449,18 @@ pub fn start_origin(
         bound.admin,
         registry,
         None,
-        None,
+        Vec::new(),
     );
     let handler = Arc::new(OriginService { origin, requests });
-    spawn_listener(tasks, shared, &bound.name, bound.data, tls, handler, true);
+    spawn_listener(
+        tasks,
+        shared,
+        &bound.name,
+        bound.data,
+        tls,
+        handler,
+        data_limits(shared),
+    );
     Ok(addrs)
 }
 

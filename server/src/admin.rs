@@ -64,7 +64,7 @@ pub struct Admin {
     token: Option<String>,
     registry: Arc<Registry>,
     purge: Option<Arc<dyn Purge>>,
-    extension: Option<Arc<dyn AdminExtension>>,
+    extensions: Vec<Arc<dyn AdminExtension>>,
 }
 
 impl Admin {
@@ -80,13 +80,13 @@ impl Admin {
             token,
             registry,
             purge,
-            extension: None,
+            extensions: Vec::new(),
         }
     }
 
     /// Also serves `extension` under its prefix.
     pub fn with_extension(mut self, extension: Arc<dyn AdminExtension>) -> Self {
-        self.extension = Some(extension);
+        self.extensions.push(extension);
         self
     }
 
@@ -166,7 +166,7 @@ impl Admin {
 
 impl Handler for Admin {
     async fn handle(&self, request: Request<Body>, _peer: Peer) -> Response<Body> {
-        if let Some(extension) = &self.extension {
+        for extension in &self.extensions {
             let path = request.uri().path();
             let prefix = extension.prefix();
             if path == prefix
