@@ -120,8 +120,14 @@ impl AdminClient {
         content_type: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-        self.send_body(admin, method, path, content_type, outpost_server::body::full(body))
-            .await
+        self.send_body(
+            admin,
+            method,
+            path,
+            content_type,
+            outpost_server::body::full(body),
+        )
+        .await
     }
 
     /// [`send`](Self::send) with a streamed body (a file being uploaded, say).

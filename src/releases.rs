@@ -122,8 +122,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
     if admin.targets().is_empty() {
         bail!("no node to push to: the topology has none, and no --admin was given");
     }
-    let objects: BTreeMap<Digest, &Local> =
-        files.values().map(|l| (l.entry.digest, l)).collect();
+    let objects: BTreeMap<Digest, &Local> = files.values().map(|l| (l.entry.digest, l)).collect();
     println!(
         "{name}: {} files ({} objects, {} bytes) for {} on {} nodes",
         manifest.files.len(),
@@ -135,7 +134,15 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
 
     // Phase one: every object on every node, then the manifest staged (and checked) on each.
     let staged = futures_util::future::join_all(admin.targets().iter().map(|(node, url)| {
-        stage_on(&admin, node, url, &objects, &name, &manifest_json, args.parallel)
+        stage_on(
+            &admin,
+            node,
+            url,
+            &objects,
+            &name,
+            &manifest_json,
+            args.parallel,
+        )
     }))
     .await;
     let failed: Vec<String> = staged
@@ -148,7 +155,9 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         for (outcome, (_, url)) in staged.iter().zip(admin.targets()) {
             if outcome.is_ok() {
                 let path = format!("/releases/{name}");
-                let _ = admin.send(url, Method::DELETE, &path, "text/plain", Vec::new()).await;
+                let _ = admin
+                    .send(url, Method::DELETE, &path, "text/plain", Vec::new())
+                    .await;
             }
         }
         bail!(
@@ -187,7 +196,10 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
             }
             Ok((status, body)) => {
                 failures += 1;
-                eprintln!("{node}: commit refused: {status} {}", String::from_utf8_lossy(&body).trim());
+                eprintln!(
+                    "{node}: commit refused: {status} {}",
+                    String::from_utf8_lossy(&body).trim()
+                );
             }
             Err(error) => {
                 failures += 1;
@@ -196,7 +208,11 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         }
     }
     if failures > 0 {
-        bail!("{name} committed on {} of {} nodes; run the push again to finish", admin.targets().len() - failures, admin.targets().len());
+        bail!(
+            "{name} committed on {} of {} nodes; run the push again to finish",
+            admin.targets().len() - failures,
+            admin.targets().len()
+        );
     }
     if args.to == Targets::Parents {
         purge_edges(&args, &manifest.site).await?;
@@ -226,7 +242,13 @@ async fn stage_on(
     let sent: u64 = uploaded.iter().sum();
     let path = format!("/releases/{name}");
     let (status, body) = admin
-        .send(url, Method::PUT, &path, "application/json", manifest.to_vec())
+        .send(
+            url,
+            Method::PUT,
+            &path,
+            "application/json",
+            manifest.to_vec(),
+        )
         .await?;
     if status == StatusCode::CONFLICT
         && let Ok(report) = serde_json::from_slice::<DamageReport>(&body)
@@ -242,7 +264,10 @@ async fn stage_on(
         );
     }
     if !status.is_success() {
-        bail!("stage refused: {status} {}", String::from_utf8_lossy(&body).trim());
+        bail!(
+            "stage refused: {status} {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     println!(
         "{node}: staged, {} of {} objects uploaded ({sent} bytes)",
@@ -253,14 +278,29 @@ async fn stage_on(
 }
 
 fn list(digests: &[Digest]) -> String {
-    digests.iter().map(|d| d.to_string()[..12].to_owned()).collect::<Vec<_>>().join(", ")
+    digests
+        .iter()
+        .map(|d| d.to_string()[..12].to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sends one object unless the node has it; returns the bytes sent.
-async fn upload(admin: &AdminClient, url: &str, digest: &Digest, path: &Path) -> anyhow::Result<u64> {
+async fn upload(
+    admin: &AdminClient,
+    url: &str,
+    digest: &Digest,
+    path: &Path,
+) -> anyhow::Result<u64> {
     let object = format!("/releases/objects/{digest}");
     let (status, _) = admin
-        .send(url, Method::HEAD, &object, "application/octet-stream", Vec::new())
+        .send(
+            url,
+            Method::HEAD,
+            &object,
+            "application/octet-stream",
+            Vec::new(),
+        )
         .await?;
     if status == StatusCode::OK {
         return Ok(0);
@@ -317,7 +357,10 @@ async fn purge_edges(args: &PushArgs, site: &Site) -> anyhow::Result<()> {
         )
         .await?;
     if failures > 0 {
-        eprintln!("{failures} edges did not purge {}; they serve the old release until their copies expire", site.tag());
+        eprintln!(
+            "{failures} edges did not purge {}; they serve the old release until their copies expire",
+            site.tag()
+        );
     }
     Ok(())
 }
@@ -337,8 +380,8 @@ fn scan(dir: &Path, cache_control: Option<&str>) -> anyhow::Result<BTreeMap<Stri
             if file_name.starts_with('.') || file_name.ends_with(SIDECAR) {
                 continue;
             }
-            let metadata = std::fs::metadata(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let metadata =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
             if metadata.is_dir() {
                 pending.push(path);
                 continue;
@@ -356,12 +399,17 @@ fn scan(dir: &Path, cache_control: Option<&str>) -> anyhow::Result<BTreeMap<Stri
             let own = match std::fs::read_to_string(&sidecar) {
                 Ok(text) => Some(text.trim().to_owned()),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-                Err(error) => return Err(error).with_context(|| format!("reading {}", sidecar.display())),
+                Err(error) => {
+                    return Err(error).with_context(|| format!("reading {}", sidecar.display()));
+                }
             };
             let entry = FileEntry {
                 digest,
                 size,
-                content_type: content_type(&path),
+                content_type: outpost_origin::content_type(&path)
+                    .to_str()
+                    .unwrap_or("application/octet-stream")
+                    .to_owned(),
                 cache_control: own.or_else(|| cache_control.map(str::to_owned)),
             };
             files.insert(relative, Local { path, entry });
@@ -371,21 +419,6 @@ fn scan(dir: &Path, cache_control: Option<&str>) -> anyhow::Result<BTreeMap<Stri
         bail!("{}: no files to publish", dir.display());
     }
     Ok(files)
-}
-
-/// Content-Type by extension, with UTF-8 named for text.
-fn content_type(path: &Path) -> String {
-    let mime = mime_guess::from_path(path).first_or_octet_stream();
-    let textual = mime.type_() == mime_guess::mime::TEXT
-        || matches!(
-            mime.essence_str(),
-            "application/javascript" | "application/json" | "image/svg+xml" | "application/xml"
-        );
-    if textual {
-        format!("{}; charset=utf-8", mime.essence_str())
-    } else {
-        mime.essence_str().to_owned()
-    }
 }
 
 pub async fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
@@ -399,19 +432,28 @@ pub async fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
 async fn list_releases(args: OneAdmin) -> anyhow::Result<()> {
     let admin = AdminClient::new(&args.admin, Nodes::EdgesAndParents)?;
     let failures = admin
-        .send_all(Method::GET, "/releases", "application/json", Vec::new(), |node, body| {
-            let releases: Vec<ReleaseSummary> = serde_json::from_slice(&body)
-                .with_context(|| format!("{node}: reading the release list"))?;
-            if releases.is_empty() {
-                println!("{node}: no releases");
-            }
-            for r in releases {
-                let phase = serde_json::to_value(r.phase).ok();
-                let phase = phase.as_ref().and_then(|p| p.as_str()).unwrap_or("?");
-                println!("{node}: {} {phase} {} files={} bytes={}", r.name, r.site, r.files, r.bytes);
-            }
-            Ok(())
-        })
+        .send_all(
+            Method::GET,
+            "/releases",
+            "application/json",
+            Vec::new(),
+            |node, body| {
+                let releases: Vec<ReleaseSummary> = serde_json::from_slice(&body)
+                    .with_context(|| format!("{node}: reading the release list"))?;
+                if releases.is_empty() {
+                    println!("{node}: no releases");
+                }
+                for r in releases {
+                    let phase = serde_json::to_value(r.phase).ok();
+                    let phase = phase.as_ref().and_then(|p| p.as_str()).unwrap_or("?");
+                    println!(
+                        "{node}: {} {phase} {} files={} bytes={}",
+                        r.name, r.site, r.files, r.bytes
+                    );
+                }
+                Ok(())
+            },
+        )
         .await?;
     if failures > 0 {
         bail!("{failures} nodes did not answer");
@@ -429,7 +471,14 @@ async fn switch(args: Named, action: &str) -> anyhow::Result<()> {
     };
     let outcomes = futures_util::future::join_all(admin.targets().iter().map(|(node, url)| {
         let (admin, method, path) = (&admin, method.clone(), &path);
-        async move { (node, admin.send(url, method, path, "application/json", Vec::new()).await) }
+        async move {
+            (
+                node,
+                admin
+                    .send(url, method, path, "application/json", Vec::new())
+                    .await,
+            )
+        }
     }))
     .await;
     let (mut done, mut failures) = (0, 0);
@@ -438,7 +487,9 @@ async fn switch(args: Named, action: &str) -> anyhow::Result<()> {
             Ok((status, body)) if status.is_success() => {
                 done += 1;
                 match serde_json::from_slice::<Switch>(&body) {
-                    Ok(Switch { live: Some(live), .. }) => println!("{node}: {live} live again"),
+                    Ok(Switch {
+                        live: Some(live), ..
+                    }) => println!("{node}: {live} live again"),
                     Ok(Switch { site, .. }) => println!("{node}: no release live for {site} now"),
                     Err(_) => println!("{node}: {}", String::from_utf8_lossy(&body).trim()),
                 }
@@ -446,7 +497,10 @@ async fn switch(args: Named, action: &str) -> anyhow::Result<()> {
             Ok((StatusCode::NOT_FOUND, _)) => println!("{node}: does not hold {}", args.name),
             Ok((status, body)) => {
                 failures += 1;
-                eprintln!("{node}: refused: {status} {}", String::from_utf8_lossy(&body).trim());
+                eprintln!(
+                    "{node}: refused: {status} {}",
+                    String::from_utf8_lossy(&body).trim()
+                );
             }
             Err(error) => {
                 failures += 1;

@@ -49,11 +49,15 @@ pub fn remove_request_framing(headers: &mut HeaderMap) {
 /// `outpost-client-ip`, `outpost-edge`, ...); a client's own are removed.
 pub const EDGE_HEADER_PREFIX: &str = "outpost-";
 
-/// Removes every `outpost-*` header a client sent.
+/// Removes every `outpost-*` header a client sent, but for the release pin
+/// ([`outpost_server::RELEASE_HEADER`]), which is the client's to choose.
 pub fn remove_edge_only(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(EDGE_HEADER_PREFIX))
+        .filter(|name| {
+            name.as_str().starts_with(EDGE_HEADER_PREFIX)
+                && name.as_str() != outpost_server::RELEASE_HEADER
+        })
         .cloned()
         .collect();
     for name in spoofed {

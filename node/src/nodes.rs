@@ -381,7 +381,15 @@ fn spawn_edge_listeners<H: Handler>(
             data_limits(shared),
         );
     }
-    spawn_listener(tasks, shared, name, data, None, handler, data_limits(shared));
+    spawn_listener(
+        tasks,
+        shared,
+        name,
+        data,
+        None,
+        handler,
+        data_limits(shared),
+    );
 }
 
 /// Starts a parent pulling from `origin`.
@@ -413,7 +421,10 @@ pub fn start_parent(
         &bound.name,
         bound.data,
         None,
-        Arc::new(outpost_releases::ReleaseFront::new(releases, Arc::new(parent))),
+        Arc::new(outpost_releases::ReleaseFront::new(
+            releases,
+            Arc::new(parent),
+        )),
         data_limits(shared),
     );
     Ok(addrs)

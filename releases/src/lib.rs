@@ -35,8 +35,7 @@ pub use front::ReleaseFront;
 pub use manifest::{FileEntry, Manifest, ManifestError, Site, check_name};
 pub use table::LiveTable;
 
-/// The request and response header naming a release.
-pub const RELEASE_HEADER: &str = "outpost-release";
+pub use outpost_server::RELEASE_HEADER;
 
 /// Why a release operation failed, and on which side.
 #[derive(Debug, thiserror::Error)]

@@ -44,5 +44,9 @@ pub use body::{Body, BoxError};
 /// The path every node answers itself on its data port, for health checks; it is left out of
 /// the access log.
 pub const HEALTH_PATH: &str = "/_outpost/health";
+/// Names a pushed release: on responses, the release that answered; on requests, the
+/// release to answer from (a page pins its assets to its own release). The one `outpost-*`
+/// request header a client may send.
+pub const RELEASE_HEADER: &str = "outpost-release";
 pub use listener::{Handler, Limits, Peer, serve, serve_tls};
 pub use shutdown::{Shutdown, ShutdownSignal};

@@ -9,6 +9,7 @@ mod bad_input;
 mod caching;
 mod cli;
 mod esi;
+mod releases;
 mod routing;
 mod safety;
 mod storage;
