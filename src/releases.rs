@@ -168,6 +168,10 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
 
     // Phase two: commit everywhere at once.
     let started = Instant::now();
+    let epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!("{name}: committing on {} nodes at {epoch_ms} (ms since the epoch)", admin.targets().len());
     let path = format!("/releases/{name}/commit");
     let commits = futures_util::future::join_all(admin.targets().iter().map(|(node, url)| {
         let path = &path;
