@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use outpost_releases::admin::{DamageReport, ReleaseSummary};
 use outpost_releases::{Digest, FileEntry, Manifest, Site, Switch};
 
@@ -171,7 +170,10 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
     let epoch_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    println!("{name}: committing on {} nodes at {epoch_ms} (ms since the epoch)", admin.targets().len());
+    println!(
+        "{name}: committing on {} nodes at {epoch_ms} (ms since the epoch)",
+        admin.targets().len()
+    );
     let path = format!("/releases/{name}/commit");
     let commits = futures_util::future::join_all(admin.targets().iter().map(|(node, url)| {
         let path = &path;
@@ -313,10 +315,8 @@ async fn upload(
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let length = file.metadata().await?.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
-        .map_ok(http_body::Frame::data)
-        .map_err(|e| Box::new(e) as outpost_server::BoxError);
-    let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+    let body =
+        outpost_server::body::stream(outpost_server::body::file_range(file, 0, length).await?);
     let (status, reply) = admin
         .send_body(url, Method::PUT, &object, "application/octet-stream", body)
         .await?;

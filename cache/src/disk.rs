@@ -1,9 +1,15 @@
-//! The disk tier under the memory store: what memory evicts for room is kept here, in one redb
-//! database per node, until the disk's own size limit pushes it out (oldest written first). A
-//! memory miss asks it; what it finds goes back to memory (promoted) and is taken off the disk.
-//! It survives a restart: the index is read back at start. Each record carries a checksum of
-//! its bytes, so a record damaged on disk is dropped, never served; redb's own transactions
-//! keep a crash from leaving half a record.
+//! The disk tier under the memory store: what memory evicts for room is kept here until the
+//! disk's own size limit pushes it out (oldest written first). Each node has one redb database
+//! of records (headers, freshness, and small bodies inline) and, beside it, a directory of
+//! body files for bodies over [`INLINE_MAX`]. A memory miss asks it: a record with inline
+//! bodies goes back to memory (promoted) and is taken off the disk; one with body files stays
+//! on disk and is served by streaming the file, never read whole into memory.
+//!
+//! It survives a restart: the index is read back at start, and body files no record names
+//! (a write cut short by a crash) are deleted. A body file is written under a temporary name,
+//! synced and renamed before the record that names it is committed, so no record points at a
+//! torn file; each record carries a checksum of its bytes and each body file's checksum is in
+//! its record, so damage on disk is dropped, never served whole.
 //!
 //! It owns no policy: what it stores was stored in memory first, and freshness is decided as
 //! for any stored object when it comes back. Its calls block (file I/O): call them from a
@@ -24,9 +30,15 @@ use crate::policy::StoredPolicy;
 use crate::store::StoredObject;
 
 /// Primary key to the record of all its variants, checksum last.
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
-/// Primary key to its entry in the index (write order, size, tags).
-const INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("index");
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records-2");
+/// Primary key to its entry in the index (write order, size, tags, body files).
+const INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("index-2");
+/// The tables of the first format (bodies always inline), dropped at open.
+const OLD_TABLES: [&str; 2] = ["records", "index"];
+
+/// Bodies up to this size are kept inside their record (and promoted to memory on a hit);
+/// larger ones get a file of their own and are streamed from it.
+pub const INLINE_MAX: usize = 64 * 1024;
 
 /// Why the disk tier failed: always the node's own disk, never a peer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,11 @@ pub enum DiskError {
     Io(#[from] redb::Error),
     #[error("disk cache record does not encode: {0}")]
     Encode(#[from] postcard::Error),
+    #[error("disk cache body file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 macro_rules! from_redb {
@@ -65,6 +82,26 @@ struct IndexEntry {
     size: u64,
     /// Every variant's surrogate keys, for purge by tag.
     tags: Vec<String>,
+    /// The body files its variants use.
+    files: Vec<String>,
+}
+
+/// A body kept in a file of its own: the file's name in the bodies directory, its length and
+/// its checksum (xxh3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct FileRef {
+    name: String,
+    length: u64,
+    sum: u64,
+}
+
+/// Where a body stored on disk is, for the response that streams it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskBody {
+    pub path: std::path::PathBuf,
+    pub length: u64,
+    /// xxh3 of the whole body, checked as it is streamed.
+    pub sum: u64,
 }
 
 /// One variant as written.
@@ -72,7 +109,9 @@ struct IndexEntry {
 struct DiskVariant {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
+    /// The body, unless it is in a file.
     body: Vec<u8>,
+    file: Option<FileRef>,
     request_time_ms: u64,
     response_time_ms: u64,
     date_ms: Option<u64>,
@@ -101,7 +140,8 @@ fn time(ms: u64) -> SystemTime {
 }
 
 impl DiskVariant {
-    fn of(object: &StoredObject) -> Self {
+    /// The record of `object`, its body inline or in the file `file`.
+    fn of(object: &StoredObject, file: Option<FileRef>) -> Self {
         let policy = &object.policy;
         Self {
             status: object.status.as_u16(),
@@ -111,7 +151,12 @@ impl DiskVariant {
                 .iter()
                 .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
                 .collect(),
-            body: object.body.to_vec(),
+            body: if file.is_some() {
+                Vec::new()
+            } else {
+                object.body.to_vec()
+            },
+            file,
             request_time_ms: ms(policy.timing.request_time),
             response_time_ms: ms(policy.timing.response_time),
             date_ms: policy.timing.date.map(ms),
@@ -127,8 +172,9 @@ impl DiskVariant {
         }
     }
 
-    /// The object again; `None` when a name or value no longer parses (never written so).
-    fn object(self) -> Option<StoredObject> {
+    /// The object again, its body in `bodies` when it has a file; `None` when a name or
+    /// value no longer parses (never written so).
+    fn object(self, bodies: &Path) -> Option<StoredObject> {
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in self.headers {
             headers.append(
@@ -155,14 +201,20 @@ impl DiskVariant {
             no_cache: self.no_cache,
             allows_authorization: self.allows_authorization,
         };
-        Some(StoredObject::new(
+        let mut object = StoredObject::new(
             StatusCode::from_u16(self.status).ok()?,
             headers,
             Bytes::from(self.body),
             policy,
             vary,
             self.variant,
-        ))
+        );
+        object.disk_body = self.file.map(|file| DiskBody {
+            path: bodies.join(&file.name),
+            length: file.length,
+            sum: file.sum,
+        });
+        Some(object)
     }
 }
 
@@ -192,9 +244,16 @@ struct Index {
     by_sequence: BTreeMap<u64, String>,
     bytes: u64,
     next: u64,
+    /// Body files named in this run.
+    names: u64,
 }
 
 impl Index {
+    fn next_name(&mut self) -> u64 {
+        self.names += 1;
+        self.names
+    }
+
     fn remove(&mut self, key: &str) -> Option<IndexEntry> {
         let entry = self.entries.remove(key)?;
         self.by_sequence.remove(&entry.sequence);
@@ -214,30 +273,53 @@ impl Index {
 /// What [`DiskTier::take`] found.
 #[derive(Debug)]
 pub enum DiskLookup {
+    /// Variants with inline bodies, taken off the disk (they go back to memory).
     Found(Vec<Arc<StoredObject>>),
-    /// A record whose checksum failed: dropped.
+    /// Variants whose bodies are files ([`StoredObject::disk_body`]): they stay on disk and
+    /// are served from there.
+    OnDisk(Vec<Arc<StoredObject>>),
+    /// A record whose checksum failed, or whose body file is gone or the wrong size: dropped.
     Damaged,
     Miss,
 }
 
+/// One key's record for [`DiskTier::put_many`].
+pub type Write<'a> = (&'a str, &'a [Arc<StoredObject>]);
+
 /// One node's disk cache.
 pub struct DiskTier {
     db: redb::Database,
+    /// The body files.
+    bodies: std::path::PathBuf,
     capacity: u64,
     index: Mutex<Index>,
+    /// When this run opened the tier (ms since the epoch): with a counter, body file names
+    /// are never reused, so a file being written never has the name of one being read.
+    run: u64,
 }
 
 impl DiskTier {
-    /// Opens (or creates) the disk cache at `path`, at most `capacity` bytes of records, and
-    /// reads its index back.
+    /// Opens (or creates) the disk cache at `path` (its body files in `path` with the
+    /// extension `bodies`), at most `capacity` bytes of records and bodies, reads its index
+    /// back and deletes the body files no record names.
     pub fn open(path: &Path, capacity: u64) -> Result<Self, DiskError> {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
+        let bodies = path.with_extension("bodies");
+        std::fs::create_dir_all(&bodies).map_err(|source| DiskError::File {
+            path: bodies.display().to_string(),
+            source,
+        })?;
         let db = redb::Database::create(path).map_err(|source| DiskError::Open {
             path: path.display().to_string(),
             source: source.into(),
         })?;
+        let write = db.begin_write()?;
+        for old in OLD_TABLES {
+            let _ = write.delete_table(TableDefinition::<&str, &[u8]>::new(old));
+        }
+        write.commit()?;
         let mut index = Index::default();
         {
             let read = db.begin_read()?;
@@ -254,10 +336,25 @@ impl DiskTier {
                 Err(error) => return Err(error.into()),
             }
         }
+        let named: std::collections::HashSet<&str> = index
+            .entries
+            .values()
+            .flat_map(|e| e.files.iter().map(String::as_str))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&bodies) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !name.to_str().is_some_and(|n| named.contains(n)) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(Self {
             db,
+            bodies,
             capacity,
             index: Mutex::new(index),
+            run: ms(SystemTime::now()),
         })
     }
 
@@ -279,28 +376,41 @@ impl DiskTier {
     /// Writes every variant of `key`, replacing what was there, then makes room by dropping
     /// the oldest records. A record larger than the whole disk cache is not written.
     pub fn put(&self, key: &str, variants: &[Arc<StoredObject>]) -> Result<bool, DiskError> {
-        let encoded: Vec<DiskVariant> = variants.iter().map(|o| DiskVariant::of(o)).collect();
-        let record = seal(&encoded)?;
-        let size = (record.len() + key.len()) as u64;
-        if size > self.capacity {
-            return Ok(false);
+        Ok(self.put_many(&[(key, variants)])? == 1)
+    }
+
+    /// Writes several keys' records in one transaction (one sync of the database for all);
+    /// returns how many were written. Body files are written and synced first.
+    pub fn put_many(&self, writes: &[Write<'_>]) -> Result<usize, DiskError> {
+        let mut prepared = Vec::with_capacity(writes.len());
+        for (key, variants) in writes {
+            match self.prepare(key, variants) {
+                Ok(Some(record)) => prepared.push(record),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, key, "not written to disk");
+                }
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(0);
         }
         let mut index = self.index();
-        let entry = IndexEntry {
-            sequence: index.next,
-            size,
-            tags: variants
-                .iter()
-                .flat_map(|o| o.tags.iter().cloned())
-                .collect(),
-        };
-        let mut dropped = Vec::new();
-        let mut bytes = index.bytes + size - index.entries.get(key).map_or(0, |e| e.size);
+        for (i, (_, _, entry)) in prepared.iter_mut().enumerate() {
+            entry.sequence = index.next + i as u64;
+        }
+        let mut dropped: Vec<String> = Vec::new();
+        let mut bytes = index.bytes;
+        for (key, _, entry) in &prepared {
+            bytes = bytes + entry.size - index.entries.get(key.as_str()).map_or(0, |e| e.size);
+        }
+        let writing: std::collections::HashSet<&str> =
+            prepared.iter().map(|(k, _, _)| k.as_str()).collect();
         for (_, oldest) in index.by_sequence.iter() {
             if bytes <= self.capacity {
                 break;
             }
-            if oldest != key {
+            if !writing.contains(oldest.as_str()) {
                 bytes -= index.entries[oldest].size;
                 dropped.push(oldest.clone());
             }
@@ -313,19 +423,124 @@ impl DiskTier {
                 records.remove(old.as_str())?;
                 table.remove(old.as_str())?;
             }
-            records.insert(key, record.as_slice())?;
-            table.insert(key, postcard::to_allocvec(&entry)?.as_slice())?;
+            for (key, record, entry) in &prepared {
+                records.insert(key.as_str(), record.as_slice())?;
+                table.insert(key.as_str(), postcard::to_allocvec(entry)?.as_slice())?;
+            }
         }
-        write.commit()?;
+        let committed = write.commit();
+        if let Err(error) = committed {
+            for (_, _, entry) in &prepared {
+                self.delete_files(&entry.files);
+            }
+            return Err(error.into());
+        }
+        let mut unused = Vec::new();
         for old in &dropped {
-            index.remove(old);
+            if let Some(entry) = index.remove(old) {
+                unused.extend(entry.files);
+            }
         }
-        index.add(key.to_owned(), entry);
-        Ok(true)
+        let written = prepared.len();
+        for (key, _, entry) in prepared {
+            if let Some(replaced) = index.entries.get(&key) {
+                unused.extend(replaced.files.iter().cloned());
+            }
+            index.add(key, entry);
+        }
+        drop(index);
+        self.delete_files(&unused);
+        Ok(written)
     }
 
-    /// Takes `key`'s variants off the disk (they go back to memory). A damaged record is
-    /// removed and reported, never returned.
+    /// The sealed record and index entry of one key, its large bodies written to their files;
+    /// `None` when it is larger than the whole disk cache.
+    fn prepare(
+        &self,
+        key: &str,
+        variants: &[Arc<StoredObject>],
+    ) -> Result<Option<(String, Vec<u8>, IndexEntry)>, DiskError> {
+        let total: u64 = variants.iter().map(|o| o.body.len() as u64).sum();
+        if total > self.capacity {
+            return Ok(None);
+        }
+        let number = self.index().next_name();
+        let mut files = Vec::new();
+        let mut encoded = Vec::with_capacity(variants.len());
+        for (i, object) in variants.iter().enumerate() {
+            let file = if object.body.len() > INLINE_MAX {
+                let name = format!("{:012x}-{number:x}-{i}", self.run);
+                match self.write_file(&name, &object.body) {
+                    Ok(file) => {
+                        files.push(name);
+                        Some(file)
+                    }
+                    Err(error) => {
+                        self.delete_files(&files);
+                        return Err(error);
+                    }
+                }
+            } else {
+                None
+            };
+            encoded.push(DiskVariant::of(object, file));
+        }
+        let record = seal(&encoded)?;
+        let size = (record.len() + key.len()) as u64
+            + encoded
+                .iter()
+                .filter_map(|v| v.file.as_ref().map(|f| f.length))
+                .sum::<u64>();
+        if size > self.capacity {
+            self.delete_files(&files);
+            return Ok(None);
+        }
+        let entry = IndexEntry {
+            sequence: 0,
+            size,
+            tags: variants
+                .iter()
+                .flat_map(|o| o.tags.iter().cloned())
+                .collect(),
+            files,
+        };
+        Ok(Some((key.to_owned(), record, entry)))
+    }
+
+    /// Writes one body file: under a temporary name, synced, then renamed, so the name only
+    /// ever holds a whole body.
+    fn write_file(&self, name: &str, body: &[u8]) -> Result<FileRef, DiskError> {
+        use std::io::Write as _;
+        let path = self.bodies.join(name);
+        let temporary = self.bodies.join(format!("{name}.tmp"));
+        let failed = |source| DiskError::File {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::File::create(&temporary).map_err(failed)?;
+        file.write_all(body)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|source| {
+                let _ = std::fs::remove_file(&temporary);
+                failed(source)
+            })?;
+        Ok(FileRef {
+            name: name.to_owned(),
+            length: body.len() as u64,
+            sum: xxhash_rust::xxh3::xxh3_64(body),
+        })
+    }
+
+    fn delete_files(&self, names: &[String]) {
+        for name in names {
+            let _ = std::fs::remove_file(self.bodies.join(name));
+        }
+    }
+
+    /// `key`'s variants: those with inline bodies are taken off the disk (they go back to
+    /// memory); those with body files stay and are served from them. A damaged record, or one
+    /// whose body file is missing or the wrong size, is removed and reported, never returned.
     pub fn take(&self, key: &str) -> Result<DiskLookup, DiskError> {
         if !self.index().entries.contains_key(key) {
             return Ok(DiskLookup::Miss);
@@ -339,23 +554,39 @@ impl DiskTier {
             };
             records.get(key)?.map(|v| v.value().to_vec())
         };
-        self.remove(&[key.to_owned()])?;
         let Some(sealed) = sealed else {
+            self.remove(&[key.to_owned()])?;
             return Ok(DiskLookup::Miss);
         };
         let objects = open(&sealed).and_then(|variants| {
             variants
                 .into_iter()
-                .map(|v| v.object().map(Arc::new))
+                .map(|v| v.object(&self.bodies).map(Arc::new))
                 .collect::<Option<Vec<_>>>()
         });
-        Ok(match objects {
-            Some(objects) if !objects.is_empty() => DiskLookup::Found(objects),
-            _ => DiskLookup::Damaged,
-        })
+        let objects = match objects {
+            Some(objects) if !objects.is_empty() => objects,
+            _ => {
+                self.remove(&[key.to_owned()])?;
+                return Ok(DiskLookup::Damaged);
+            }
+        };
+        if !objects.iter().any(|o| o.disk_body.is_some()) {
+            self.remove(&[key.to_owned()])?;
+            return Ok(DiskLookup::Found(objects));
+        }
+        let whole = objects
+            .iter()
+            .filter_map(|o| o.disk_body.as_ref())
+            .all(|body| std::fs::metadata(&body.path).is_ok_and(|m| m.len() == body.length));
+        if !whole {
+            self.remove(&[key.to_owned()])?;
+            return Ok(DiskLookup::Damaged);
+        }
+        Ok(DiskLookup::OnDisk(objects))
     }
 
-    /// Removes `keys`; returns how many were there.
+    /// Removes `keys` (and their body files); returns how many were there.
     pub fn remove(&self, keys: &[String]) -> Result<u64, DiskError> {
         let mut index = self.index();
         let present: Vec<&String> = keys
@@ -375,9 +606,14 @@ impl DiskTier {
             }
         }
         write.commit()?;
+        let mut unused = Vec::new();
         for key in &present {
-            index.remove(key);
+            if let Some(entry) = index.remove(key) {
+                unused.extend(entry.files);
+            }
         }
+        drop(index);
+        self.delete_files(&unused);
         Ok(present.len() as u64)
     }
 
@@ -558,5 +794,113 @@ mod tests {
         assert_eq!(disk.purge_tag("red").unwrap(), 1);
         assert_eq!(disk.usage().0, 1);
         assert_eq!(found(disk.take("a.test/r").unwrap())[0].body, "4");
+    }
+
+    fn body_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    #[test]
+    fn large_bodies_live_in_files_that_stay_on_disk_and_go_with_their_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let bodies = dir.path().join("edge.bodies");
+        let large = "L".repeat(INLINE_MAX + 1);
+        {
+            let disk = DiskTier::open(&path, 1 << 20).unwrap();
+            assert!(
+                disk.put("a.test/large", &[object(&large, "t", "")])
+                    .unwrap()
+            );
+            assert!(
+                disk.put("a.test/small", &[object("small", "t", "")])
+                    .unwrap()
+            );
+            assert_eq!(
+                body_files(&bodies).len(),
+                1,
+                "only the large body has a file"
+            );
+            let DiskLookup::OnDisk(objects) = disk.take("a.test/large").unwrap() else {
+                panic!("a body in a file is served from disk");
+            };
+            let body = objects[0].disk_body.clone().unwrap();
+            assert!(objects[0].body.is_empty());
+            assert_eq!(body.length, large.len() as u64);
+            assert_eq!(std::fs::read(&body.path).unwrap(), large.as_bytes());
+            assert_eq!(body.sum, xxhash_rust::xxh3::xxh3_64(large.as_bytes()));
+            assert!(disk.contains("a.test/large"), "it stays on disk");
+            // A write cut short by a crash leaves a file no record names.
+            std::fs::write(bodies.join("left-over.tmp"), "torn").unwrap();
+        }
+        let disk = DiskTier::open(&path, 1 << 20).unwrap();
+        assert_eq!(
+            body_files(&bodies).len(),
+            1,
+            "files no record names are deleted at open"
+        );
+        assert!(matches!(
+            disk.take("a.test/large").unwrap(),
+            DiskLookup::OnDisk(_)
+        ));
+        // Replacing the record replaces its file; removing it removes the file.
+        assert!(
+            disk.put("a.test/large", &[object(&large, "t", "")])
+                .unwrap()
+        );
+        assert_eq!(body_files(&bodies).len(), 1);
+        assert_eq!(disk.purge_tag("t").unwrap(), 2);
+        assert!(body_files(&bodies).is_empty());
+    }
+
+    #[test]
+    fn a_body_file_gone_or_cut_short_drops_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskTier::open(&dir.path().join("edge.redb"), 1 << 20).unwrap();
+        let large = "L".repeat(INLINE_MAX * 2);
+        disk.put("a.test/x", &[object(&large, "t", "")]).unwrap();
+        let file = body_files(&dir.path().join("edge.bodies")).remove(0);
+        std::fs::write(&file, &large[..100]).unwrap();
+        assert!(matches!(
+            disk.take("a.test/x").unwrap(),
+            DiskLookup::Damaged
+        ));
+        assert!(!disk.contains("a.test/x"));
+        assert_eq!(disk.usage(), (0, 0));
+    }
+
+    #[test]
+    fn a_batch_is_written_in_one_go_and_counts_bodies_against_the_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for three large bodies, not four.
+        let disk = DiskTier::open(
+            &dir.path().join("edge.redb"),
+            3 * (INLINE_MAX as u64 + 2_000),
+        )
+        .unwrap();
+        let large = "L".repeat(INLINE_MAX + 1);
+        let objects: Vec<Vec<Arc<StoredObject>>> =
+            (0..4).map(|_| vec![object(&large, "t", "")]).collect();
+        let keys: Vec<String> = (0..4).map(|i| format!("a.test/{i}")).collect();
+        let writes: Vec<Write<'_>> = keys
+            .iter()
+            .zip(&objects)
+            .take(2)
+            .map(|(k, o)| (k.as_str(), o.as_slice()))
+            .collect();
+        assert_eq!(disk.put_many(&writes).unwrap(), 2);
+        let writes: Vec<Write<'_>> = keys
+            .iter()
+            .zip(&objects)
+            .skip(2)
+            .map(|(k, o)| (k.as_str(), o.as_slice()))
+            .collect();
+        assert_eq!(disk.put_many(&writes).unwrap(), 2);
+        assert_eq!(disk.usage().0, 3, "the oldest made room");
+        assert!(!disk.contains("a.test/0"));
+        assert_eq!(body_files(&dir.path().join("edge.bodies")).len(), 3);
     }
 }

@@ -280,6 +280,8 @@ impl<U: Upstream> Inner<U> {
     async fn serve_cacheable(self: Arc<Self>, head: RequestHead, key: CacheKey) -> Response<Body> {
         let mut lookup = self.store.lookup(&key, &head.headers);
         let mut from_disk = false;
+        // Variants left on disk, served from their files: only while fresh.
+        let mut streamed = false;
         if matches!(lookup, Lookup::Miss) && self.store.on_disk(&key) {
             let store = self.store.clone();
             let wanted = key.clone();
@@ -290,6 +292,11 @@ impl<U: Upstream> Inner<U> {
                 Promotion::Promoted(objects) => {
                     lookup = Store::select(&objects, &head.headers);
                     from_disk = matches!(lookup, Lookup::Found(_));
+                }
+                Promotion::OnDisk(objects) => {
+                    lookup = Store::select(&objects, &head.headers);
+                    from_disk = matches!(lookup, Lookup::Found(_));
+                    streamed = from_disk;
                 }
                 Promotion::Damaged => {
                     tracing::warn!(
@@ -302,7 +309,16 @@ impl<U: Upstream> Inner<U> {
             }
         }
         let marked = || self.hit_for_pass.is_marked(&key);
-        match plan::plan(lookup, &head.headers, marked, SystemTime::now()) {
+        let mut plan = plan::plan(lookup, &head.headers, marked, SystemTime::now());
+        if streamed && !matches!(plan, CachePlan::Hit { .. }) {
+            // A stale copy whose body is a file is not revalidated or served stale: fetched
+            // afresh, the fill replaces it.
+            plan = plan::plan(Lookup::Miss, &head.headers, marked, SystemTime::now());
+        }
+        match plan {
+            CachePlan::Hit { object, ttl } if object.disk_body.is_some() => {
+                self.serve_from_disk(&head, &key, &object, CacheOutcome::DiskHit { ttl })
+            }
             CachePlan::Hit { object, ttl } => {
                 let outcome = if from_disk {
                     CacheOutcome::DiskHit { ttl }

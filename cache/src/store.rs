@@ -29,6 +29,9 @@ pub struct StoredObject {
     pub variant: String,
     /// Surrogate keys / cache tags, for purge by tag.
     pub tags: Vec<String>,
+    /// Where the body is when it stayed on disk (`body` is then empty): such an object is
+    /// served from its file and never held in memory.
+    pub disk_body: Option<crate::disk::DiskBody>,
     /// Milliseconds since the epoch of a soft purge; 0 when none.
     purged_at: AtomicU64,
     /// When a request last selected this variant (the store's clock), to evict the least
@@ -54,6 +57,7 @@ impl StoredObject {
             vary,
             variant,
             tags,
+            disk_body: None,
             purged_at: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
         }
@@ -179,6 +183,9 @@ impl Generations {
 /// Body bytes evicted from memory and waiting for the disk writer, at most.
 const MAX_QUEUED_FOR_DISK: u64 = 64 << 20;
 
+/// Evictions the disk writer commits in one transaction, at most.
+const DISK_BATCH: usize = 64;
+
 /// An eviction for the disk writer: the key, its variants, and the purge generation when
 /// memory let it go.
 type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket);
@@ -217,6 +224,8 @@ pub enum Promotion {
     /// The key's variants, handed to memory again (which may not keep them: then they go
     /// back to disk) and to the request that asked, which serves from these.
     Promoted(Vec<Arc<StoredObject>>),
+    /// The key's variants with their bodies in files: served from disk, kept there.
+    OnDisk(Vec<Arc<StoredObject>>),
     /// A damaged record was found and dropped.
     Damaged,
     /// Nothing on disk, or purged meanwhile, or the disk failed (logged).
@@ -335,25 +344,38 @@ impl Store {
             let spawned = std::thread::Builder::new()
                 .name("outpost-disk-writer".into())
                 .spawn(move || {
-                    while let Ok((key, objects, ticket)) = receiver.recv() {
-                        let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
-                        {
-                            let _guard = side.lock();
-                            if still_valid(&writer_generations, ticket) {
-                                match side.tier.put(&key, &objects) {
-                                    Ok(true) => {
-                                        side.metrics.writes.inc();
-                                    }
-                                    // Larger than the whole disk tier.
-                                    Ok(false) => {}
-                                    Err(error) => {
-                                        tracing::warn!(%error, key = &*key, "evicted object not written to disk");
-                                    }
-                                }
-                                side.report();
+                    while let Ok(first) = receiver.recv() {
+                        // What else is waiting goes in the same transaction.
+                        let mut batch = vec![first];
+                        while batch.len() < DISK_BATCH {
+                            match receiver.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
                             }
                         }
-                        drop(objects);
+                        let bytes: u64 = batch
+                            .iter()
+                            .flat_map(|(_, objects, _)| objects.iter())
+                            .map(|o| o.body.len() as u64)
+                            .sum();
+                        {
+                            let _guard = side.lock();
+                            let writes: Vec<crate::disk::Write<'_>> = batch
+                                .iter()
+                                .filter(|(_, _, ticket)| still_valid(&writer_generations, *ticket))
+                                .map(|(key, objects, _)| (&**key, objects.as_slice()))
+                                .collect();
+                            match side.tier.put_many(&writes) {
+                                Ok(written) => {
+                                    side.metrics.writes.inc_by(written as u64);
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, keys = writes.len(), "evicted objects not written to disk");
+                                }
+                            }
+                            side.report();
+                        }
+                        drop(batch);
                         queued.fetch_sub(bytes, Ordering::Relaxed);
                     }
                 });
@@ -377,8 +399,9 @@ impl Store {
             .is_some_and(|d| d.tier.contains(key.as_str()))
     }
 
-    /// Moves `key`'s variants from disk back to memory, unless a purge comes in between.
-    /// Blocks on file I/O: call it from a blocking thread.
+    /// Moves `key`'s variants from disk back to memory, unless a purge comes in between, or
+    /// hands out those whose bodies stay in files. Blocks on file I/O: call it from a
+    /// blocking thread.
     pub fn promote(&self, key: &CacheKey) -> Promotion {
         let Some(side) = &self.disk else {
             return Promotion::None;
@@ -400,6 +423,7 @@ impl Store {
                     Promotion::None
                 }
             }
+            Ok(DiskLookup::OnDisk(objects)) => Promotion::OnDisk(objects),
             Ok(DiskLookup::Damaged) => {
                 side.metrics.damaged.inc();
                 side.report();
@@ -409,6 +433,18 @@ impl Store {
             Err(error) => {
                 tracing::warn!(%error, key = key.as_str(), "disk read failed");
                 Promotion::None
+            }
+        }
+    }
+
+    /// Drops `key`'s record from the disk tier: its body file turned out damaged. Blocks on
+    /// file I/O.
+    pub fn drop_damaged(&self, key: &str) {
+        if let Some(side) = &self.disk {
+            let _guard = side.lock();
+            if side.tier.remove(&[key.to_owned()]).is_ok_and(|n| n > 0) {
+                side.metrics.damaged.inc();
+                side.report();
             }
         }
     }
@@ -709,12 +745,15 @@ mod tests {
             gone.iter().all(|k| store.on_disk(k)),
             "every evicted key is on disk"
         );
-        let Promotion::Promoted(objects) = store.promote(gone[0]) else {
-            panic!("not promoted");
+        // Bodies this large stay in their files and are served from there.
+        let Promotion::OnDisk(objects) = store.promote(gone[0]) else {
+            panic!("not found on disk");
         };
-        assert!(
-            matches!(Store::select(&objects, &HeaderMap::new()), Lookup::Found(o) if o.body.len() == 300_000)
-        );
+        assert!(matches!(
+            Store::select(&objects, &HeaderMap::new()),
+            Lookup::Found(o) if o.disk_body.as_ref().is_some_and(|b| b.length == 300_000)
+        ));
+        assert!(store.on_disk(gone[0]), "still on disk");
         // A purge by key and one by tag reach the disk.
         assert!(store.purge_key(gone[1], false) >= 1);
         assert!(!store.on_disk(gone[1]));

@@ -1,23 +1,16 @@
 //! The handler that answers requests for pushed files from the node's live releases, in
 //! front of the cache, and hands every other request on.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, VARY};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
 use outpost_representation::Extent;
 use outpost_server::{Body, Handler, Peer, body};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::manifest::FileEntry;
 use crate::table::Release;
 use crate::{RELEASE_HEADER, Releases};
-
-/// Files are sent in pieces of this many bytes.
-const CHUNK: usize = 64 * 1024;
 
 /// Cache-Control of a pushed file whose push set none: caches keep it but check it with
 /// the node on every use (a cheap 304 by ETag), so a new release is seen at once.
@@ -159,7 +152,7 @@ impl<H> ReleaseFront<H> {
 
     /// `length` bytes of the object from `start`, streamed from its file.
     async fn open(&self, file: &FileEntry, start: u64, length: u64) -> std::io::Result<Body> {
-        let mut handle = tokio::fs::File::open(self.releases.blobs().path(&file.digest)).await?;
+        let handle = tokio::fs::File::open(self.releases.blobs().path(&file.digest)).await?;
         let on_disk = handle.metadata().await?.len();
         if on_disk != file.size {
             return Err(std::io::Error::other(format!(
@@ -167,12 +160,6 @@ impl<H> ReleaseFront<H> {
                 file.size
             )));
         }
-        if start > 0 {
-            handle.seek(SeekFrom::Start(start)).await?;
-        }
-        let stream = tokio_util::io::ReaderStream::with_capacity(handle.take(length), CHUNK)
-            .map_ok(http_body::Frame::data)
-            .map_err(|e| Box::new(e) as outpost_server::BoxError);
-        Ok(StreamBody::new(stream).boxed_unsync())
+        Ok(body::stream(body::file_range(handle, start, length).await?))
     }
 }

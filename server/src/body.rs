@@ -22,6 +22,39 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Pieces files are sent in by [`file_range`].
+pub const FILE_CHUNK: usize = 256 * 1024;
+
+/// `length` bytes of `file` from `start`, read in pieces as the peer takes them: a file is
+/// served without being read whole into memory.
+pub async fn file_range(
+    mut file: tokio::fs::File,
+    start: u64,
+    length: u64,
+) -> std::io::Result<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        file.take(length),
+        FILE_CHUNK,
+    ))
+}
+
+/// A body from a stream of bytes; an error in it aborts the response.
+pub fn stream(
+    stream: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> Body {
+    use futures_util::TryStreamExt;
+    http_body_util::StreamBody::new(
+        stream
+            .map_ok(http_body::Frame::data)
+            .map_err(|e| Box::new(e) as BoxError),
+    )
+    .boxed_unsync()
+}
+
 /// A small plain-text response, for errors and simple endpoints.
 pub fn text(status: http::StatusCode, message: impl Into<String>) -> http::Response<Body> {
     let mut message = message.into();

@@ -246,6 +246,65 @@ impl<U: Upstream> Inner<U> {
         response
     }
 
+    /// Serves an object whose body stayed on disk: the response is built as for one in
+    /// memory and the body streamed from its file. A body that turns out damaged (its
+    /// checksum fails at the end) aborts the response, so no client gets it whole, and its
+    /// record is dropped.
+    pub(super) fn serve_from_disk(
+        &self,
+        head: &RequestHead,
+        key: &crate::key::CacheKey,
+        object: &StoredObject,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let Some(disk) = object.disk_body.clone() else {
+            return self.serve_object(head, object, outcome);
+        };
+        let mut headers = object.headers.to_map();
+        let age = object.policy.timing.current_age(SystemTime::now());
+        self.finish_headers(&mut headers, head.version, &outcome, Some(age));
+        let (status, extent) = if object.status == StatusCode::OK {
+            let selection = outpost_representation::evaluate(
+                &head.method,
+                &head.headers,
+                &headers,
+                disk.length,
+            );
+            outpost_representation::render_head(
+                &selection,
+                object.status,
+                &mut headers,
+                disk.length,
+            )
+        } else {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(disk.length));
+            (object.status, outpost_representation::Extent::Whole)
+        };
+        self.count(&outcome);
+        let (start, length) = match extent {
+            outpost_representation::Extent::Whole => (0, disk.length),
+            outpost_representation::Extent::Range(range) => (range.start, range.len()),
+            outpost_representation::Extent::Nothing => (0, 0),
+        };
+        let body = if head.method == Method::HEAD || length == 0 {
+            bodies::empty()
+        } else {
+            self.metrics.bytes.inc_by(length);
+            let damaged = {
+                let (store, key) = (self.store.clone(), key.as_str().to_owned());
+                move || {
+                    tracing::error!(key, "disk cache body damaged: dropped");
+                    tokio::task::spawn_blocking(move || store.drop_damaged(&key));
+                }
+            };
+            bodies::stream(disk_body(disk, start, length, damaged))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
     /// Passes an upstream response through unchanged but for the proxy's headers.
     pub(super) fn relay(
         &self,
@@ -364,4 +423,43 @@ fn slice(body: Body, start: u64, length: u64) -> Body {
         },
     );
     http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+/// `length` bytes from `start` of a body kept in a file; when that is the whole body, its
+/// checksum is checked as it goes, and a mismatch ends the stream in an error (and calls
+/// `damaged`) instead of its last piece.
+fn disk_body(
+    disk: crate::disk::DiskBody,
+    start: u64,
+    length: u64,
+    damaged: impl FnOnce() + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    use futures_util::{StreamExt, TryStreamExt};
+    let whole = start == 0 && length == disk.length;
+    let opened = async move {
+        let file = tokio::fs::File::open(&disk.path).await?;
+        bodies::file_range(file, start, length).await
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut seen = 0u64;
+    let mut damaged = Some(damaged);
+    futures_util::stream::once(opened)
+        .try_flatten()
+        .map(move |chunk| {
+            let chunk = chunk?;
+            seen += chunk.len() as u64;
+            if whole {
+                hasher.update(&chunk);
+                if seen == length && hasher.digest() != disk.sum {
+                    if let Some(damaged) = damaged.take() {
+                        damaged();
+                    }
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "disk cache body damaged",
+                    ));
+                }
+            }
+            Ok(chunk)
+        })
 }
