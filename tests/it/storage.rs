@@ -131,3 +131,106 @@ async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_resta
         "each object either from disk or the origin"
     );
 }
+
+/// The body the test origin sends for `/PREFIX/N`: N's digits over and over, so a torn or
+/// mixed-up body shows.
+fn pattern(n: usize, length: usize) -> Vec<u8> {
+    format!("[{n:06}]").bytes().cycle().take(length).collect()
+}
+
+#[tokio::test]
+async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves_a_torn_body() {
+    const LENGTH: usize = 300_000;
+    const COUNT: usize = 60;
+    let origin = TestOrigin::start(|seen, _| {
+        let n = seen.target.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        Reply::ok(&[("cache-control", "max-age=600")], pattern(n, LENGTH))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 2\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 64\ndisk_dir = \"{}\"\n\n\
+         [origin]\nurl = \"{}\"\n\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        origin.url
+    );
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let http = client();
+    // GETs /PREFIX/N; Ok(cache status) if the body came whole and right, Err if the response
+    // broke off; a wrong body fails the test.
+    let get = |edge: String, prefix: &'static str, n: usize| {
+        let http = http.clone();
+        async move {
+            let response = http.get(format!("{edge}/{prefix}/{n}")).send().await.map_err(|e| e.to_string())?;
+            let status = cache_status(&response);
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            assert!(body[..] == pattern(n, LENGTH)[..], "/{prefix}/{n}: a wrong body ({} bytes)", body.len());
+            Ok::<String, String>(status)
+        }
+    };
+
+    // 18 MB through 2 MiB of memory, twice: the second pass never reaches the origin.
+    let edge = Outpost::spawn_edge(&path, "edge-0");
+    let url = edge.data("edge-0").to_owned();
+    for n in 0..COUNT {
+        get(url.clone(), "o", n).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut disk_hits = 0;
+    for n in 0..COUNT {
+        disk_hits += get(url.clone(), "o", n).await.unwrap().contains("detail=disk") as usize;
+    }
+    assert_eq!(origin.hits(), COUNT, "every object came from memory or disk the second time");
+    assert!(disk_hits >= COUNT - 10, "most from disk: {disk_hits}");
+
+    // kill -9 while fills and disk writes are under way.
+    let fills: Vec<_> = (0..COUNT).map(|n| tokio::spawn(get(url.clone(), "p", n))).collect();
+    while origin.hits() < COUNT + COUNT / 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    edge.signal("KILL");
+    drop(edge);
+    for fill in fills {
+        let _ = fill.await.unwrap();
+    }
+
+    // After the restart every object is whole: from disk, or fetched again.
+    let edge = Outpost::spawn_edge(&path, "edge-0");
+    let url = edge.data("edge-0").to_owned();
+    let before = origin.hits();
+    for prefix in ["o", "p"] {
+        for n in 0..COUNT {
+            get(url.clone(), prefix, n).await.unwrap();
+        }
+    }
+    assert!(origin.hits() - before < COUNT, "the disk tier kept most of /o/ over the kill");
+
+    // A body file that rots (same length, one byte changed) breaks off its response instead
+    // of ending it, and is fetched again afterwards.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies: Vec<_> = std::fs::read_dir(dir.path().join("edge-0.bodies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(bodies.len() > 10, "{} body files", bodies.len());
+    for file in &bodies {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[LENGTH / 2] ^= 0x20;
+        std::fs::write(file, bytes).unwrap();
+    }
+    let mut broken = Vec::new();
+    for prefix in ["o", "p"] {
+        for n in 0..COUNT {
+            if get(url.clone(), prefix, n).await.is_err() {
+                broken.push((prefix, n));
+            }
+        }
+    }
+    assert!(!broken.is_empty(), "rotten bodies were read");
+    for (prefix, n) in broken {
+        let again = get(url.clone(), prefix, n).await.unwrap();
+        assert!(!again.contains("detail=disk"), "/{prefix}/{n} fetched again: {again}");
+    }
+}
