@@ -40,6 +40,9 @@ const OLD_TABLES: [&str; 2] = ["records", "index"];
 /// larger ones get a file of their own and are streamed from it.
 pub const INLINE_MAX: usize = 64 * 1024;
 
+/// redb's page cache per node.
+const REDB_CACHE_BYTES: usize = 8 << 20;
+
 /// Why the disk tier failed: always the node's own disk, never a peer.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -311,7 +314,12 @@ impl DiskTier {
             path: bodies.display().to_string(),
             source,
         })?;
-        let db = redb::Database::create(path).map_err(|source| DiskError::Open {
+        // Records are small (bodies over INLINE_MAX are files): a small page cache is enough,
+        // and it counts against the node's memory.
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(path)
+            .map_err(|source| DiskError::Open {
             path: path.display().to_string(),
             source: source.into(),
         })?;

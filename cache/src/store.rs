@@ -180,8 +180,11 @@ impl Generations {
     }
 }
 
-/// Body bytes evicted from memory and waiting for the disk writer, at most.
-const MAX_QUEUED_FOR_DISK: u64 = 64 << 20;
+/// Body bytes evicted from memory and waiting for the disk writer, at most: a quarter of the
+/// memory capacity, between 4 and 64 MiB (it is memory beyond the capacity).
+fn max_queued_for_disk(capacity_bytes: u64) -> u64 {
+    (capacity_bytes / 4).clamp(4 << 20, 64 << 20)
+}
 
 /// Evictions the disk writer commits in one transaction, at most.
 const DISK_BATCH: usize = 64;
@@ -309,6 +312,7 @@ impl Store {
             let listener_queued = queued.clone();
             let listener_generations = generations.clone();
             let listener_side = side.clone();
+            let max_queued = max_queued_for_disk(capacity_bytes);
             builder = builder.eviction_listener(
                 move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
                     if cause != moka::notification::RemovalCause::Size {
@@ -325,7 +329,7 @@ impl Store {
                         return;
                     }
                     let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
-                    if listener_queued.load(Ordering::Relaxed) + bytes > MAX_QUEUED_FOR_DISK {
+                    if listener_queued.load(Ordering::Relaxed) + bytes > max_queued {
                         tracing::debug!(
                             key = &**key,
                             bytes,

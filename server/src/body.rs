@@ -26,19 +26,45 @@ pub fn empty() -> Body {
 pub const FILE_CHUNK: usize = 256 * 1024;
 
 /// `length` bytes of `file` from `start`, read in pieces as the peer takes them: a file is
-/// served without being read whole into memory.
+/// served without being read whole into memory. Each piece is read on a blocking thread
+/// straight into the buffer that is sent (no second copy).
 pub async fn file_range(
-    mut file: tokio::fs::File,
+    file: tokio::fs::File,
     start: u64,
     length: u64,
 ) -> std::io::Result<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-    }
-    Ok(tokio_util::io::ReaderStream::with_capacity(
-        file.take(length),
-        FILE_CHUNK,
+    let file = file.into_std().await;
+    Ok(futures_util::stream::try_unfold(
+        (file, start, length),
+        |(file, offset, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_CHUNK);
+            let (file, piece) = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut piece = bytes::BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    match file.read_at(&mut piece[filled..], offset + filled as u64)? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                piece.truncate(filled);
+                Ok::<_, std::io::Error>((file, piece.freeze()))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if piece.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file ended early",
+                ));
+            }
+            let read = piece.len() as u64;
+            Ok(Some((piece, (file, offset + read, left - read))))
+        },
     ))
 }
 
