@@ -320,9 +320,9 @@ impl DiskTier {
             .set_cache_size(REDB_CACHE_BYTES)
             .create(path)
             .map_err(|source| DiskError::Open {
-            path: path.display().to_string(),
-            source: source.into(),
-        })?;
+                path: path.display().to_string(),
+                source: source.into(),
+            })?;
         let write = db.begin_write()?;
         for old in OLD_TABLES {
             let _ = write.delete_table(TableDefinition::<&str, &[u8]>::new(old));

@@ -143,7 +143,12 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
     const LENGTH: usize = 300_000;
     const COUNT: usize = 60;
     let origin = TestOrigin::start(|seen, _| {
-        let n = seen.target.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let n = seen
+            .target
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         Reply::ok(&[("cache-control", "max-age=600")], pattern(n, LENGTH))
     })
     .await;
@@ -163,10 +168,18 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
     let get = |edge: String, prefix: &'static str, n: usize| {
         let http = http.clone();
         async move {
-            let response = http.get(format!("{edge}/{prefix}/{n}")).send().await.map_err(|e| e.to_string())?;
+            let response = http
+                .get(format!("{edge}/{prefix}/{n}"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             let status = cache_status(&response);
             let body = response.bytes().await.map_err(|e| e.to_string())?;
-            assert!(body[..] == pattern(n, LENGTH)[..], "/{prefix}/{n}: a wrong body ({} bytes)", body.len());
+            assert!(
+                body[..] == pattern(n, LENGTH)[..],
+                "/{prefix}/{n}: a wrong body ({} bytes)",
+                body.len()
+            );
             Ok::<String, String>(status)
         }
     };
@@ -180,13 +193,22 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut disk_hits = 0;
     for n in 0..COUNT {
-        disk_hits += get(url.clone(), "o", n).await.unwrap().contains("detail=disk") as usize;
+        disk_hits += get(url.clone(), "o", n)
+            .await
+            .unwrap()
+            .contains("detail=disk") as usize;
     }
-    assert_eq!(origin.hits(), COUNT, "every object came from memory or disk the second time");
+    assert_eq!(
+        origin.hits(),
+        COUNT,
+        "every object came from memory or disk the second time"
+    );
     assert!(disk_hits >= COUNT - 10, "most from disk: {disk_hits}");
 
     // kill -9 while fills and disk writes are under way.
-    let fills: Vec<_> = (0..COUNT).map(|n| tokio::spawn(get(url.clone(), "p", n))).collect();
+    let fills: Vec<_> = (0..COUNT)
+        .map(|n| tokio::spawn(get(url.clone(), "p", n)))
+        .collect();
     while origin.hits() < COUNT + COUNT / 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -205,7 +227,10 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
             get(url.clone(), prefix, n).await.unwrap();
         }
     }
-    assert!(origin.hits() - before < COUNT, "the disk tier kept most of /o/ over the kill");
+    assert!(
+        origin.hits() - before < COUNT,
+        "the disk tier kept most of /o/ over the kill"
+    );
 
     // A body file that rots (same length, one byte changed) breaks off its response instead
     // of ending it, and is fetched again afterwards.
@@ -231,6 +256,9 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
     assert!(!broken.is_empty(), "rotten bodies were read");
     for (prefix, n) in broken {
         let again = get(url.clone(), prefix, n).await.unwrap();
-        assert!(!again.contains("detail=disk"), "/{prefix}/{n} fetched again: {again}");
+        assert!(
+            !again.contains("detail=disk"),
+            "/{prefix}/{n} fetched again: {again}"
+        );
     }
 }
