@@ -51,6 +51,10 @@ pub struct CacheConfig {
     /// topology uses `STATE_DIR/cache/` when this is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_dir: Option<std::path::PathBuf>,
+    /// Path prefixes whose objects are kept on disk as soon as they are fetched, and never
+    /// dropped to make room (only purges and replacements remove them): a library pushed
+    /// lazily by its first viewers.
+    pub keep: Vec<String>,
     /// Lifetimes by content type for responses that state none (`[[cache.lifetimes]]`
     /// `content_types = [...]`, `ttl_secs`); by default, video playlists 1 s and segments a
     /// day. Giving the table replaces the defaults.
@@ -78,6 +82,7 @@ impl Default for CacheConfig {
             fill_buffer_mib: 256,
             disk_mib: 1024,
             disk_dir: None,
+            keep: Vec::new(),
             lifetimes: rules.lifetimes,
         }
     }

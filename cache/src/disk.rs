@@ -87,6 +87,8 @@ struct IndexEntry {
     tags: Vec<String>,
     /// The body files its variants use.
     files: Vec<String>,
+    /// Under a `keep` prefix: never dropped to make room.
+    pinned: bool,
 }
 
 /// A body kept in a file of its own: the file's name in the bodies directory, its length and
@@ -286,8 +288,9 @@ pub enum DiskLookup {
     Miss,
 }
 
-/// One key's record for [`DiskTier::put_many`].
-pub type Write<'a> = (&'a str, &'a [Arc<StoredObject>]);
+/// One key's record for [`DiskTier::put_many`]: the key, its variants, and whether it is
+/// pinned (never dropped to make room).
+pub type Write<'a> = (&'a str, &'a [Arc<StoredObject>], bool);
 
 /// One node's disk cache.
 pub struct DiskTier {
@@ -375,6 +378,11 @@ impl DiskTier {
         self.index().entries.contains_key(key)
     }
 
+    /// Whether `key` has a pinned record (no I/O).
+    pub fn pinned(&self, key: &str) -> bool {
+        self.index().entries.get(key).is_some_and(|e| e.pinned)
+    }
+
     /// Keys and bytes on disk.
     pub fn usage(&self) -> (usize, u64) {
         let index = self.index();
@@ -384,15 +392,15 @@ impl DiskTier {
     /// Writes every variant of `key`, replacing what was there, then makes room by dropping
     /// the oldest records. A record larger than the whole disk cache is not written.
     pub fn put(&self, key: &str, variants: &[Arc<StoredObject>]) -> Result<bool, DiskError> {
-        Ok(self.put_many(&[(key, variants)])? == 1)
+        Ok(self.put_many(&[(key, variants, false)])? == 1)
     }
 
     /// Writes several keys' records in one transaction (one sync of the database for all);
     /// returns how many were written. Body files are written and synced first.
     pub fn put_many(&self, writes: &[Write<'_>]) -> Result<usize, DiskError> {
         let mut prepared = Vec::with_capacity(writes.len());
-        for (key, variants) in writes {
-            match self.prepare(key, variants) {
+        for (key, variants, pinned) in writes {
+            match self.prepare(key, variants, *pinned) {
                 Ok(Some(record)) => prepared.push(record),
                 Ok(None) => {}
                 Err(error) => {
@@ -418,10 +426,20 @@ impl DiskTier {
             if bytes <= self.capacity {
                 break;
             }
-            if !writing.contains(oldest.as_str()) {
-                bytes -= index.entries[oldest].size;
+            let entry = &index.entries[oldest];
+            if !writing.contains(oldest.as_str()) && !entry.pinned {
+                bytes -= entry.size;
                 dropped.push(oldest.clone());
             }
+        }
+        if bytes > self.capacity {
+            // Pinned records fill the disk: nothing is written until a purge makes room.
+            drop(index);
+            for (key, _, entry) in &prepared {
+                tracing::warn!(key, "disk tier full of kept objects: not written");
+                self.delete_files(&entry.files);
+            }
+            return Ok(0);
         }
         let write = self.db.begin_write()?;
         {
@@ -467,6 +485,7 @@ impl DiskTier {
         &self,
         key: &str,
         variants: &[Arc<StoredObject>],
+        pinned: bool,
     ) -> Result<Option<(String, Vec<u8>, IndexEntry)>, DiskError> {
         let total: u64 = variants.iter().map(|o| o.body.len() as u64).sum();
         if total > self.capacity {
@@ -511,6 +530,7 @@ impl DiskTier {
                 .flat_map(|o| o.tags.iter().cloned())
                 .collect(),
             files,
+            pinned,
         };
         Ok(Some((key.to_owned(), record, entry)))
     }
@@ -580,7 +600,10 @@ impl DiskTier {
             }
         };
         if !objects.iter().any(|o| o.disk_body.is_some()) {
-            self.remove(&[key.to_owned()])?;
+            // A pinned record stays on disk while memory holds a copy too.
+            if !self.pinned(key) {
+                self.remove(&[key.to_owned()])?;
+            }
             return Ok(DiskLookup::Found(objects));
         }
         let whole = objects
@@ -897,14 +920,14 @@ mod tests {
             .iter()
             .zip(&objects)
             .take(2)
-            .map(|(k, o)| (k.as_str(), o.as_slice()))
+            .map(|(k, o)| (k.as_str(), o.as_slice(), false))
             .collect();
         assert_eq!(disk.put_many(&writes).unwrap(), 2);
         let writes: Vec<Write<'_>> = keys
             .iter()
             .zip(&objects)
             .skip(2)
-            .map(|(k, o)| (k.as_str(), o.as_slice()))
+            .map(|(k, o)| (k.as_str(), o.as_slice(), false))
             .collect();
         assert_eq!(disk.put_many(&writes).unwrap(), 2);
         assert_eq!(disk.usage().0, 3, "the oldest made room");

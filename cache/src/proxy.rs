@@ -117,7 +117,8 @@ impl<U: Upstream> CacheNode<U> {
                     config.max_variants,
                     disk,
                     disk_metrics,
-                ),
+                )
+                .keeping(&config.keep),
                 inflight: InFlight::new(crate::coalesce::FillBudget::new(
                     config.fill_buffer_mib << 20,
                 )),

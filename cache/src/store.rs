@@ -189,9 +189,31 @@ fn max_queued_for_disk(capacity_bytes: u64) -> u64 {
 /// Evictions the disk writer commits in one transaction, at most.
 const DISK_BATCH: usize = 64;
 
-/// An eviction for the disk writer: the key, its variants, and the purge generation when
-/// memory let it go.
-type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket);
+/// A write for the disk writer: the key, its variants, the purge generation when memory let
+/// it go (or stored it), and whether it is pinned (under a `keep` prefix).
+type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket, bool);
+
+/// The way to the disk writer, bounded in bytes waiting.
+struct DiskQueue {
+    sender: std::sync::Mutex<std::sync::mpsc::Sender<Evicted>>,
+    queued: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl DiskQueue {
+    /// Hands a write to the writer, unless too much is waiting already.
+    fn offer(&self, write: Evicted, metrics: &DiskMetrics) {
+        let bytes: u64 = write.1.iter().map(|o| o.body.len() as u64).sum();
+        if self.queued.load(Ordering::Relaxed) + bytes > self.max {
+            tracing::debug!(key = &*write.0, bytes, "disk writer behind: not written");
+            metrics.skipped.inc();
+            return;
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sender.send(write);
+    }
+}
 
 /// The disk tier under a store, and the thread that writes what memory evicts to it.
 struct DiskSide {
@@ -270,6 +292,9 @@ pub struct Store {
     objects: moka::sync::Cache<Arc<str>, Arc<Variants>>,
     generations: Arc<Generations>,
     disk: Option<Arc<DiskSide>>,
+    queue: Option<Arc<DiskQueue>>,
+    /// Path prefixes whose objects go to disk as soon as they are stored, pinned there.
+    keep: Arc<Vec<String>>,
     /// Most variants kept per primary key; the least recently used goes first.
     max_variants: usize,
     started: std::time::Instant,
@@ -304,18 +329,27 @@ impl Store {
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key));
+        let mut queue = None;
         if let Some(side) = &disk {
             let (sender, receiver) = std::sync::mpsc::channel::<Evicted>();
             // Bytes waiting for the writer: past the bound, evictions are not written (a slow
             // disk must not make memory grow without limit).
             let queued = Arc::new(AtomicU64::new(0));
-            let listener_queued = queued.clone();
+            let disk_queue = Arc::new(DiskQueue {
+                sender: std::sync::Mutex::new(sender),
+                queued: queued.clone(),
+                max: max_queued_for_disk(capacity_bytes),
+            });
+            queue = Some(disk_queue.clone());
             let listener_generations = generations.clone();
             let listener_side = side.clone();
-            let max_queued = max_queued_for_disk(capacity_bytes);
             builder = builder.eviction_listener(
                 move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
                     if cause != moka::notification::RemovalCause::Size {
+                        return;
+                    }
+                    // A kept key is on disk already.
+                    if listener_side.tier.pinned(&key) {
                         return;
                     }
                     // A soft-purged variant must not come back fresh: it stays out.
@@ -328,19 +362,11 @@ impl Store {
                     if objects.is_empty() {
                         return;
                     }
-                    let bytes: u64 = objects.iter().map(|o| o.body.len() as u64).sum();
-                    if listener_queued.load(Ordering::Relaxed) + bytes > max_queued {
-                        tracing::debug!(
-                            key = &**key,
-                            bytes,
-                            "disk writer behind: eviction not written"
-                        );
-                        listener_side.metrics.skipped.inc();
-                        return;
-                    }
-                    listener_queued.fetch_add(bytes, Ordering::Relaxed);
                     let ticket = peek_ticket(&listener_generations, &key);
-                    let _ = sender.send(((*key).clone(), objects, ticket));
+                    disk_queue.offer(
+                        ((*key).clone(), objects, ticket, false),
+                        &listener_side.metrics,
+                    );
                 },
             );
             let side = side.clone();
@@ -359,15 +385,15 @@ impl Store {
                         }
                         let bytes: u64 = batch
                             .iter()
-                            .flat_map(|(_, objects, _)| objects.iter())
+                            .flat_map(|(_, objects, _, _)| objects.iter())
                             .map(|o| o.body.len() as u64)
                             .sum();
                         {
                             let _guard = side.lock();
                             let writes: Vec<crate::disk::Write<'_>> = batch
                                 .iter()
-                                .filter(|(_, _, ticket)| still_valid(&writer_generations, *ticket))
-                                .map(|(key, objects, _)| (&**key, objects.as_slice()))
+                                .filter(|(_, _, ticket, _)| still_valid(&writer_generations, *ticket))
+                                .map(|(key, objects, _, pinned)| (&**key, objects.as_slice(), *pinned))
                                 .collect();
                             match side.tier.put_many(&writes) {
                                 Ok(written) => {
@@ -391,9 +417,27 @@ impl Store {
             objects: builder.build(),
             generations,
             disk,
+            queue,
+            keep: Arc::new(Vec::new()),
             max_variants: max_variants.max(1),
             started: std::time::Instant::now(),
         }
+    }
+
+    /// Objects under these path prefixes are written to disk as soon as they are stored, and
+    /// kept there (pinned) until a purge or a newer copy replaces them.
+    pub fn keeping(mut self, prefixes: &[String]) -> Self {
+        self.keep = Arc::new(prefixes.to_vec());
+        self
+    }
+
+    /// Whether `key`'s path is under a `keep` prefix.
+    fn kept(&self, key: &CacheKey) -> bool {
+        let key = key.as_str();
+        let path = key.find('/').map_or("", |slash| &key[slash..]);
+        self.keep
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
     }
 
     /// Whether the disk tier may hold `key` (an in-memory check, no I/O).
@@ -553,6 +597,14 @@ impl Store {
         // some later housekeeping: until then it is in neither tier.
         if self.disk.is_some() {
             self.objects.run_pending_tasks();
+        }
+        if let (Some(queue), Some(side)) = (&self.queue, &self.disk)
+            && self.kept(key)
+            && let Some(variants) = self.objects.get(key.as_str())
+        {
+            let ticket = peek_ticket(&self.generations, key.as_str());
+            let objects = variants.objects.clone();
+            queue.offer((key.shared(), objects, ticket, true), &side.metrics);
         }
     }
 

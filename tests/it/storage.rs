@@ -262,3 +262,86 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
         );
     }
 }
+
+#[tokio::test]
+async fn objects_under_a_keep_prefix_go_to_disk_at_once_and_outlast_eviction_and_restarts() {
+    const LENGTH: usize = 200_000;
+    let origin = TestOrigin::start(|seen, _| {
+        let n = seen
+            .target
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Reply::ok(&[("cache-control", "max-age=600")], pattern(n, LENGTH))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB of memory over 4 MiB of disk: 40 other objects push everything unkept out.
+    let config = format!(
+        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 4\ndisk_dir = \"{}\"\nkeep = [\"/library/\"]\n\n\
+         [origin]\nurl = \"{}\"\n\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        origin.url
+    );
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let http = client();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = cache_status(&response);
+            let body = response.bytes().await.unwrap();
+            assert_eq!(body.len(), LENGTH);
+            status
+        }
+    };
+    let asked = |target: &str| origin.seen().iter().filter(|s| s.target == target).count();
+
+    let edge = Outpost::spawn_edge(&path, "edge-0");
+    let url = edge.data("edge-0").to_owned();
+    for n in 0..3 {
+        get(format!("{url}/library/{n}")).await;
+    }
+    for n in 0..40 {
+        get(format!("{url}/other/{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..3 {
+        let status = get(format!("{url}/library/{n}")).await;
+        assert!(
+            status.contains("edge-0; hit"),
+            "/library/{n} outlasted the churn: {status}"
+        );
+    }
+    // Memory and disk hold about 25 of the 43 objects: unkept ones were pushed out.
+    let mut cached = 0;
+    for n in 0..40 {
+        cached += get(format!("{url}/other/{n}"))
+            .await
+            .contains("edge-0; hit") as usize;
+    }
+    assert!(cached <= 25, "{cached} of 40 unkept objects still cached");
+
+    // Kept at once: killed before memory ever evicted them, they are still on disk.
+    get(format!("{url}/library/9")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    edge.signal("KILL");
+    drop(edge);
+    let edge = Outpost::spawn_edge(&path, "edge-0");
+    let url = edge.data("edge-0").to_owned();
+    for n in [0, 1, 2, 9] {
+        let status = get(format!("{url}/library/{n}")).await;
+        assert!(
+            status.contains("detail=disk"),
+            "/library/{n} from disk after the restart: {status}"
+        );
+        assert_eq!(
+            asked(&format!("/library/{n}")),
+            1,
+            "/library/{n} fetched once"
+        );
+    }
+}
