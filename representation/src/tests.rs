@@ -548,3 +548,52 @@ fn evaluate_then_render_end_to_end() {
     assert_eq!(&out[..], b"xyz");
     assert_eq!(h[CONTENT_RANGE], "bytes 23-25/26");
 }
+
+#[test]
+fn render_head_says_which_bytes_a_streamed_body_sends() {
+    use crate::{Extent, render_head};
+    let head = |selection: &Selection| {
+        let mut headers = response();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+        let (status, extent) = render_head(selection, StatusCode::OK, &mut headers, 1000);
+        (status, extent, headers)
+    };
+    let (status, extent, headers) = head(&Selection::Full);
+    assert_eq!((status, extent), (StatusCode::OK, Extent::Whole));
+    assert_eq!(headers[CONTENT_LENGTH], "1000");
+    assert_eq!(headers[ACCEPT_RANGES], "bytes");
+
+    let (status, extent, headers) = head(&Selection::Partial(vec![r(10, 19)]));
+    assert_eq!(
+        (status, extent),
+        (StatusCode::PARTIAL_CONTENT, Extent::Range(r(10, 19)))
+    );
+    assert_eq!(headers[CONTENT_LENGTH], "10");
+    assert_eq!(headers[CONTENT_RANGE], "bytes 10-19/1000");
+
+    // Several ranges: the whole body, as a 200 (no multipart built from a stream).
+    let (status, extent, headers) = head(&Selection::Partial(vec![r(0, 1), r(5, 6)]));
+    assert_eq!((status, extent), (StatusCode::OK, Extent::Whole));
+    assert_eq!(headers[CONTENT_TYPE], "video/mp4");
+    // A range past the end is not applied.
+    let (status, extent, _) = head(&Selection::Partial(vec![r(990, 1000)]));
+    assert_eq!((status, extent), (StatusCode::OK, Extent::Whole));
+
+    let (status, extent, headers) = head(&Selection::NotModified);
+    assert_eq!(
+        (status, extent),
+        (StatusCode::NOT_MODIFIED, Extent::Nothing)
+    );
+    assert!(!headers.contains_key(CONTENT_LENGTH) && !headers.contains_key(CONTENT_TYPE));
+    let (status, extent, headers) = head(&Selection::Unsatisfiable);
+    assert_eq!(
+        (status, extent),
+        (StatusCode::RANGE_NOT_SATISFIABLE, Extent::Nothing)
+    );
+    assert_eq!(headers[CONTENT_RANGE], "bytes */1000");
+    let (status, extent, _) = head(&Selection::PreconditionFailed);
+    assert_eq!(
+        (status, extent),
+        (StatusCode::PRECONDITION_FAILED, Extent::Nothing)
+    );
+}
