@@ -131,6 +131,20 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         admin.targets().len()
     );
 
+    // Which nodes hold a release of this name already: a failed push withdraws it only from
+    // the others.
+    let path = format!("/releases/{name}");
+    let held: Vec<bool> = futures_util::future::join_all(admin.targets().iter().map(|(_, url)| {
+        let (admin, path) = (&admin, &path);
+        async move {
+            matches!(
+                admin.send(url, Method::GET, path, "application/json", Vec::new()).await,
+                Ok((status, _)) if status.is_success()
+            )
+        }
+    }))
+    .await;
+
     // Phase one: every object on every node, then the manifest staged (and checked) on each.
     let staged = futures_util::future::join_all(admin.targets().iter().map(|(node, url)| {
         stage_on(
@@ -151,8 +165,8 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         .collect();
     if !failed.is_empty() {
         // Nothing was committed anywhere: the live release stays as it was on every node.
-        for (outcome, (_, url)) in staged.iter().zip(admin.targets()) {
-            if outcome.is_ok() {
+        for ((outcome, (_, url)), held) in staged.iter().zip(admin.targets()).zip(&held) {
+            if outcome.is_ok() && !held {
                 let path = format!("/releases/{name}");
                 let _ = admin
                     .send(url, Method::DELETE, &path, "text/plain", Vec::new())

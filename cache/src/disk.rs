@@ -398,9 +398,19 @@ impl DiskTier {
     /// Writes several keys' records in one transaction (one sync of the database for all);
     /// returns how many were written. Body files are written and synced first.
     pub fn put_many(&self, writes: &[Write<'_>]) -> Result<usize, DiskError> {
+        // A key written twice in one batch: only its last write counts.
+        let mut last = HashMap::new();
+        for (i, (key, _, _)) in writes.iter().enumerate() {
+            last.insert(*key, i);
+        }
         let mut prepared = Vec::with_capacity(writes.len());
-        for (key, variants, pinned) in writes {
-            match self.prepare(key, variants, *pinned) {
+        for (i, (key, variants, pinned)) in writes.iter().enumerate() {
+            if last.get(key) != Some(&i) {
+                continue;
+            }
+            // A pinned record stays pinned when a newer copy replaces it.
+            let pinned = *pinned || self.pinned(key);
+            match self.prepare(key, variants, pinned) {
                 Ok(Some(record)) => prepared.push(record),
                 Ok(None) => {}
                 Err(error) => {
@@ -441,25 +451,29 @@ impl DiskTier {
             }
             return Ok(0);
         }
-        let write = self.db.begin_write()?;
-        {
-            let mut records = write.open_table(RECORDS)?;
-            let mut table = write.open_table(INDEX)?;
-            for old in &dropped {
-                records.remove(old.as_str())?;
-                table.remove(old.as_str())?;
+        let committed = (|| -> Result<(), DiskError> {
+            let write = self.db.begin_write()?;
+            {
+                let mut records = write.open_table(RECORDS)?;
+                let mut table = write.open_table(INDEX)?;
+                for old in &dropped {
+                    records.remove(old.as_str())?;
+                    table.remove(old.as_str())?;
+                }
+                for (key, record, entry) in &prepared {
+                    records.insert(key.as_str(), record.as_slice())?;
+                    table.insert(key.as_str(), postcard::to_allocvec(entry)?.as_slice())?;
+                }
             }
-            for (key, record, entry) in &prepared {
-                records.insert(key.as_str(), record.as_slice())?;
-                table.insert(key.as_str(), postcard::to_allocvec(entry)?.as_slice())?;
-            }
-        }
-        let committed = write.commit();
+            write.commit()?;
+            Ok(())
+        })();
         if let Err(error) = committed {
+            // Body files no record will name.
             for (_, _, entry) in &prepared {
                 self.delete_files(&entry.files);
             }
-            return Err(error.into());
+            return Err(error);
         }
         let mut unused = Vec::new();
         for old in &dropped {
@@ -540,6 +554,13 @@ impl DiskTier {
     fn write_file(&self, name: &str, body: &[u8]) -> Result<FileRef, DiskError> {
         use std::io::Write as _;
         let path = self.bodies.join(name);
+        if path.exists() {
+            // Never over a file a record may name (a clock that went back, say).
+            return Err(DiskError::File {
+                path: path.display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
         let temporary = self.bodies.join(format!("{name}.tmp"));
         let failed = |source| DiskError::File {
             path: path.display().to_string(),
@@ -901,6 +922,20 @@ mod tests {
         ));
         assert!(!disk.contains("a.test/x"));
         assert_eq!(disk.usage(), (0, 0));
+    }
+
+    #[test]
+    fn a_key_twice_in_one_batch_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskTier::open(&dir.path().join("edge.redb"), 1 << 20).unwrap();
+        let large = [object(&"L".repeat(500_000), "t", "")];
+        let small = [object("s", "t", "")];
+        disk.put("a.test/k", &large).unwrap();
+        let writes: Vec<Write<'_>> = vec![("a.test/k", &small, false), ("a.test/k", &small, false)];
+        assert_eq!(disk.put_many(&writes).unwrap(), 1);
+        let (keys, bytes) = disk.usage();
+        assert_eq!(keys, 1);
+        assert!(bytes < 1_000, "{bytes}");
     }
 
     #[test]

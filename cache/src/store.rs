@@ -603,8 +603,16 @@ impl Store {
             && let Some(variants) = self.objects.get(key.as_str())
         {
             let ticket = peek_ticket(&self.generations, key.as_str());
-            let objects = variants.objects.clone();
-            queue.offer((key.shared(), objects, ticket, true), &side.metrics);
+            // A soft-purged variant must not reach the disk as if fresh.
+            let objects: Vec<Arc<StoredObject>> = variants
+                .objects
+                .iter()
+                .filter(|o| o.purged_at().is_none())
+                .cloned()
+                .collect();
+            if !objects.is_empty() {
+                queue.offer((key.shared(), objects, ticket, true), &side.metrics);
+            }
         }
     }
 

@@ -147,7 +147,7 @@ impl Catalog {
         let back = record.replaced.clone().filter(|r| {
             self.releases
                 .get(r)
-                .is_some_and(|r| r.manifest.site == site)
+                .is_some_and(|r| r.manifest.site == site && r.phase == Phase::Retired)
         });
         self.set_phase(name, Phase::Retired);
         if let Some(back) = &back {
@@ -303,6 +303,19 @@ mod tests {
         // r1 replaced nothing: rolling it back leaves the site without a release.
         assert_eq!(catalog.rollback("r1").unwrap().live, None);
         assert_eq!(catalog.live(&site), None);
+    }
+
+    #[test]
+    fn rollback_never_makes_a_release_live_that_was_not_committed() {
+        let mut catalog = Catalog::default();
+        catalog.stage("r1", manifest("/", "one"), 1).unwrap();
+        catalog.commit("r1", 2).unwrap();
+        catalog.stage("r2", manifest("/", "two"), 3).unwrap();
+        catalog.commit("r2", 4).unwrap();
+        catalog.remove("r1").unwrap();
+        catalog.stage("r1", manifest("/", "other"), 5).unwrap();
+        assert_eq!(catalog.rollback("r2").unwrap().live, None);
+        assert_eq!(catalog.releases["r1"].phase, Phase::Staged);
     }
 
     #[test]
