@@ -193,6 +193,16 @@ const DISK_BATCH: usize = 64;
 /// it go (or stored it), and whether it is pinned (under a `keep` prefix).
 type Evicted = (Arc<str>, Vec<Arc<StoredObject>>, FillTicket, bool);
 
+/// The variants fit to go to disk: a soft-purged one must not come back fresh, so it stays
+/// out (a record keeps no purge mark).
+fn unpurged(objects: &[Arc<StoredObject>]) -> Vec<Arc<StoredObject>> {
+    objects
+        .iter()
+        .filter(|o| o.purged_at().is_none())
+        .cloned()
+        .collect()
+}
+
 /// The way to the disk writer, bounded in bytes waiting.
 struct DiskQueue {
     sender: std::sync::Mutex<std::sync::mpsc::Sender<Evicted>>,
@@ -352,13 +362,7 @@ impl Store {
                     if listener_side.tier.pinned(&key) {
                         return;
                     }
-                    // A soft-purged variant must not come back fresh: it stays out.
-                    let objects: Vec<Arc<StoredObject>> = variants
-                        .objects
-                        .iter()
-                        .filter(|o| o.purged_at().is_none())
-                        .cloned()
-                        .collect();
+                    let objects = unpurged(&variants.objects);
                     if objects.is_empty() {
                         return;
                     }
@@ -603,13 +607,7 @@ impl Store {
             && let Some(variants) = self.objects.get(key.as_str())
         {
             let ticket = peek_ticket(&self.generations, key.as_str());
-            // A soft-purged variant must not reach the disk as if fresh.
-            let objects: Vec<Arc<StoredObject>> = variants
-                .objects
-                .iter()
-                .filter(|o| o.purged_at().is_none())
-                .cloned()
-                .collect();
+            let objects = unpurged(&variants.objects);
             if !objects.is_empty() {
                 queue.offer((key.shared(), objects, ticket, true), &side.metrics);
             }

@@ -2,7 +2,7 @@
 //! (stage, commit, roll back, remove) with no I/O, and the JSON file they are kept in.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -228,19 +228,9 @@ impl Catalog {
     }
 }
 
-/// Replaces the file at `path` with `bytes` so that a crash leaves the old or the new file,
-/// never a torn one: a temporary file, synced, renamed over it, and the directory synced.
+/// Replaces the catalog file at `path` with `bytes`: a crash leaves the old or the new one.
 pub fn save(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    outpost_server::files::replace(path, bytes)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 mod access_log;
 pub mod admin;
 pub mod body;
+pub mod files;
 mod framing;
 pub mod health;
 mod listener;

@@ -737,6 +737,23 @@ pub async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Str
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// Runs `outpost ARGS --token TOKEN` with `--admin URL` for each of `admins` (the admin CLI:
+/// workers, push, releases); returns whether it succeeded and its stdout and stderr.
+pub fn admin_command(args: &[&str], token: &str, admins: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    command.args(args).args(["--token", token]);
+    for admin in admins {
+        command.args(["--admin", admin]);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

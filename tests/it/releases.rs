@@ -3,7 +3,6 @@
 //! removes. Driven with the real CLI against a running CDN, checked over HTTP and on disk.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{Outpost, Reply, TestOrigin, cache_status, client};
@@ -35,18 +34,8 @@ fn topology(origin: &str, state: &Path, parents: usize, edges: usize, extra: &st
 
 /// Runs `outpost ARGS --token t` with `--admin` for each of `nodes`; returns (success, output).
 fn outpost(cdn: &Outpost, args: &[&str], nodes: &[&str]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    command.args(args).args(["--token", "t"]);
-    for node in nodes {
-        command.args(["--admin", cdn.admin(node)]);
-    }
-    let output = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let admins: Vec<&str> = nodes.iter().map(|node| cdn.admin(node)).collect();
+    crate::common::admin_command(args, "t", &admins)
 }
 
 /// Writes `files` (path, content) under `dir`, replacing what was there.

@@ -7,6 +7,20 @@ use crate::common::{Outpost, Reply, TestOrigin, cache_status, client};
 
 const OBJECTS: usize = 6;
 
+/// Writes the config of one edge, `edge-0`, in front of `origin`, with the disk tier in `dir`
+/// and `cache` (TOML lines) in its `[cache]` table; returns its path.
+fn edge_config(dir: &std::path::Path, origin: &str, cache: &str) -> std::path::PathBuf {
+    let config = format!(
+        "[admin]\ntoken = \"t\"\n\n[cache]\n{cache}disk_dir = \"{}\"\n\n\
+         [origin]\nurl = \"{origin}\"\n\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        dir.display()
+    );
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 #[tokio::test]
 async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_restart() {
     // Six objects of 400 kB through an edge with 1 MiB of memory: most cannot stay in memory.
@@ -16,15 +30,11 @@ async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_resta
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 16\ndisk_dir = \"{}\"\n\n\
-         [origin]\nurl = \"{}\"\n\n\
-         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        dir.path().display(),
-        origin.url
+    let path = edge_config(
+        dir.path(),
+        &origin.url,
+        "capacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 16\n",
     );
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, config).unwrap();
     let start = || Outpost::spawn_edge(&path, "edge-0");
     let http = client();
     let seen = |i: usize| {
@@ -138,30 +148,31 @@ fn pattern(n: usize, length: usize) -> Vec<u8> {
     format!("[{n:06}]").bytes().cycle().take(length).collect()
 }
 
-#[tokio::test]
-async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves_a_torn_body() {
-    const LENGTH: usize = 300_000;
-    const COUNT: usize = 60;
-    let origin = TestOrigin::start(|seen, _| {
+/// An origin answering `/PREFIX/N` with [`pattern`] of `length` bytes, cacheable for 10 min.
+async fn pattern_origin(length: usize) -> TestOrigin {
+    TestOrigin::start(move |seen, _| {
         let n = seen
             .target
             .rsplit('/')
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        Reply::ok(&[("cache-control", "max-age=600")], pattern(n, LENGTH))
+        Reply::ok(&[("cache-control", "max-age=600")], pattern(n, length))
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves_a_torn_body() {
+    const LENGTH: usize = 300_000;
+    const COUNT: usize = 60;
+    let origin = pattern_origin(LENGTH).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 2\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 64\ndisk_dir = \"{}\"\n\n\
-         [origin]\nurl = \"{}\"\n\n\
-         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        dir.path().display(),
-        origin.url
+    let path = edge_config(
+        dir.path(),
+        &origin.url,
+        "capacity_mib = 2\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 64\n",
     );
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, config).unwrap();
     let http = client();
     // GETs /PREFIX/N; Ok(cache status) if the body came whole and right, Err if the response
     // broke off; a wrong body fails the test.
@@ -266,27 +277,14 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
 #[tokio::test]
 async fn objects_under_a_keep_prefix_go_to_disk_at_once_and_outlast_eviction_and_restarts() {
     const LENGTH: usize = 200_000;
-    let origin = TestOrigin::start(|seen, _| {
-        let n = seen
-            .target
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        Reply::ok(&[("cache-control", "max-age=600")], pattern(n, LENGTH))
-    })
-    .await;
+    let origin = pattern_origin(LENGTH).await;
     let dir = tempfile::tempdir().unwrap();
     // 1 MiB of memory over 4 MiB of disk: 40 other objects push everything unkept out.
-    let config = format!(
-        "[admin]\ntoken = \"t\"\n\n[cache]\ncapacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 4\ndisk_dir = \"{}\"\nkeep = [\"/library/\"]\n\n\
-         [origin]\nurl = \"{}\"\n\n\
-         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        dir.path().display(),
-        origin.url
+    let path = edge_config(
+        dir.path(),
+        &origin.url,
+        "capacity_mib = 1\nmax_object_mib = 1\nfill_buffer_mib = 8\ndisk_mib = 4\nkeep = [\"/library/\"]\n",
     );
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, config).unwrap();
     let http = client();
     let get = |url: String| {
         let http = http.clone();

@@ -60,18 +60,8 @@ fn topology(origin: &str, state: &Path) -> String {
 
 /// Runs `outpost workers ARGS` against the edges of `cdn`; returns (success, stdout+stderr).
 fn workers(cdn: &Outpost, args: &[&str]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    command.arg("workers").args(args).args(["--token", "t"]);
-    for edge in ["edge-ams", "edge-sin"] {
-        command.args(["--admin", cdn.admin(edge)]);
-    }
-    let output = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let args = [&["workers"], args].concat();
+    crate::common::admin_command(&args, "t", &[cdn.admin("edge-ams"), cdn.admin("edge-sin")])
 }
 
 fn deploy(cdn: &Outpost, file: &str, name: &str, extra: &[&str]) {
