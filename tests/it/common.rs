@@ -17,6 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+/// Held by the tests that load the machine most (the disk tier's fsync-heavy ones) and by the
+/// headless-browser test, whose live stream must start within its deadline: they never run at
+/// the same time.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running CDN: in this process, or an `outpost` process.
 pub struct Outpost {
     run: Run,

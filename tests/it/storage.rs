@@ -23,6 +23,7 @@ fn edge_config(dir: &std::path::Path, origin: &str, cache: &str) -> std::path::P
 
 #[tokio::test]
 async fn evicted_objects_are_served_from_disk_purged_there_and_kept_over_a_restart() {
+    let _heavy = crate::common::HEAVY.lock().await;
     // Six objects of 400 kB through an edge with 1 MiB of memory: most cannot stay in memory.
     let origin = TestOrigin::start(|seen, _| {
         let fill = seen.target.bytes().last().unwrap_or(b'x');
@@ -164,6 +165,7 @@ async fn pattern_origin(length: usize) -> TestOrigin {
 
 #[tokio::test]
 async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves_a_torn_body() {
+    let _heavy = crate::common::HEAVY.lock().await;
     const LENGTH: usize = 300_000;
     const COUNT: usize = 60;
     let origin = pattern_origin(LENGTH).await;
@@ -276,6 +278,7 @@ async fn a_working_set_ten_times_memory_is_served_and_kill_9_or_rot_never_serves
 
 #[tokio::test]
 async fn objects_under_a_keep_prefix_go_to_disk_at_once_and_outlast_eviction_and_restarts() {
+    let _heavy = crate::common::HEAVY.lock().await;
     const LENGTH: usize = 200_000;
     let origin = pattern_origin(LENGTH).await;
     let dir = tempfile::tempdir().unwrap();

@@ -573,6 +573,7 @@ struct Segment {
 
 #[tokio::test]
 async fn a_browser_plays_hls_and_dash_vod_and_live_through_the_edge() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let root = env!("CARGO_MANIFEST_DIR");
     let driver = format!("{root}/tests/player/play.mjs");
     assert!(
