@@ -290,14 +290,10 @@ impl<U: Upstream> Inner<U> {
                 .await
                 .unwrap_or(Promotion::None);
             match promoted {
-                Promotion::Promoted(objects) => {
-                    lookup = Store::select(&objects, &head.headers);
+                Promotion::Promoted(ref objects) | Promotion::OnDisk(ref objects) => {
+                    lookup = Store::select(objects, &head.headers);
                     from_disk = matches!(lookup, Lookup::Found(_));
-                }
-                Promotion::OnDisk(objects) => {
-                    lookup = Store::select(&objects, &head.headers);
-                    from_disk = matches!(lookup, Lookup::Found(_));
-                    streamed = from_disk;
+                    streamed = from_disk && matches!(promoted, Promotion::OnDisk(_));
                 }
                 Promotion::Damaged => {
                     tracing::warn!(
