@@ -58,12 +58,12 @@ impl AdminClient {
                 .parents
                 .iter()
                 .filter(|_| nodes != Nodes::Edges)
-                .map(|p| (p.name.clone(), p.admin));
+                .map(|p| (p.name.clone(), p.reached(p.admin)));
             topology
                 .edges
                 .iter()
                 .filter(|_| nodes != Nodes::Parents)
-                .map(|e| (e.name.clone(), e.admin))
+                .map(|e| (e.name.clone(), e.reached(e.admin)))
                 .chain(parents)
                 .map(|(name, admin)| (name, format!("{scheme}://{admin}")))
                 .collect()

@@ -3,6 +3,7 @@
 //! own crate.
 
 mod admin;
+mod health;
 mod purge;
 mod releases;
 mod workers;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use outpost_node::{Cdn, DEFAULT_TOPOLOGY, Overrides, Role, Running, Standalone, Topology};
-use outpost_node::{routing, tls};
+use outpost_node::{routing, tls, token};
 
 /// A proxy allocates and frees many small buffers per request; mimalloc does that faster than
 /// the system allocator (measured in bench/hit-throughput.sh).
@@ -54,8 +55,11 @@ enum Command {
     Certs(CertsArgs),
     /// Run the authoritative geo DNS of a topology, or explain the answer for a client.
     Dns(DnsArgs),
-    /// Inspect the simulated anycast routing.
+    /// Run the simulated anycast router of a topology, or inspect its routing.
     Anycast(AnycastArgs),
+    /// Check that a node of a topology is up (its admin /health answers 200): exit status 0
+    /// if so, 1 if not. What container health checks run.
+    Health(HealthArgs),
     /// Make a signed-URL token for a path or a tree (`/video/*`), with a key of the topology.
     Sign(SignArgs),
 }
@@ -91,7 +95,22 @@ struct DnsArgs {
 #[derive(Args)]
 struct AnycastArgs {
     #[command(subcommand)]
-    command: AnycastCommand,
+    command: Option<AnycastCommand>,
+    /// Topology file whose anycast router to run; default: the built-in topology.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The node: a name from the topology, or `dns` or `anycast`.
+    node: String,
+    /// Topology file; default: the built-in topology.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -106,12 +125,21 @@ enum AnycastCommand {
 
 #[derive(Args)]
 struct CertsArgs {
+    #[command(subcommand)]
+    command: Option<CertsCommand>,
     /// State directory holding the local CA [default: the config's tls.state_dir, .outpost].
-    #[arg(long)]
+    #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
     /// Topology file whose state directory and edges to use.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the local CA, every certificate the topology's nodes use and the admin token,
+    /// keeping what exists; run once before nodes start in separate containers.
+    Init,
 }
 
 #[derive(Args)]
@@ -133,9 +161,12 @@ struct NodeArgs {
     /// Address of the data listener.
     #[arg(long, default_value = "127.0.0.1:8080", conflicts_with = "config")]
     listen: SocketAddr,
-    /// Upstream URL (`http://host:port`) to cache in front of.
+    /// Upstream URL (`http://host:port` or `https://host:port`) to cache in front of.
     #[arg(long, required_unless_present = "config", conflicts_with = "config")]
     upstream: Option<http::Uri>,
+    /// CA certificates (PEM) to verify an https:// upstream with instead of the public roots.
+    #[arg(long, value_name = "PEM", conflicts_with = "config")]
+    upstream_ca: Option<PathBuf>,
     /// Address of the admin listener (health, metrics, purge).
     #[arg(long, default_value = "127.0.0.1:9090", conflicts_with = "config")]
     admin: SocketAddr,
@@ -153,14 +184,20 @@ struct NodeArgs {
 #[derive(Args)]
 struct OriginArgs {
     /// Directory to serve; default: the demo site shipped in origin/demo.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     root: Option<PathBuf>,
     /// Address of the data listener.
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    #[arg(long, default_value = "127.0.0.1:8000", conflicts_with = "config")]
     listen: SocketAddr,
     /// Address of the admin listener (health, metrics).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:9090", conflicts_with = "config")]
     admin: SocketAddr,
+    /// Run the origin of this topology file instead (shielded by mutual TLS if it says so).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// With --config, the origin's name in the topology [default: its origin.name].
+    #[arg(long, requires = "config")]
+    name: Option<String>,
 }
 
 #[derive(Args)]
@@ -192,9 +229,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Edge(args) => node(args, Role::Edge).await,
         Command::Parent(args) => node(args, Role::Parent).await,
-        Command::Origin(args) => {
-            serve(Cdn::start_origin(args.root, args.listen, args.admin).await?).await
-        }
+        Command::Origin(args) => match &args.config {
+            Some(path) => {
+                let topology = Topology::load(path)?;
+                let name = args.name.unwrap_or_else(|| topology.origin.name.clone());
+                node_of(&topology, Role::Origin, &name, path).await
+            }
+            None => serve(Cdn::start_origin(args.root, args.listen, args.admin).await?).await,
+        },
+        Command::Health(args) => health::run(args).await,
         Command::Purge(args) => purge::run(args).await,
         Command::Workers(args) => workers::run(args).await,
         Command::Push(args) => releases::push(args).await,
@@ -212,7 +255,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(Cdn::start_dns(&topology).await?).await
         }
         Command::Anycast(AnycastArgs {
-            command: AnycastCommand::Routes { config },
+            command: None,
+            config,
+        }) => {
+            let topology = load_or_default(config.as_deref())?;
+            let overrides = Overrides {
+                state_dir: None,
+                config_path: config,
+            };
+            serve(Cdn::start_anycast(&topology, &overrides).await?).await
+        }
+        Command::Anycast(AnycastArgs {
+            command: Some(AnycastCommand::Routes { config }),
+            ..
         }) => {
             let topology = load_or_default(config.as_deref())?;
             let edges = routing::configured_edges(&topology);
@@ -237,6 +292,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let state_dir = args
                 .state_dir
                 .unwrap_or_else(|| topology.tls.state_dir.clone());
+            if let Some(CertsCommand::Init) = args.command {
+                for file in tls::init(&topology, &state_dir)? {
+                    println!("{}", file.display());
+                }
+                let (_, new) = token::ensure(topology.admin.token.as_deref(), &state_dir)?;
+                if new {
+                    println!("{}", token::path(&state_dir).display());
+                }
+                return Ok(());
+            }
             let https = topology.edges.iter().find_map(|e| e.https);
             print!("{}", tls::explain(&state_dir, &topology, https)?);
             Ok(())
@@ -280,21 +345,40 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     serve(running).await
 }
 
+/// Runs the node `name` of the topology read from `path`.
+async fn node_of(
+    topology: &Topology,
+    role: Role,
+    name: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        state_dir: None,
+        config_path: Some(path.to_owned()),
+    };
+    let running = Cdn::start_node(topology, role, name, &overrides)
+        .await
+        .with_context(|| path.display().to_string())?;
+    serve(running).await
+}
+
 async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         let topology = Topology::load(path)?;
-        let name = args.name.unwrap_or_default();
-        let running = Cdn::start_node(&topology, role, &name, &Overrides::default())
-            .await
-            .with_context(|| path.display().to_string())?;
-        return serve(running).await;
+        return node_of(
+            &topology,
+            role,
+            args.name.as_deref().unwrap_or_default(),
+            path,
+        )
+        .await;
     }
     let upstream = args
         .upstream
         .context("--upstream URL is required without --config")?;
-    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+    if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.authority().is_none() {
         anyhow::bail!(
-            "--upstream {upstream}: expected an http:// URL with a host, such as http://127.0.0.1:8000"
+            "--upstream {upstream}: expected an http:// or https:// URL with a host, such as http://127.0.0.1:8000"
         );
     }
     let node = Standalone {
@@ -303,6 +387,7 @@ async fn node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
         listen: args.listen,
         admin: args.admin,
         upstream,
+        upstream_ca: args.upstream_ca,
         token: args.token,
     };
     serve(Cdn::start_standalone(&node).await?).await

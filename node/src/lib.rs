@@ -129,8 +129,11 @@ pub struct Standalone {
     pub name: String,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    /// `http://host:port` to cache in front of.
+    /// `http://host:port` or `https://host:port` to cache in front of.
     pub upstream: http::Uri,
+    /// CA certificates (PEM) an `https://` upstream is verified against instead of the public
+    /// roots (Mozilla's, built in).
+    pub upstream_ca: Option<PathBuf>,
     /// Bearer token for purge; without one, purge is refused.
     pub token: Option<String>,
 }
@@ -209,6 +212,7 @@ impl Setup {
                 token,
                 edge_tls: None,
                 shield: None,
+                upstream_tls: None,
                 host_policies: topology.tls.hosts.clone(),
                 cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
                 signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
@@ -247,6 +251,32 @@ impl Setup {
         }
         self.shared.token = Some(token);
         Ok(())
+    }
+
+    /// TLS on the admin listeners, when the topology asks for it.
+    fn admin_tls(&mut self, topology: &Topology) -> Result<(), StartError> {
+        if topology.admin.tls {
+            self.shared.admin_tls = Some(tls::terminator(tls::admin_settings(
+                topology,
+                &self.state_dir,
+            )?)?);
+        }
+        Ok(())
+    }
+
+    /// The origin's TLS when it is shielded, for its data listener at `data`.
+    fn origin_tls(
+        &self,
+        topology: &Topology,
+        data: SocketAddr,
+    ) -> Result<Option<Arc<outpost_server::tls::TlsTerminator>>, StartError> {
+        match &self.shared.shield {
+            Some(shield) => Ok(Some(tls::terminator(shield.origin_settings(
+                data,
+                Duration::from_millis(topology.tls.handshake_timeout_ms),
+            )?)?)),
+            None => Ok(None),
+        }
     }
 
     fn shield(&mut self, topology: &Topology) -> Result<(), StartError> {
@@ -331,12 +361,7 @@ impl Cdn {
         if !topology.edges.is_empty() {
             setup.shared.workers = Some(WorkersSetup::new(&setup.state_dir)?);
         }
-        if topology.admin.tls {
-            setup.shared.admin_tls = Some(tls::terminator(tls::admin_settings(
-                topology,
-                &setup.state_dir,
-            )?)?);
-        }
+        setup.admin_tls(topology)?;
 
         let origin = match (topology.origin.listen, topology.origin.admin) {
             (Some(listen), Some(admin)) => {
@@ -359,14 +384,7 @@ impl Cdn {
         let shared = &setup.shared;
         let origin_url = match origin {
             Some(origin) => {
-                let data = origin.data_addr();
-                let tls = match &shared.shield {
-                    Some(shield) => Some(tls::terminator(shield.origin_settings(
-                        data,
-                        Duration::from_millis(topology.tls.handshake_timeout_ms),
-                    )?)?),
-                    None => None,
-                };
+                let tls = setup.origin_tls(topology, origin.data_addr())?;
                 let config = topology.origin.origin_config();
                 let addrs = nodes::start_origin(&mut tasks, shared, origin, &config, tls)?;
                 let url = addrs.data_url().parse().ok();
@@ -425,30 +443,55 @@ impl Cdn {
         Ok(setup.running(nodes, tasks))
     }
 
-    /// Runs the one node of `topology` called `name` (a parent or an edge of it), pulling
-    /// through the other nodes at their configured addresses.
+    /// Runs the one node of `topology` called `name` (its origin, a parent or an edge of it),
+    /// reaching the other nodes at their configured addresses; the DNS and the anycast router
+    /// have no name (a topology has one of each).
     pub async fn start_node(
         topology: &Topology,
         role: Role,
         name: &str,
         overrides: &Overrides,
     ) -> Result<Running, StartError> {
+        match role {
+            Role::Dns => return Self::start_dns(topology).await,
+            Role::Anycast => return Self::start_anycast(topology, overrides).await,
+            Role::Origin | Role::Parent | Role::Edge => {}
+        }
         let mut setup = Setup::for_topology(topology, overrides)?;
         setup.shield(topology)?;
-        let origin_url = topology.origin.upstream_url().ok_or_else(no_origin)?;
+        setup.admin_tls(topology)?;
         let unknown = || StartError::UnknownNode {
             role: role.as_str(),
             name: name.to_owned(),
         };
         let mut tasks = JoinSet::new();
         let addrs = match role {
+            Role::Origin => {
+                let origin = &topology.origin;
+                let (Some(listen), Some(admin)) = (origin.listen, origin.admin) else {
+                    return Err(unknown());
+                };
+                if origin.name != name {
+                    return Err(unknown());
+                }
+                let bound = Bound::bind(&origin.name, listen, admin).await?;
+                let tls = setup.origin_tls(topology, origin.reached(listen))?;
+                nodes::start_origin(
+                    &mut tasks,
+                    &setup.shared,
+                    bound,
+                    &origin.origin_config(),
+                    tls,
+                )?
+            }
             Role::Edge => {
+                let origin_url = topology.origin.upstream_url().ok_or_else(no_origin)?;
                 let settings = topology
                     .edges
                     .iter()
                     .find(|e| e.name == name)
                     .ok_or_else(unknown)?;
-                let targets = parent_targets(topology, settings, |p| http_url(p.listen));
+                let targets = parent_targets(topology, settings, |p| http_url(p.reached(p.listen)));
                 if settings.https.is_some() {
                     setup.edge_tls(topology)?;
                 }
@@ -467,6 +510,7 @@ impl Cdn {
                 )?
             }
             Role::Parent => {
+                let origin_url = topology.origin.upstream_url().ok_or_else(no_origin)?;
                 let settings = topology
                     .parents
                     .iter()
@@ -475,7 +519,7 @@ impl Cdn {
                 let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
                 nodes::start_parent(&mut tasks, &setup.shared, bound, origin_url)?
             }
-            Role::Origin | Role::Dns | Role::Anycast => return Err(unknown()),
+            Role::Dns | Role::Anycast => return Err(unknown()),
         };
         Ok(setup.running(vec![addrs], tasks))
     }
@@ -491,6 +535,9 @@ impl Cdn {
         // A standalone node (like `varnishd -b`) caches in memory only: it has no topology
         // that would say where a disk tier may live.
         setup.shared.cache.disk_mib = 0;
+        if node.upstream.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            setup.shared.upstream_tls = Some(tls::upstream_client(node.upstream_ca.as_deref())?);
+        }
         let bound = Bound::bind(&node.name, node.listen, node.admin).await?;
         let mut tasks = JoinSet::new();
         let upstream = node.upstream.clone();
@@ -541,5 +588,26 @@ impl Cdn {
             .await?
             .ok_or(StartError::NoTable("dns"))?;
         Ok(setup.running(vec![dns], tasks))
+    }
+
+    /// Runs the simulated anycast router of `topology` alone, over its edges at their
+    /// configured addresses; on SIGHUP it reads its costs again from `overrides.config_path`.
+    pub async fn start_anycast(
+        topology: &Topology,
+        overrides: &Overrides,
+    ) -> Result<Running, StartError> {
+        let setup = Setup::new(topology, topology.tls.state_dir.clone(), None);
+        let edges = routing::configured_edges(topology);
+        let mut tasks = JoinSet::new();
+        let anycast = routing::start_anycast(
+            &mut tasks,
+            topology,
+            &edges,
+            overrides.config_path.as_deref(),
+            &setup.shared.shutdown,
+        )
+        .await?
+        .ok_or(StartError::NoTable("anycast"))?;
+        Ok(setup.running(vec![anycast], tasks))
     }
 }

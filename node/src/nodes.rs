@@ -99,6 +99,9 @@ pub struct Shared {
     /// The local CA, when the origin is shielded by mutual TLS: each node gets a client
     /// certificate from it and trusts the origin's certificate through it.
     pub shield: Option<Arc<crate::tls::Shield>>,
+    /// How to verify an `https://` upstream that is not a shielded origin (a standalone
+    /// edge's); `None`: such upstreams fail to connect.
+    pub upstream_tls: Option<rustls::ClientConfig>,
     /// TLS for every admin listener.
     pub admin_tls: Option<Arc<TlsTerminator>>,
     /// Per-hostname HTTPS policies of the edges.
@@ -169,7 +172,10 @@ impl Shared {
                 );
                 HttpClient::new(timeouts)
             }
-            None => HttpClient::new(timeouts),
+            None => match &self.upstream_tls {
+                Some(config) => HttpClient::with_tls(timeouts, config.clone()),
+                None => HttpClient::new(timeouts),
+            },
         }
     }
 }

@@ -32,8 +32,8 @@ pub fn configured_edges(topology: &Topology) -> Vec<EdgePlace> {
         .iter()
         .map(|e| EdgePlace {
             name: e.name.clone(),
-            http: e.listen,
-            https: e.https,
+            http: e.reached(e.listen),
+            https: e.https.map(|a| e.reached(a)),
             location: e.location.unwrap_or_default(),
         })
         .collect()

@@ -59,11 +59,11 @@ pub fn name_scope(topology: &Topology) -> NameScope {
         .into_iter()
         .map(|(_, addr)| addr)
         .collect();
-    addresses.extend(topology.origin.listen);
-    addresses.extend(topology.parents.iter().map(|p| p.listen));
+    addresses.extend(topology.origin.listen.map(|a| topology.origin.reached(a)));
+    addresses.extend(topology.parents.iter().map(|p| p.reached(p.listen)));
     for edge in &topology.edges {
-        addresses.push(edge.listen);
-        addresses.extend(edge.https);
+        addresses.push(edge.reached(edge.listen));
+        addresses.extend(edge.https.map(|a| edge.reached(a)));
     }
     for addr in addresses {
         let ip = addr.ip();
@@ -120,7 +120,7 @@ pub fn local_names(topology: &Topology) -> Vec<String> {
     .collect();
     for edge in &topology.edges {
         for addr in edge.https.iter().chain(std::iter::once(&edge.listen)) {
-            add_ip(&mut names, *addr);
+            add_ip(&mut names, edge.reached(*addr));
         }
     }
     names
@@ -267,14 +267,20 @@ impl Shield {
         })
     }
 
+    /// The client certificate of `node` (issued once, then kept).
+    fn client_cert(&self, node: &str) -> Result<outpost_certs::CertPaths, StartError> {
+        self.ca
+            .ensure_client_cert(&format!("client-{node}"), node)
+            .map_err(certificate_error(format!(
+                "the client certificate of {node}"
+            )))
+    }
+
     /// The TLS client configuration of `node`: trusts the local CA, presents its own
     /// client certificate.
     pub fn client_config(&self, node: &str) -> Result<rustls::ClientConfig, StartError> {
         let what = format!("the client certificate of {node}");
-        let paths = self
-            .ca
-            .ensure_client_cert(&format!("client-{node}"), node)
-            .map_err(certificate_error(&what))?;
+        let paths = self.client_cert(node)?;
         let chain =
             outpost_certs::load_certificates(&paths.cert).map_err(certificate_error(&what))?;
         let key = outpost_certs::load_private_key(&paths.key).map_err(certificate_error(&what))?;
@@ -304,11 +310,38 @@ pub fn trusting(
     )))? {
         roots.add(cert).map_err(unusable)?;
     }
+    client_builder(roots).map_err(unusable)
+}
+
+/// A TLS client configuration with the ring provider and the default versions, trusting
+/// `roots`.
+fn client_builder(
+    roots: rustls::RootCertStore,
+) -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    rustls::Error,
+> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(unusable)?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots))
+}
+
+/// The TLS client configuration for a standalone node's `https://` upstream: it trusts the
+/// CAs in `ca` (PEM), else the public roots built in (Mozilla's, from `webpki-roots`: an image
+/// built `FROM scratch` has no system store).
+pub fn upstream_client(ca: Option<&Path>) -> Result<rustls::ClientConfig, StartError> {
+    if let Some(ca) = ca {
+        return Ok(trusting(ca)?.with_no_client_auth());
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let builder = client_builder(roots).map_err(|source| StartError::TlsClient {
+        what: "the public roots".into(),
+        source,
+    })?;
+    Ok(builder.with_no_client_auth())
 }
 
 /// TLS settings of the admin listeners: one certificate from the local CA for every admin
@@ -325,6 +358,45 @@ pub fn admin_settings(topology: &Topology, state_dir: &Path) -> Result<TlsSettin
         handshake_timeout: Duration::from_millis(topology.tls.handshake_timeout_ms.max(1)),
         client_ca: None,
     })
+}
+
+/// `outpost certs init`: the local CA and every certificate the topology's nodes use from it
+/// (the edges', the admin listeners', the shielded origin's and each parent's and edge's
+/// client certificate), made now and kept when they are already valid. Nodes that start at
+/// once in separate processes (containers sharing a volume) then find them and write none.
+/// Returns the certificate files.
+pub fn init(topology: &Topology, state_dir: &Path) -> Result<Vec<PathBuf>, StartError> {
+    let ca = local_ca(state_dir, topology)?;
+    let mut files = vec![ca.ca_cert_path()];
+    if topology.edges.iter().any(|e| e.https.is_some()) {
+        files.extend(
+            edge_settings(topology, state_dir)?
+                .certificates
+                .into_iter()
+                .map(|c| c.cert),
+        );
+    }
+    if topology.admin.tls {
+        files.extend(
+            admin_settings(topology, state_dir)?
+                .certificates
+                .into_iter()
+                .map(|c| c.cert),
+        );
+    }
+    if topology.origin.shielded
+        && let Some(listen) = topology.origin.listen
+    {
+        let shield = Shield { ca };
+        let timeout = Duration::from_millis(topology.tls.handshake_timeout_ms);
+        let origin = shield.origin_settings(topology.origin.reached(listen), timeout)?;
+        files.extend(origin.certificates.into_iter().map(|c| c.cert));
+        let nodes = topology.parents.iter().map(|p| &p.name);
+        for node in nodes.chain(topology.edges.iter().map(|e| &e.name)) {
+            files.push(shield.client_cert(node)?.cert);
+        }
+    }
+    Ok(files)
 }
 
 /// `outpost certs`: where the CA is and how to trust it.

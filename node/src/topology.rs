@@ -1,7 +1,7 @@
 //! The topology file (TOML): every node of the CDN, its addresses, and the settings they share.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use outpost_cache::CacheConfig;
@@ -148,6 +148,9 @@ pub struct OriginNode {
     /// Where Outpost's own origin server listens (unless `url` is set).
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The address the CDN's nodes reach this one at, when it listens on a wildcard address
+    /// (`0.0.0.0` in a container or a pod); default: the listen address.
+    pub address: Option<IpAddr>,
     /// Directory served; default: the demo site shipped with Outpost.
     pub root: Option<PathBuf>,
     /// Cache-Control by path, first match wins; default: the demo's rules.
@@ -168,9 +171,14 @@ impl OriginNode {
         let scheme = if self.shielded { "https" } else { "http" };
         match (&self.url, self.listen) {
             (Some(url), _) => url.parse().ok(),
-            (None, Some(listen)) => format!("{scheme}://{listen}").parse().ok(),
+            (None, Some(listen)) => format!("{scheme}://{}", self.reached(listen)).parse().ok(),
             (None, None) => None,
         }
+    }
+
+    /// One of the origin's listen addresses as the CDN's nodes reach it.
+    pub fn reached(&self, addr: SocketAddr) -> SocketAddr {
+        reached(addr, self.address)
     }
 
     pub fn origin_config(&self) -> OriginConfig {
@@ -191,6 +199,9 @@ pub struct CacheNodeSettings {
     pub name: String,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The address other nodes and clients reach this one at, when it listens on a wildcard
+    /// address (`0.0.0.0` in a container or a pod); default: the listen addresses'.
+    pub address: Option<IpAddr>,
     /// Latitude and longitude, for request routing.
     pub location: Option<[f64; 2]>,
 }
@@ -203,25 +214,72 @@ pub struct EdgeNodeSettings {
     /// Address of the HTTPS listener, if the edge serves HTTPS.
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The address clients, the DNS and the anycast router reach this edge at, when it
+    /// listens on a wildcard address (`0.0.0.0` in a container or a pod); default: the
+    /// listen addresses'.
+    pub address: Option<IpAddr>,
     pub location: Option<[f64; 2]>,
     /// Names of the parents this edge pulls through; default: every parent.
     pub parents: Option<Vec<String>>,
 }
 
+/// `addr` as others reach it: with `address` in place of its IP when one is given.
+fn reached(addr: SocketAddr, address: Option<IpAddr>) -> SocketAddr {
+    address.map_or(addr, |ip| SocketAddr::new(ip, addr.port()))
+}
+
+impl CacheNodeSettings {
+    /// One of this node's listen addresses as other nodes reach it.
+    pub fn reached(&self, addr: SocketAddr) -> SocketAddr {
+        reached(addr, self.address)
+    }
+}
+
+impl EdgeNodeSettings {
+    /// One of this edge's listen addresses as clients and other nodes reach it.
+    pub fn reached(&self, addr: SocketAddr) -> SocketAddr {
+        reached(addr, self.address)
+    }
+}
+
+/// Environment variables that override the topology file, so that one file, mounted read-only
+/// into every container of a deployment, serves them all.
+pub mod environment {
+    /// Replaces `tls.state_dir` (a volume in a container).
+    pub const STATE_DIR: &str = "OUTPOST_STATE_DIR";
+    /// Replaces `admin.token` (a secret in a container).
+    pub const ADMIN_TOKEN: &str = "OUTPOST_ADMIN_TOKEN";
+}
+
 impl Topology {
-    /// Reads and checks a topology file; errors name the file, the key and what is expected.
+    /// Reads and checks a topology file, with the overrides of [`environment`] applied; errors
+    /// name the file, the key and what is expected.
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
         let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        Ok(Self::parse(&text, &path.display().to_string())?.with_environment())
     }
 
+    /// The built-in topology of `outpost up`, with the overrides of [`environment`] applied.
     pub fn default_topology() -> Self {
-        Self::parse(DEFAULT_TOPOLOGY, "the built-in default config").unwrap_or_else(|error| {
-            unreachable!("the shipped default config is checked by tests: {error:#}")
-        })
+        Self::parse(DEFAULT_TOPOLOGY, "the built-in default config")
+            .unwrap_or_else(|error| {
+                unreachable!("the shipped default config is checked by tests: {error:#}")
+            })
+            .with_environment()
+    }
+
+    fn with_environment(mut self) -> Self {
+        let set = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(dir) = set(environment::STATE_DIR) {
+            self.tls.state_dir = PathBuf::from(dir);
+        }
+        if let Some(token) = set(environment::ADMIN_TOKEN) {
+            self.admin.token = Some(token.trim().to_owned());
+        }
+        self
     }
 
     pub fn parse(text: &str, source: &str) -> Result<Self, TopologyError> {
@@ -259,7 +317,11 @@ impl Topology {
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
-        let mut claim = |key: String, name: &str, addrs: &[SocketAddr]| -> Result<(), String> {
+        let mut claim = |key: String,
+                         name: &str,
+                         address: Option<IpAddr>,
+                         addrs: &[SocketAddr]|
+         -> Result<(), String> {
             if name.is_empty()
                 || !name
                     .bytes()
@@ -273,6 +335,12 @@ impl Topology {
                 fail!("{key}.name: the name {name:?} is used twice; expected unique node names");
             }
             for &addr in addrs {
+                if addr.ip().is_unspecified() && address.is_none() {
+                    fail!(
+                        "{key}.address: expected the address other nodes reach {name} at, since it listens on {addr}"
+                    );
+                }
+                let addr = reached(addr, address);
                 if addr.port() != 0 && !addresses.insert(addr) {
                     fail!(
                         "{key}: the address {addr} is used twice; expected a free address per listener"
@@ -294,7 +362,12 @@ impl Topology {
                 }
             }
             (None, Some(listen), Some(admin)) => {
-                claim("origin".into(), &self.origin.name, &[listen, admin])?;
+                claim(
+                    "origin".into(),
+                    &self.origin.name,
+                    self.origin.address,
+                    &[listen, admin],
+                )?;
             }
             _ => fail!(
                 "origin: expected either `url` (an origin you already run) or both `listen` and `admin` (Outpost's own origin server)"
@@ -304,6 +377,7 @@ impl Topology {
             claim(
                 format!("parents[{i}]"),
                 &parent.name,
+                parent.address,
                 &[parent.listen, parent.admin],
             )?;
             check_location(&format!("parents[{i}]"), parent.location)?;
@@ -311,7 +385,7 @@ impl Topology {
         for (i, edge) in self.edges.iter().enumerate() {
             let mut addrs = vec![edge.listen, edge.admin];
             addrs.extend(edge.https);
-            claim(format!("edges[{i}]"), &edge.name, &addrs)?;
+            claim(format!("edges[{i}]"), &edge.name, edge.address, &addrs)?;
             check_location(&format!("edges[{i}]"), edge.location)?;
             for parent in edge.parents.iter().flatten() {
                 if !self.parents.iter().any(|p| &p.name == parent) {
@@ -342,14 +416,22 @@ impl Topology {
         }
     }
 
-    /// Every admin address of the topology, by node name.
+    /// Every admin address of the topology, by node name, as the CLI reaches it.
     pub fn admin_addresses(&self) -> Vec<(String, SocketAddr)> {
         let mut all: Vec<(String, SocketAddr)> = Vec::new();
         if let Some(admin) = self.origin.admin {
-            all.push((self.origin.name.clone(), admin));
+            all.push((self.origin.name.clone(), self.origin.reached(admin)));
         }
-        all.extend(self.parents.iter().map(|p| (p.name.clone(), p.admin)));
-        all.extend(self.edges.iter().map(|e| (e.name.clone(), e.admin)));
+        all.extend(
+            self.parents
+                .iter()
+                .map(|p| (p.name.clone(), p.reached(p.admin))),
+        );
+        all.extend(
+            self.edges
+                .iter()
+                .map(|e| (e.name.clone(), e.reached(e.admin))),
+        );
         all
     }
 

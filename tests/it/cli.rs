@@ -102,5 +102,7 @@ fn a_standalone_edge_needs_an_http_upstream() {
         "ftp://x",
     ]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("expected an http:// URL"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("expected an http:// or https:// URL")
+    );
 }
