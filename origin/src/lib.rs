@@ -74,9 +74,17 @@ pub struct CacheRule {
     pub delay_ms: Option<u64>,
 }
 
-/// The demo site shipped with the crate.
+/// Where a container image puts the demo site (the source tree is not in it).
+pub const INSTALLED_DEMO: &str = "/usr/share/outpost/demo";
+
+/// The demo site shipped with the crate: in the source tree it was built from, else where
+/// images install it ([`INSTALLED_DEMO`]).
 pub fn default_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/demo"))
+    let built = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/demo"));
+    if !built.is_dir() && std::path::Path::new(INSTALLED_DEMO).is_dir() {
+        return PathBuf::from(INSTALLED_DEMO);
+    }
+    built
 }
 
 impl Default for OriginConfig {

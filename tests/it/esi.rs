@@ -350,6 +350,7 @@ async fn a_standalone_edge_processes_esi() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
         upstream: origin.url.parse().unwrap(),
+        upstream_ca: None,
         token: None,
     })
     .await

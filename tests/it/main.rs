@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod caching;
 mod cli;
+mod containers;
 mod esi;
 mod releases;
 mod routing;

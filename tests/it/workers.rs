@@ -41,7 +41,8 @@ fn examples() -> &'static Path {
     })
 }
 
-fn example(name: &str) -> String {
+/// The path of the example worker `name`, built for wasm32-wasip2.
+pub fn example(name: &str) -> String {
     examples()
         .join(format!("{name}.wasm"))
         .to_string_lossy()
