@@ -496,6 +496,15 @@ struct Engine(Option<std::process::Child>);
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
+            // SIGTERM, so that it stops its containerd too; SIGKILL if it takes too long.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
