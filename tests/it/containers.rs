@@ -644,6 +644,17 @@ async fn anycast_edge(source: [u8; 4]) -> String {
     }
 }
 
+/// What the `hello` worker's route answers on the edge at `ip`.
+async fn hello_answer(http: &reqwest::Client, ip: &str) -> String {
+    let response = http
+        .get(format!("http://{ip}:8080/hello"))
+        .header("host", "www.outpost.test")
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
+}
+
 /// Waits until `check` holds, for at most `limit`; returns how long it took.
 async fn until<F: std::future::Future<Output = bool>>(
     limit: Duration,
@@ -738,14 +749,8 @@ async fn compose_runs_the_cdn_as_containers_and_moves_clients_off_a_stopped_edge
     ]);
     assert!(ok, "{deployed}");
     for (edge, ip, _) in edges {
-        let response = http
-            .get(format!("http://{ip}:8080/hello"))
-            .header("host", "www.outpost.test")
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            response.text().await.unwrap(),
+            hello_answer(&http, ip).await,
             format!("Hello from the edge {edge}!\n")
         );
     }
@@ -786,14 +791,8 @@ async fn compose_runs_the_cdn_as_containers_and_moves_clients_off_a_stopped_edge
     )
     .await;
     // The worker was kept in the volume across the restart.
-    let response = http
-        .get("http://127.0.0.11:8080/hello")
-        .header("host", "www.outpost.test")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        response.text().await.unwrap(),
+        hello_answer(&http, "127.0.0.11").await,
         "Hello from the edge edge-ams!\n"
     );
     eprintln!(
