@@ -745,12 +745,20 @@ pub async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Str
 /// Runs `outpost ARGS --token TOKEN` with `--admin URL` for each of `admins` (the admin CLI:
 /// workers, push, releases); returns whether it succeeded and its stdout and stderr.
 pub fn admin_command(args: &[&str], token: &str, admins: &[&str]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    command.args(args).args(["--token", token]);
+    let mut all = args.to_vec();
+    all.extend(["--token", token]);
     for admin in admins {
-        command.args(["--admin", admin]);
+        all.extend(["--admin", admin]);
     }
-    let output = command.output().unwrap();
+    outpost_command(&all)
+}
+
+/// Runs `outpost ARGS`; returns whether it succeeded and its stdout and stderr.
+pub fn outpost_command(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(args)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

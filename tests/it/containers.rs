@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::common::{Outpost, client};
+use crate::common::{Outpost, client, outpost_command as outpost};
 
 const CONFIG_IN_CONTAINER: &str = "/etc/outpost/outpost.toml";
 
@@ -132,19 +132,6 @@ fn compose_runs_every_node_of_the_shipped_topology() {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-fn outpost(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
