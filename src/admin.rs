@@ -39,6 +39,19 @@ pub enum Nodes {
     EdgesAndParents,
 }
 
+/// An HTTP client for admin listeners that verifies TLS ones against the CA in `cacert`
+/// (plain HTTP only when there is no such file).
+pub fn client_trusting(
+    cacert: &std::path::Path,
+    timeouts: UpstreamTimeouts,
+) -> anyhow::Result<HttpClient> {
+    if !cacert.exists() {
+        return Ok(HttpClient::new(timeouts));
+    }
+    let config = tls::trusting(cacert)?.with_no_client_auth();
+    Ok(HttpClient::with_tls(timeouts, config))
+}
+
 /// A client for a set of admin listeners.
 pub struct AdminClient {
     client: HttpClient,
@@ -93,12 +106,7 @@ impl AdminClient {
             // A deploy compiles the component before it answers.
             first_byte: Duration::from_secs(120),
         };
-        let client = if cacert.exists() {
-            let config = tls::trusting(&cacert)?.with_no_client_auth();
-            HttpClient::with_tls(timeouts, config)
-        } else {
-            HttpClient::new(timeouts)
-        };
+        let client = client_trusting(&cacert, timeouts)?;
         Ok(Self {
             client,
             token,

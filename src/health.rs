@@ -7,8 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use outpost_cache::{HttpClient, UpstreamTimeouts};
-use outpost_node::tls;
+use outpost_cache::UpstreamTimeouts;
 
 use crate::HealthArgs;
 
@@ -46,12 +45,7 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
         connect: timeout,
         first_byte: timeout,
     };
-    let ca = topology.tls.state_dir.join("ca.pem");
-    let client = if url.starts_with("https:") {
-        HttpClient::with_tls(timeouts, tls::trusting(&ca)?.with_no_client_auth())
-    } else {
-        HttpClient::new(timeouts)
-    };
+    let client = crate::admin::client_trusting(&topology.tls.state_dir.join("ca.pem"), timeouts)?;
     let uri: http::Uri = url.parse().with_context(|| format!("{url}: not a URL"))?;
     let request = http::Request::get(uri.path())
         .header(
