@@ -4,6 +4,7 @@
 
 mod admin;
 mod health;
+mod lab;
 mod purge;
 mod releases;
 mod workers;
@@ -60,6 +61,9 @@ enum Command {
     /// Check that a node of a topology is up (its admin /health answers 200): exit status 0
     /// if so, 1 if not. What container health checks run.
     Health(HealthArgs),
+    /// Build the multi-host lab (as root: a network namespace per node), break it in the
+    /// ways the lab shows, print what each failure measured, and remove it.
+    Lab(lab::LabArgs),
     /// Make a signed-URL token for a path or a tree (`/video/*`), with a key of the topology.
     Sign(SignArgs),
 }
@@ -238,6 +242,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             None => serve(Cdn::start_origin(args.root, args.listen, args.admin).await?).await,
         },
         Command::Health(args) => health::run(args).await,
+        Command::Lab(args) => lab::run(args).await,
         Command::Purge(args) => purge::run(args).await,
         Command::Workers(args) => workers::run(args).await,
         Command::Push(args) => releases::push(args).await,

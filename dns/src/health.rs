@@ -38,7 +38,9 @@ impl HealthTargets for EdgeHealth {
 
     fn probed(&self, index: usize, probe: Probe) {
         let name = &self.edges[index].0;
-        if let Probe::Up { load: Some(load) } = probe
+        if let Probe::Up {
+            load: Some(load), ..
+        } = probe
             && let Some(shedding) = self.dns.set_load(name, load)
         {
             if shedding {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use outpost_server::ShutdownSignal;
-use outpost_server::health::{HealthSettings, HealthTargets, Hysteresis, spawn_health_loop};
+use outpost_server::health::{HealthSettings, HealthTargets, Hysteresis, Probe, spawn_health_loop};
 
 use crate::parents::ParentSet;
 
@@ -25,9 +25,20 @@ impl HealthTargets for ParentHealth {
         &self.0.parents[index].health
     }
 
+    /// Every probe is also a sample of the path (the overlay's active measurement).
+    fn probed(&self, index: usize, probe: Probe) {
+        match probe {
+            Probe::Up { rtt, .. } => self.0.record(index, Some(Some(rtt))),
+            Probe::Down => self.0.record(index, None),
+        }
+    }
+
     fn changed(&self, index: usize, healthy: bool) {
-        let parent = &self.0.parents[index].target.name;
-        tracing::warn!(%parent, healthy, "parent health changed");
+        let parent = &self.0.parents[index];
+        if healthy {
+            parent.path.reset();
+        }
+        tracing::warn!(parent = %parent.target.name, healthy, "parent health changed");
     }
 }
 

@@ -14,6 +14,7 @@ mod cors;
 mod health;
 mod https;
 mod parents;
+mod paths;
 mod prefetch;
 mod query;
 mod signed;
@@ -24,6 +25,7 @@ pub use cors::{Cors, CorsError, CorsRule, CorsRules};
 pub use health::spawn_health_checks;
 pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
+pub use paths::{OverlaySettings, PathStats};
 pub use prefetch::{Prefetch, PrefetchConfig};
 pub use signed::{
     SignedUrls, Signing, SigningConfig, SigningError, SigningKey, TOKEN_COOKIE, TOKEN_PARAMETER,

@@ -1,12 +1,16 @@
-//! The parents of an edge, ordered per object by rendezvous hashing, with failover.
+//! The parents of an edge, ordered per object by rendezvous hashing, with failover, and
+//! with paths the overlay ([`crate::paths`]) judges degraded moved to the back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{Request, Response, Uri};
 use outpost_cache::{CacheKey, HttpClient, Upstream, UpstreamError};
 use outpost_server::Body;
 use outpost_server::body;
 use outpost_server::health::Hysteresis;
+
+use crate::paths::{self, OverlaySettings, PathStats};
 
 /// One parent an edge may pull from.
 #[derive(Debug, Clone)]
@@ -21,6 +25,8 @@ pub struct ParentTarget {
 pub(crate) struct ParentState {
     pub target: ParentTarget,
     pub health: Hysteresis,
+    /// How good the path to it is, as the overlay measures it.
+    pub path: PathStats,
 }
 
 /// Every parent of an edge, and the origin as a last resort.
@@ -30,6 +36,7 @@ pub struct ParentSet {
     origin: Option<Uri>,
     client: HttpClient,
     node: Arc<str>,
+    overlay: Arc<OverlaySettings>,
 }
 
 impl ParentSet {
@@ -45,6 +52,7 @@ impl ParentSet {
             .map(|target| ParentState {
                 target,
                 health: Hysteresis::new(),
+                path: PathStats::default(),
             })
             .collect();
         Self {
@@ -52,32 +60,86 @@ impl ParentSet {
             origin,
             client,
             node: node.into(),
+            overlay: Arc::new(OverlaySettings::default()),
         }
+    }
+
+    /// Routes around bad paths by `overlay` (the default settings otherwise).
+    pub fn with_overlay(mut self, overlay: OverlaySettings) -> Self {
+        self.overlay = Arc::new(overlay);
+        self
+    }
+
+    /// Records one exchange with parent `index` (`None`: it failed before any answer;
+    /// `Some(None)`: answered, with no round trip to learn from) and re-judges the paths.
+    pub(crate) fn record(&self, index: usize, rtt: Option<Option<std::time::Duration>>) {
+        let Some(parent) = self.parents.get(index) else {
+            return;
+        };
+        match rtt {
+            None => parent.path.record_failure(),
+            Some(None) => parent.path.record_answer(),
+            Some(Some(rtt)) => parent.path.record_success(rtt),
+        }
+        let judged = self
+            .parents
+            .iter()
+            .map(|p| (&p.path, p.health.is_healthy()));
+        for (changed, degraded) in paths::judge(judged, &self.overlay) {
+            let parent = &self.parents[changed];
+            tracing::warn!(
+                node = %self.node,
+                parent = %parent.target.name,
+                degraded,
+                rtt_ms = parent.path.rtt().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                failure_rate = parent.path.failure_rate(),
+                "{}",
+                if degraded {
+                    "path to parent degraded: its objects go to the next parent"
+                } else {
+                    "path to parent recovered: it gets its objects back"
+                }
+            );
+        }
+    }
+
+    /// The named parent's path as measured: (smoothed RTT, failure rate, degraded).
+    pub fn path(&self, name: &str) -> Option<(Option<std::time::Duration>, f64, bool)> {
+        let parent = self.parents.iter().find(|p| p.target.name == name)?;
+        Some((
+            parent.path.rtt(),
+            parent.path.failure_rate(),
+            parent.path.is_degraded(),
+        ))
     }
 
     /// The parents in the order `key` tries them: highest rendezvous score first.
     pub fn order(&self, key: &CacheKey) -> Vec<&str> {
         self.ranked(key)
             .into_iter()
-            .map(|p| p.target.name.as_str())
+            .map(|(_, p)| p.target.name.as_str())
             .collect()
     }
 
-    fn ranked(&self, key: &CacheKey) -> Vec<&ParentState> {
-        let mut ranked: Vec<(u64, &ParentState)> = self
+    /// The parents in the order `key` tries them, as (index, parent): by rendezvous score,
+    /// with degraded paths after the others (each group keeping the hash's order).
+    fn ranked(&self, key: &CacheKey) -> Vec<(usize, &ParentState)> {
+        let mut ranked: Vec<(bool, u64, usize, &ParentState)> = self
             .parents
             .iter()
-            .map(|parent| {
+            .enumerate()
+            .map(|(index, parent)| {
                 let mut input =
                     Vec::with_capacity(parent.target.name.len() + key.as_str().len() + 1);
                 input.extend_from_slice(parent.target.name.as_bytes());
                 input.push(0);
                 input.extend_from_slice(key.as_str().as_bytes());
-                (xxhash_rust::xxh3::xxh3_64(&input), parent)
+                let score = xxhash_rust::xxh3::xxh3_64(&input);
+                (parent.path.is_degraded(), score, index, parent)
             })
             .collect();
-        ranked.sort_by_key(|b| std::cmp::Reverse(b.0));
-        ranked.into_iter().map(|(_, p)| p).collect()
+        ranked.sort_by_key(|&(degraded, score, _, _)| (degraded, std::cmp::Reverse(score)));
+        ranked.into_iter().map(|(_, _, i, p)| (i, p)).collect()
     }
 
     /// Whether the named parent is currently considered healthy.
@@ -95,11 +157,11 @@ impl Upstream for ParentSet {
         request: Request<Body>,
         key: &CacheKey,
     ) -> Result<Response<Body>, UpstreamError> {
-        let mut candidates: Vec<(&str, &Uri)> = self
+        let mut candidates: Vec<(Option<usize>, &str, &Uri)> = self
             .ranked(key)
             .into_iter()
-            .filter(|p| p.health.is_healthy())
-            .map(|p| (p.target.name.as_str(), &p.target.url))
+            .filter(|(_, p)| p.health.is_healthy())
+            .map(|(i, p)| (Some(i), p.target.name.as_str(), &p.target.url))
             .collect();
         if let Some(origin) = &self.origin
             && candidates.is_empty()
@@ -107,7 +169,7 @@ impl Upstream for ParentSet {
             if !self.parents.is_empty() {
                 tracing::warn!(node = %self.node, key = key.as_str(), "no healthy parent: going to the origin");
             }
-            candidates.push(("origin", origin));
+            candidates.push((None, "origin", origin));
         }
         // Only a request without a body can be sent again to the next candidate.
         let replayable = http_body::Body::size_hint(request.body()).exact() == Some(0)
@@ -115,23 +177,56 @@ impl Upstream for ParentSet {
         let (parts, body) = request.into_parts();
         let mut body = Some(body);
         let mut last_error = UpstreamError::Unavailable;
-        for (name, url) in candidates {
+        for (index, name, url) in candidates {
             let body = match body.take() {
                 Some(body) => body,
                 None if replayable => body::empty(),
                 None => break,
             };
             let attempt = Request::from_parts(clone_parts(&parts), body);
-            match self.client.send_to(url, attempt).await {
-                Err(error) if error.is_connect() => {
-                    tracing::warn!(node = %self.node, parent = name, %error, "parent refused: trying the next");
+            let started = Instant::now();
+            let result = self.client.send_to(url, attempt).await;
+            let Some(index) = index else {
+                return result;
+            };
+            match result {
+                // Nothing was sent, or (for a request that can be sent again) nothing came
+                // back before the connection broke: the next parent gets it.
+                Err(error @ UpstreamError::Connect { .. })
+                | Err(error @ UpstreamError::Protocol { .. }) => {
+                    self.record(index, None);
+                    if !error.is_connect() && !replayable {
+                        return Err(error);
+                    }
+                    tracing::warn!(node = %self.node, parent = name, %error, "parent failed: trying the next");
                     last_error = error;
                 }
-                result => return result,
+                Err(error) => {
+                    self.record(index, None);
+                    return Err(error);
+                }
+                Ok(response) => {
+                    let rtt = answered_from_cache(&response, name).then(|| started.elapsed());
+                    self.record(index, Some(rtt));
+                    return Ok(response);
+                }
             }
         }
         Err(last_error)
     }
+}
+
+/// Whether parent `name` answered `response` from its own cache (the last entry of its
+/// Cache-Status is its own hit), so the time it took is the path's round trip.
+fn answered_from_cache(response: &Response<Body>, name: &str) -> bool {
+    response
+        .headers()
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .rfind(|entry| entry.trim_start().starts_with(name))
+        .is_some_and(|entry| entry.split(';').any(|p| p.trim() == "hit"))
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

@@ -221,6 +221,7 @@ impl Setup {
                 cache,
                 esi: topology.esi.clone(),
                 health: topology.health.clone(),
+                overlay: topology.overlay.clone(),
                 limits: topology.limits.clone(),
                 shutdown: Shutdown::new(),
                 workers: None,

@@ -114,6 +114,8 @@ pub struct Shared {
     pub cache: CacheConfig,
     pub esi: outpost_esi::EsiConfig,
     pub health: HealthSettings,
+    /// How edges route around bad paths to their parents.
+    pub overlay: outpost_edge::OverlaySettings,
     pub limits: Limits,
     pub shutdown: Shutdown,
     /// Where each edge and parent keeps its pushed releases (a subdirectory per node).
@@ -269,7 +271,8 @@ pub fn start_edge(
         .map(str::to_owned)
         .into_iter()
         .collect();
-    let set = ParentSet::new(&bound.name, parents, origin, client);
+    let set =
+        ParentSet::new(&bound.name, parents, origin, client).with_overlay(shared.overlay.clone());
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
     let esi_metrics = outpost_esi::EsiMetrics::register(&mut registry);

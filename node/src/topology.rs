@@ -35,6 +35,9 @@ pub struct Topology {
     #[serde(default)]
     /// How edges check their parents.
     pub health: HealthSettings,
+    /// How edges route around bad paths to their parents (measured latency and failures).
+    #[serde(default)]
+    pub overlay: outpost_edge::OverlaySettings,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -306,6 +309,9 @@ impl Topology {
         }
         if let Err((key, expected)) = self.esi.validate() {
             fail!("esi.{key}: expected {expected}");
+        }
+        if let Err((key, expected)) = self.overlay.validate() {
+            fail!("overlay.{key}: expected {expected}");
         }
         if self.health.rise == 0 || self.health.fall == 0 {
             fail!("health.rise and health.fall: expected thresholds of at least 1");

@@ -161,8 +161,9 @@ pub const LOAD_HEADER: &str = "outpost-load";
 /// What one health probe saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
-    /// The health path answered 200, with the load when the node reports one.
-    Up { load: Option<u64> },
+    /// The health path answered 200, with the load when the node reports one, in `rtt`
+    /// (connection, request and response head: the path's round trips).
+    Up { load: Option<u64>, rtt: Duration },
     /// No connection, no answer in time, or an answer other than 200.
     Down,
 }
@@ -179,6 +180,7 @@ const MAX_HEAD: usize = 4096;
 /// One health probe of a node: `GET /_outpost/health` on its data port must answer 200 within
 /// `timeout`; the [`LOAD_HEADER`] of the answer, if any, is the node's load.
 pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> Probe {
+    let started = std::time::Instant::now();
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let request = format!(
@@ -207,7 +209,10 @@ pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> Probe {
                         .find(|h| h.name.eq_ignore_ascii_case(LOAD_HEADER))
                         .and_then(|h| std::str::from_utf8(h.value).ok())
                         .and_then(|v| v.trim().parse().ok());
-                    return Some(Probe::Up { load });
+                    return Some(Probe::Up {
+                        load,
+                        rtt: started.elapsed(),
+                    });
                 }
                 Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
                 _ => return None,

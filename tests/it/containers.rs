@@ -419,16 +419,6 @@ fn kubernetes_manifests_agree_with_the_shipped_topology() {
     );
 }
 
-/// Whether this process runs as root (the container engine needs it).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
-}
-
 /// Runs `program ARGS` in the repository; panics with its output when it fails.
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
@@ -658,7 +648,7 @@ async fn until<F: std::future::Future<Output = bool>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_runs_the_cdn_as_containers_and_moves_clients_off_a_stopped_edge() {
-    if !running_as_root() {
+    if !outpost_lab::is_root() {
         eprintln!("skipped: running compose.yaml needs a container engine, which needs root");
         return;
     }

@@ -10,6 +10,7 @@ mod caching;
 mod cli;
 mod containers;
 mod esi;
+mod lab;
 mod releases;
 mod routing;
 mod safety;

@@ -1,0 +1,85 @@
+//! The multi-host lab (as root): every node its own process in its own network namespace,
+//! killed and brought back, a bad link routed around. Each measurement is printed, and held
+//! to what the health checks and the overlay promise.
+
+use std::time::Duration;
+
+use outpost_lab::{Lab, plan, relay::Impairment, scenarios};
+
+#[test]
+fn the_lab_survives_dead_nodes_and_routes_around_a_bad_link() {
+    if !outpost_lab::is_root() {
+        eprintln!("skipped: the lab makes network namespaces, which needs root");
+        return;
+    }
+    let _heavy = crate::common::HEAVY.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_outpost")),
+        dir.path(),
+    )
+    .unwrap_or_else(|e| panic!("building the lab: {e}"));
+    let interval = Duration::from_millis(plan::HEALTH_INTERVAL_MS);
+
+    let edge = scenarios::edge_failover(&lab, "edge-ams", "client-eu").unwrap();
+    println!("{edge:?}");
+    // The checks act within interval x fall; a probe already in flight and the poll add at
+    // most one interval more.
+    assert!(edge.dns_moved <= edge.horizon + interval, "{edge:?}");
+    assert!(edge.anycast_moved <= edge.horizon + interval, "{edge:?}");
+    assert_ne!(
+        edge.dns_moved_to,
+        std::net::IpAddr::V4(lab.host("edge-ams").unwrap().address)
+    );
+    assert_ne!(edge.anycast_moved_to, "edge-ams");
+    assert!(edge.dns_back < Duration::from_secs(10) && edge.anycast_back < Duration::from_secs(10));
+
+    let parent = scenarios::parent_failover(&lab, "parent-eu").unwrap();
+    println!("{parent:?}");
+    assert!(
+        parent.on_killed_parent > 0 && parent.on_killed_parent < parent.objects,
+        "{parent:?}"
+    );
+    assert_eq!(parent.failed, 0, "{parent:?}");
+    assert_eq!(
+        parent.origin_fetches, parent.on_killed_parent as u64,
+        "each object of the dead parent is fetched once more, not once per edge: {parent:?}"
+    );
+
+    let origin = scenarios::origin_failure(&lab).unwrap();
+    println!("{origin:?}");
+    assert_eq!(
+        origin.cached_served, origin.cached,
+        "stale-if-error: {origin:?}"
+    );
+    assert!(
+        origin
+            .uncached_statuses
+            .iter()
+            .all(|s| *s == 502 || *s == 504),
+        "{origin:?}"
+    );
+    assert!(origin.served_after_restart);
+
+    let impairment = Impairment {
+        delay: Duration::from_millis(200),
+        drop: 0.2,
+    };
+    let link = scenarios::bad_link(&lab, "edge-ams", "client-eu", "parent-eu", impairment).unwrap();
+    println!("{link:?}");
+    assert!(link.shifted_in < Duration::from_secs(5), "{link:?}");
+    // Once shifted, misses take the good path: far less than the 200 ms the bad one adds.
+    assert!(
+        link.miss_during < link.miss_before + Duration::from_millis(100),
+        "{link:?}"
+    );
+    // A dropped connection is retried on the next parent, so clients see no errors.
+    assert!(link.failed_during <= 1, "{link:?}");
+    assert!(link.returned_in < Duration::from_secs(10), "{link:?}");
+    drop(lab);
+    let left: Vec<String> = outpost_lab::netns::existing()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("olab{}-", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
