@@ -57,6 +57,8 @@ pub struct AdminClient {
     client: HttpClient,
     token: String,
     targets: Vec<(String, String)>,
+    /// The control node's API URL, when the topology has one (and no --admin URLs were given).
+    control: Option<String>,
 }
 
 impl AdminClient {
@@ -107,11 +109,22 @@ impl AdminClient {
             first_byte: Duration::from_secs(120),
         };
         let client = client_trusting(&cacert, timeouts)?;
+        let control = topology
+            .control
+            .as_ref()
+            .filter(|_| args.admin.is_empty())
+            .map(|c| format!("{scheme}://{}", c.reached()));
         Ok(Self {
             client,
             token,
             targets,
+            control,
         })
+    }
+
+    /// The control node's API URL, when purges go through one.
+    pub fn control(&self) -> Option<&str> {
+        self.control.as_deref()
     }
 
     /// (name, admin URL) of each node addressed.
@@ -184,12 +197,14 @@ impl AdminClient {
         body: Vec<u8>,
         mut answered: impl FnMut(&str, bytes::Bytes) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
+        // Every node at once: the slowest, not the sum, is how long it takes.
+        let sends = self.targets.iter().map(|(name, url)| {
+            let (method, body) = (method.clone(), body.clone());
+            async move { (name, self.send(url, method, path, content_type, body).await) }
+        });
         let mut failures = 0;
-        for (name, url) in &self.targets {
-            match self
-                .send(url, method.clone(), path, content_type, body.clone())
-                .await
-            {
+        for (name, result) in futures_util::future::join_all(sends).await {
+            match result {
                 Ok((status, reply)) if status.is_success() => answered(name, reply)?,
                 Ok((status, reply)) => {
                     failures += 1;

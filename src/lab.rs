@@ -60,7 +60,7 @@ fn run_scenarios(args: LabArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("finding the outpost executable")?;
     println!("building the lab in {}", dir.display());
     let lab = Lab::start(&binary, &dir)?;
-    println!("lab up: 8 nodes and 4 client hosts, each in its own network namespace");
+    println!("lab up: 9 nodes and 4 client hosts, each in its own network namespace");
 
     let edge = scenarios::edge_failover(&lab, "edge-ams", "client-eu")?;
     println!(
@@ -110,6 +110,38 @@ fn run_scenarios(args: LabArgs) -> anyhow::Result<()> {
         link.miss_after.as_secs_f64() * 1e3,
         link.returned_in.as_millis()
     );
+
+    let reach = scenarios::purge_reach(&lab, 100)?;
+    println!(
+        "purge reach: {} purges through the control node to all {} edges and parents: to the last node p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        reach.purges,
+        reach.nodes,
+        reach.p50.as_secs_f64() * 1e3,
+        reach.p99.as_secs_f64() * 1e3,
+        reach.max.as_secs_f64() * 1e3
+    );
+
+    for how in [scenarios::Cut::Link, scenarios::Cut::FromControl] {
+        let cut = scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how, 10_000)?;
+        println!(
+            "purge with {} cut off ({}): acknowledged in {} ms ({}: {}); {} requests over all edges, {} answered, {} of them after the acknowledgement, {} stale; the cut edge then answered {} ({} stale)",
+            cut.cut_edge,
+            match how {
+                scenarios::Cut::Link => "its link down, then up again",
+                scenarios::Cut::FromControl =>
+                    "from the control node only, still serving its clients",
+            },
+            cut.acknowledged.as_millis(),
+            cut.cut_edge,
+            cut.cut_edge_outcome,
+            cut.requests,
+            cut.answered,
+            cut.after_ack,
+            cut.stale_after_ack,
+            cut.cut_edge_after,
+            cut.cut_edge_stale
+        );
+    }
     drop(lab);
     println!("lab removed");
     Ok(())

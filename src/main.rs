@@ -56,6 +56,9 @@ enum Command {
     Certs(CertsArgs),
     /// Run the authoritative geo DNS of a topology, or explain the answer for a client.
     Dns(DnsArgs),
+    /// Run the control node of a topology: every purge goes through it, numbered, to every
+    /// edge and parent at once.
+    Control(ControlArgs),
     /// Run the simulated anycast router of a topology, or inspect its routing.
     Anycast(AnycastArgs),
     /// Check that a node of a topology is up (its admin /health answers 200): exit status 0
@@ -205,6 +208,13 @@ struct OriginArgs {
 }
 
 #[derive(Args)]
+struct ControlArgs {
+    /// The topology file whose [control] node to run.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
 struct ValidateArgs {
     /// The topology file to check.
     file: PathBuf,
@@ -258,6 +268,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 return Ok(());
             }
             serve(Cdn::start_dns(&topology).await?).await
+        }
+        Command::Control(args) => {
+            let topology = Topology::load(&args.config)?;
+            let name = topology
+                .control
+                .as_ref()
+                .map(|c| c.name.clone())
+                .with_context(|| format!("{}: no [control] node", args.config.display()))?;
+            node_of(&topology, Role::Control, &name, &args.config).await
         }
         Command::Anycast(AnycastArgs {
             command: None,

@@ -364,6 +364,7 @@ async fn purge_edges(args: &PushArgs, site: &Site) -> anyhow::Result<()> {
         urls: Vec::new(),
         tags: vec![site.tag()],
         soft: false,
+        ..Default::default()
     };
     let failures = edges
         .send_all(

@@ -681,6 +681,12 @@ impl DiskTier {
         self.remove(&keys)
     }
 
+    /// Removes every key.
+    pub fn purge_all(&self) -> Result<u64, DiskError> {
+        let keys: Vec<String> = self.index().entries.keys().cloned().collect();
+        self.remove(&keys)
+    }
+
     /// Removes every key with a variant tagged `tag`.
     pub fn purge_tag(&self, tag: &str) -> Result<u64, DiskError> {
         let keys: Vec<String> = self

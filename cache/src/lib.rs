@@ -20,6 +20,7 @@ pub mod freshness;
 pub mod headers;
 mod hit_for_pass;
 pub mod key;
+mod lease;
 mod metrics;
 mod plan;
 pub mod policy;
@@ -32,6 +33,7 @@ pub mod upstream;
 
 pub use config::CacheConfig;
 pub use key::CacheKey;
+pub use lease::PurgeLease;
 pub use proxy::{CacheNode, HEALTH_PATH};
 pub use surrogate::SurrogateControl;
 pub use upstream::{HttpClient, Upstream, UpstreamError, UpstreamTimeouts};

@@ -44,11 +44,14 @@ pub enum Sharing {
     Alone,
 }
 
-/// Plans a GET or HEAD. `hit_for_pass` says whether the key is marked uncacheable; it is
-/// asked only when the request goes upstream, so a hit costs no lookup of the mark.
+/// Plans a GET or HEAD. `trusted`: the node holds its purge lease, so what it stored may be
+/// served as it is (otherwise every stored object is revalidated first). `hit_for_pass` says
+/// whether the key is marked uncacheable; it is asked only when the request goes upstream, so
+/// a hit costs no lookup of the mark.
 pub fn plan(
     lookup: Lookup,
     request: &HeaderMap,
+    trusted: bool,
     hit_for_pass: impl FnOnce() -> bool,
     now: SystemTime,
 ) -> CachePlan {
@@ -68,6 +71,11 @@ pub fn plan(
             ) =>
         {
             fwd = Forward::VaryMiss;
+        }
+        // A purge may have been missed: what is stored is only a set of validators.
+        Lookup::Found(object) if !trusted => {
+            fwd = Forward::Stale;
+            stale = Some(object);
         }
         Lookup::Found(object) => {
             let purged_at = object.purged_at();
@@ -166,6 +174,7 @@ mod tests {
         let plan = plan(
             Lookup::Found(object),
             &request(&[]),
+            true,
             || panic!("a hit looks up no mark"),
             SystemTime::now(),
         );
@@ -181,6 +190,7 @@ mod tests {
         let plan = plan(
             Lookup::Found(object),
             &request(&[]),
+            true,
             never_marked,
             SystemTime::now() + Duration::from_secs(5),
         );
@@ -196,6 +206,7 @@ mod tests {
         let fetch = fetch(plan(
             Lookup::Found(object.clone()),
             &request(&[]),
+            true,
             never_marked,
             SystemTime::now(),
         ));
@@ -211,6 +222,7 @@ mod tests {
         let miss = fetch(plan(
             Lookup::Miss,
             &request(&[]),
+            true,
             never_marked,
             SystemTime::now(),
         ));
@@ -221,6 +233,7 @@ mod tests {
         let vary = fetch(plan(
             Lookup::VaryMiss,
             &request(&[]),
+            true,
             never_marked,
             SystemTime::now(),
         ));
@@ -235,6 +248,7 @@ mod tests {
         let alone = fetch(plan(
             Lookup::Found(private),
             &asked,
+            true,
             never_marked,
             SystemTime::now(),
         ));
@@ -246,6 +260,7 @@ mod tests {
         let plan = plan(
             Lookup::Found(public),
             &asked,
+            true,
             never_marked,
             SystemTime::now(),
         );
@@ -257,6 +272,7 @@ mod tests {
         let fetch = fetch(plan(
             Lookup::Miss,
             &request(&[]),
+            true,
             || true,
             SystemTime::now(),
         ));
@@ -275,9 +291,27 @@ mod tests {
         let fetch = fetch(plan(
             Lookup::Found(gzipped),
             &request(&[]),
+            true,
             never_marked,
             SystemTime::now(),
         ));
         assert_eq!(fetch.fwd, Forward::VaryMiss);
+    }
+
+    #[test]
+    fn without_the_purge_lease_a_fresh_object_is_only_validators() {
+        let object = stored(&[("cache-control", "max-age=60")]);
+        let plan = plan(
+            Lookup::Found(object),
+            &request(&[]),
+            false,
+            never_marked,
+            SystemTime::now(),
+        );
+        let CachePlan::Fetch(fetch) = plan else {
+            panic!("an untrusted store serves nothing as it is: {plan:?}");
+        };
+        assert_eq!(fetch.fwd, Forward::Stale);
+        assert!(fetch.stale.is_some(), "its validators go upstream");
     }
 }

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use self::fetch::Fetch;
+use crate::PurgeLease;
 use crate::coalesce::{Fill, InFlight, Joined};
 use crate::config::CacheConfig;
 use crate::headers;
@@ -75,6 +76,8 @@ struct Inner<U> {
     /// Requests being answered (until the response head is ready), reported on the health
     /// path as the node's load.
     in_flight: std::sync::atomic::AtomicU64,
+    /// Whether stored objects may be served as they are (see [`PurgeLease`]).
+    lease: Arc<PurgeLease>,
 }
 
 /// The parts of a request a fetch needs after the handler has returned.
@@ -131,8 +134,15 @@ impl<U: Upstream> CacheNode<U> {
                 metrics: CacheMetrics::register(registry),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 in_flight: std::sync::atomic::AtomicU64::new(0),
+                lease: Arc::new(PurgeLease::new()),
             }),
         }
+    }
+
+    /// The node's purge lease: required and renewed by whoever follows a control node's
+    /// purges; while it does not hold, stored objects are revalidated before they are served.
+    pub fn purge_lease(&self) -> Arc<PurgeLease> {
+        self.inner.lease.clone()
     }
 }
 
@@ -187,6 +197,9 @@ impl<U: Upstream> Purge for CacheNode<U> {
         let store = &self.inner.store;
         // Fetches already under way may bring what is being purged: new requests start anew.
         self.inner.inflight.forget_all();
+        if request.all {
+            return store.purge_all(request.soft);
+        }
         let mut purged = 0;
         for url in &request.urls {
             if url.starts_with('/') {
@@ -306,11 +319,18 @@ impl<U: Upstream> Inner<U> {
             }
         }
         let marked = || self.hit_for_pass.is_marked(&key);
-        let mut plan = plan::plan(lookup, &head.headers, marked, SystemTime::now());
+        let trusted = self.lease.holds();
+        let mut plan = plan::plan(lookup, &head.headers, trusted, marked, SystemTime::now());
         if streamed && !matches!(plan, CachePlan::Hit { .. }) {
             // A stale copy whose body is a file is not revalidated or served stale: fetched
             // afresh, the fill replaces it.
-            plan = plan::plan(Lookup::Miss, &head.headers, marked, SystemTime::now());
+            plan = plan::plan(
+                Lookup::Miss,
+                &head.headers,
+                trusted,
+                marked,
+                SystemTime::now(),
+            );
         }
         match plan {
             CachePlan::Hit { object, ttl } if object.disk_body.is_some() => {

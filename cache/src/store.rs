@@ -719,6 +719,13 @@ impl Store {
         purged + self.purge_disk(|tier| tier.purge_target(target))
     }
 
+    /// Purges every object.
+    pub fn purge_all(&self, soft: bool) -> u64 {
+        let _disk = self.disk_guard();
+        let purged = self.purge_where(soft, |_, _| true);
+        purged + self.purge_disk(|tier| tier.purge_all())
+    }
+
     /// Purges every object tagged `tag` (Surrogate-Key / Cache-Tag).
     pub fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
         let _disk = self.disk_guard();

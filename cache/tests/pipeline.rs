@@ -255,6 +255,7 @@ async fn a_purge_that_races_a_fill_keeps_that_fill_out_of_the_cache() {
         urls: vec!["http://site.test/racy".into()],
         tags: Vec::new(),
         soft: false,
+        ..Default::default()
     });
     release.notify_one();
     // The client that asked before the purge still gets its answer...

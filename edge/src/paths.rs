@@ -30,8 +30,8 @@ pub struct OverlaySettings {
     /// `recover_slack_ms`.
     pub recover_ratio: f64,
     pub recover_slack_ms: u64,
-    /// Weight of the failure rate in the cost: cost = rtt x (1 + failure_weight x rate).
-    pub failure_weight: f64,
+    /// What a failed exchange costs, in milliseconds: cost = rtt + failure rate x penalty.
+    pub failure_penalty_ms: u64,
 }
 
 impl Default for OverlaySettings {
@@ -42,7 +42,7 @@ impl Default for OverlaySettings {
             degrade_slack_ms: 50,
             recover_ratio: 1.5,
             recover_slack_ms: 20,
-            failure_weight: 10.0,
+            failure_penalty_ms: 300,
         }
     }
 }
@@ -59,18 +59,15 @@ impl OverlaySettings {
         if self.recover_slack_ms > self.degrade_slack_ms {
             return Err(("recover_slack_ms", "at most degrade_slack_ms"));
         }
-        if !(self.failure_weight >= 0.0 && self.failure_weight.is_finite()) {
-            return Err(("failure_weight", "a number of at least 0"));
-        }
         Ok(())
     }
 }
 
-/// Smoothing of each new sample: the new estimate moves this share of the way to it.
+/// Smoothing of each new round trip: the estimate moves this share of the way to it.
 const ALPHA: f64 = 1.0 / 3.0;
-/// A failed exchange counts as this round trip in the RTT estimate too, so a path that only
-/// fails is not cheap because nothing was timed on it.
-const FAILURE_RTT: Duration = Duration::from_secs(1);
+/// Smoothing of the failure rate: slower, so that one reset on a good path moves nothing
+/// while a steady loss of a fifth of the exchanges does.
+const FAILURE_ALPHA: f64 = 1.0 / 8.0;
 
 /// What is known of one path, updated from any thread.
 #[derive(Debug, Default)]
@@ -86,7 +83,17 @@ impl PathStats {
     /// One exchange that got an answer after `rtt`: a health probe, or a request the parent
     /// answered from its cache (what a miss adds upstream is not the path's).
     pub fn record_success(&self, rtt: Duration) {
-        self.update(Some(rtt), false);
+        let rtt = rtt.as_micros().min(u128::from(u64::MAX)) as f64;
+        let _ = self
+            .rtt_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    rtt.max(1.0) as u64
+                } else {
+                    (old as f64 + ALPHA * (rtt - old as f64)).max(1.0) as u64
+                })
+            });
+        self.update_failures(false);
     }
 
     /// One exchange that got an answer that says nothing of the path's round trip (a miss at
@@ -97,24 +104,7 @@ impl PathStats {
 
     /// One exchange that failed before any answer.
     pub fn record_failure(&self) {
-        self.update(None, true);
-    }
-
-    fn update(&self, sample: Option<Duration>, failed: bool) {
-        let rtt = sample
-            .unwrap_or(FAILURE_RTT)
-            .as_micros()
-            .min(u128::from(u64::MAX)) as f64;
-        let _ = self
-            .rtt_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    rtt.max(1.0) as u64
-                } else {
-                    (old as f64 + ALPHA * (rtt - old as f64)).max(1.0) as u64
-                })
-            });
-        self.update_failures(failed);
+        self.update_failures(true);
     }
 
     fn update_failures(&self, failed: bool) {
@@ -122,7 +112,7 @@ impl PathStats {
         let _ = self
             .failure_ppm
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some((old as f64 + ALPHA * (failed - old as f64)) as u64)
+                Some((old as f64 + FAILURE_ALPHA * (failed - old as f64)) as u64)
             });
     }
 
@@ -142,7 +132,7 @@ impl PathStats {
     /// The path's cost in microseconds (`None`: not measured yet, so not judged).
     pub fn cost(&self, settings: &OverlaySettings) -> Option<f64> {
         let rtt = self.rtt()?.as_micros() as f64;
-        Some(rtt * (1.0 + settings.failure_weight * self.failure_rate()))
+        Some(rtt + self.failure_rate() * settings.failure_penalty_ms as f64 * 1e3)
     }
 
     /// Forgets what was measured (a parent that came back up is judged afresh, not by the
@@ -234,8 +224,9 @@ mod tests {
         let settings = OverlaySettings::default();
         let good = measured(5, 5);
         let lossy = measured(5, 5);
-        for i in 0..20 {
-            if i % 5 == 0 {
+        // A third of the exchanges lost, the last one among them.
+        for i in 1..=30 {
+            if i % 3 == 0 {
                 lossy.record_failure();
             } else {
                 lossy.record_success(Duration::from_millis(5));
@@ -244,6 +235,22 @@ mod tests {
         judge([(&good, true), (&lossy, true)].into_iter(), &settings);
         assert!(lossy.is_degraded(), "rate {}", lossy.failure_rate());
         assert!(!good.is_degraded());
+    }
+
+    #[test]
+    fn one_failure_on_a_good_path_moves_nothing() {
+        let settings = OverlaySettings::default();
+        let a = measured(2, 5);
+        let b = measured(2, 5);
+        b.record_failure();
+        assert!(judge([(&a, true), (&b, true)].into_iter(), &settings).is_empty());
+        b.record_failure();
+        b.record_failure();
+        assert_eq!(
+            judge([(&a, true), (&b, true)].into_iter(), &settings),
+            vec![(1, true)],
+            "three in a row do"
+        );
     }
 
     #[test]

@@ -135,6 +135,14 @@ impl Lab {
         };
         std::fs::create_dir_all(self.dir.join("logs")).map_err(io)?;
         std::fs::create_dir_all(self.site().join("lab/short")).map_err(io)?;
+        std::fs::create_dir_all(self.site().join("lab/purge")).map_err(io)?;
+        for i in 0..PURGED_OBJECTS {
+            std::fs::write(
+                self.site().join(format!("lab/purge/obj-{i}.txt")),
+                format!("purged object {i}, version 1\n"),
+            )
+            .map_err(io)?;
+        }
         std::fs::write(self.topology_path(), plan::topology(&self.dir)).map_err(io)?;
         for i in 0..OBJECTS {
             let body = format!("object {i}, version 1\n");
@@ -347,6 +355,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Cuts the path between hosts `a` and `b` (`cut = false` heals it) with a blackhole
+    /// route on each side: both keep reaching every other host.
+    pub fn partition(&self, a: &str, b: &str, cut: bool) -> Result<(), LabError> {
+        for (from, to) in [(a, b), (b, a)] {
+            let namespace = self.namespace(from)?;
+            let to = format!("{}/32", self.host(to)?.address);
+            let verb = if cut { "add" } else { "del" };
+            netns::ip(&["-n", &namespace, "route", verb, "blackhole", &to])?;
+        }
+        Ok(())
+    }
+
     /// Host `name`.
     pub fn host(&self, name: &str) -> Result<&'static Host, LabError> {
         plan::find(name).ok_or_else(|| LabError::UnknownHost(name.to_owned()))
@@ -360,6 +380,8 @@ fn outpost_health_path() -> &'static str {
 
 /// How many objects the origin has under `/lab/` and under [`plan::SHORT_PATH`].
 pub const OBJECTS: usize = 300;
+/// How many objects the origin has under `/lab/purge/`, each `version 1` at first.
+pub const PURGED_OBJECTS: usize = 10;
 
 impl Drop for Lab {
     fn drop(&mut self) {

@@ -3,7 +3,8 @@
 //! fleet.
 //!
 //! Every host is a network namespace joined to one bridge (in a namespace of its own) by a
-//! veth pair: the origin, two parents, three edges, the DNS, the anycast router, and a client
+//! veth pair: the origin, the control node, two parents, three edges, the DNS, the anycast
+//! router, an operator's host, and a client
 //! host for each of Europe, North America and Asia, with addresses in the networks the
 //! shipped client table places there. Every node is its own `outpost` process in its host,
 //! started from one topology file ([`plan`]). Traffic stays in the namespaces the lab made.
@@ -21,7 +22,7 @@ pub mod plan;
 pub mod relay;
 pub mod scenarios;
 
-pub use lab::{Lab, OBJECTS, remove_this_process_lab};
+pub use lab::{Lab, OBJECTS, PURGED_OBJECTS, remove_this_process_lab};
 
 /// What went wrong building or driving the lab.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ pub enum HostRole {
     Edge,
     Dns,
     Anycast,
+    Control,
     Client,
 }
 
@@ -29,6 +30,7 @@ impl HostRole {
             HostRole::Edge => "edge",
             HostRole::Dns => "dns",
             HostRole::Anycast => "anycast",
+            HostRole::Control => "control",
             HostRole::Client => return None,
         })
     }
@@ -52,8 +54,9 @@ const fn host(name: &'static str, role: HostRole, address: [u8; 4]) -> Host {
 }
 
 /// Every host, nodes in the order they start (what a node needs starts before it).
-pub const HOSTS: [Host; 12] = [
+pub const HOSTS: [Host; 13] = [
     host("origin", HostRole::Origin, [10, 250, 0, 2]),
+    host("control", HostRole::Control, [10, 250, 0, 5]),
     host("parent-eu", HostRole::Parent, [10, 250, 0, 21]),
     host("parent-us", HostRole::Parent, [10, 250, 0, 22]),
     host("edge-ams", HostRole::Edge, [10, 250, 0, 11]),
@@ -78,6 +81,9 @@ pub const DNS_ADMIN_PORT: u16 = 9053;
 pub const ANYCAST: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 10);
 /// The bearer token of every admin listener in the lab.
 pub const TOKEN: &str = "lab-admin-token";
+/// How long a node trusts its cache after it last heard every purge, and how often it asks.
+pub const PURGE_LEASE_MS: u64 = 1_000;
+pub const PURGE_SYNC_MS: u64 = 200;
 /// How often parents, the DNS and the anycast router check what they depend on, in
 /// milliseconds, and how many failed probes take a target out.
 pub const HEALTH_INTERVAL_MS: u64 = 500;
@@ -97,6 +103,7 @@ pub fn data_addr(name: &str) -> Option<SocketAddr> {
     let port = match host.role {
         HostRole::Origin => ORIGIN_PORT,
         HostRole::Dns => DNS_PORT,
+        HostRole::Control => ADMIN_PORT,
         _ => HTTP_PORT,
     };
     Some(SocketAddr::new(IpAddr::V4(host.address), port))
@@ -181,6 +188,18 @@ cache_control = "public, max-age=600"
         }
     }
     let dns = addr("dns");
+    let control = addr("control");
+    text.push_str(&format!(
+        r#"
+[control]
+listen = "{control}:{ADMIN_PORT}"
+
+[control.purges]
+lease_ms = {PURGE_LEASE_MS}
+sync_interval_ms = {PURGE_SYNC_MS}
+push_timeout_ms = 500
+"#
+    ));
     text.push_str(&format!(
         r#"
 [dns]

@@ -469,3 +469,242 @@ pub fn cache_nodes() -> impl Iterator<Item = &'static str> {
         .filter(|h| matches!(h.role, HostRole::Parent | HostRole::Edge))
         .map(|h| h.name)
 }
+
+/// Sends a purge of `urls` to the control node from the operator's host; its report.
+pub fn purge(lab: &Lab, urls: Vec<String>) -> Result<serde_json::Value, LabError> {
+    let control = addr("control")?;
+    let body = serde_json::json!({ "urls": urls }).to_string();
+    let reply = lab
+        .on("operator", move || async move {
+            let authorization = format!("Bearer {}", plan::TOKEN);
+            client::request(
+                control,
+                "POST",
+                "control",
+                "/fleet/purge",
+                &[
+                    ("authorization", &authorization),
+                    ("content-type", "application/json"),
+                ],
+                body.as_bytes(),
+                Duration::from_secs(10),
+            )
+            .await
+        })?
+        .map_err(LabError::Scenario)?;
+    if reply.status != 200 {
+        return Err(LabError::Scenario(format!(
+            "the control node refused a purge: {} {}",
+            reply.status,
+            reply.text()
+        )));
+    }
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| LabError::Scenario(format!("the control node's report: {e}")))
+}
+
+/// How fast purges reach every node.
+#[derive(Debug, Clone)]
+pub struct PurgeReach {
+    pub purges: usize,
+    pub nodes: usize,
+    /// From the purge's arrival at the control node to the last node applying it.
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Sends `rounds` purges one after another with every node up.
+pub fn purge_reach(lab: &Lab, rounds: usize) -> Result<PurgeReach, LabError> {
+    let mut times = Vec::new();
+    let mut nodes = 0;
+    for round in 0..rounds {
+        let report = purge(
+            lab,
+            vec![format!("/lab/obj-{}.txt", round % crate::OBJECTS)],
+        )?;
+        nodes = report["nodes"].as_array().map_or(0, Vec::len);
+        let last = report["last_node_ms"].as_f64().ok_or_else(|| {
+            LabError::Scenario(format!(
+                "a node missed a purge with every node up: {report}"
+            ))
+        })?;
+        times.push(Duration::from_secs_f64(last / 1e3));
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    Ok(PurgeReach {
+        purges: rounds,
+        nodes,
+        p50: at(0.5),
+        p99: at(0.99),
+        max: times.last().copied().unwrap_or_default(),
+    })
+}
+
+/// How an edge is cut off during a purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Its link is down: nobody reaches it, it reaches nobody.
+    Link,
+    /// Only the path to the control node is cut: its clients and parents still reach it, so
+    /// it keeps serving while it cannot hear of the purge.
+    FromControl,
+}
+
+/// A purge while one edge is cut off, under load on every edge.
+#[derive(Debug, Clone)]
+pub struct PurgeCutOff {
+    pub cut_edge: String,
+    pub cut: Cut,
+    /// What the control node reported for the cut edge, and when it acknowledged the purge.
+    pub cut_edge_outcome: String,
+    pub acknowledged: Duration,
+    /// Requests sent over all edges, answered 200, and started after the acknowledgement.
+    pub requests: usize,
+    pub answered: usize,
+    pub after_ack: usize,
+    /// Of those after the acknowledgement, how many carried the purged version.
+    pub stale_after_ack: usize,
+    /// Answers the cut edge gave after it was reconnected (after the acknowledgement, when
+    /// cut from the control node only), and how many were stale.
+    pub cut_edge_after: usize,
+    pub cut_edge_stale: usize,
+}
+
+/// The version the purged objects get next at the origin (each run of
+/// [`purge_with_edge_cut_off`] changes them once).
+fn next_version(lab: &Lab) -> Result<u32, LabError> {
+    let text =
+        std::fs::read_to_string(lab.site().join("lab/purge/obj-0.txt")).map_err(|source| {
+            LabError::Tool {
+                tool: "origin content",
+                source,
+            }
+        })?;
+    let current = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| LabError::Scenario(format!("unexpected origin content: {text}")))?;
+    Ok(current + 1)
+}
+
+/// One answer under load: when its request started, whether it came from the cut edge, and
+/// its status and version.
+type Answer = (Instant, bool, u16, bool);
+
+/// Spreads `total` requests over every edge while `cut` is cut off, the purged objects change
+/// at the origin and are purged, and `cut` is reconnected.
+pub fn purge_with_edge_cut_off(
+    lab: &Lab,
+    cut: &'static str,
+    how: Cut,
+    total: usize,
+) -> Result<PurgeCutOff, LabError> {
+    let version = next_version(lab)?;
+    let old = format!("version {}", version - 1);
+    let paths: Vec<String> = (0..crate::PURGED_OBJECTS)
+        .map(|i| format!("/lab/purge/obj-{i}.txt"))
+        .collect();
+    let clients = [
+        ("client-eu", "edge-ams"),
+        ("client-na", "edge-nyc"),
+        ("client-asia", "edge-sin"),
+    ];
+    // Warm every edge (and both parents) with the current version.
+    for (client, edge) in clients {
+        for reply in fetch_all(lab, client, edge, paths.clone())? {
+            let reply = reply.map_err(LabError::Scenario)?;
+            if !reply.text().contains(&old) {
+                return Err(LabError::Scenario(format!(
+                    "{edge} did not serve {old}: {}",
+                    reply.text()
+                )));
+            }
+        }
+    }
+    let per_client = total.div_ceil(clients.len());
+    let mut load = Vec::new();
+    for (client, edge) in clients {
+        let target = addr(edge)?;
+        let paths = paths.clone();
+        let from_cut = edge == cut;
+        let old = old.clone();
+        load.push(lab.spawn_on(client, move || async move {
+            let mut answers: Vec<Answer> = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let started = Instant::now();
+                let path = &paths[i % paths.len()];
+                let reply = client::get(target, SERVICE, path, Duration::from_millis(300)).await;
+                match reply {
+                    Ok(reply) => {
+                        answers.push((started, from_cut, reply.status, reply.text().contains(&old)))
+                    }
+                    Err(_) => {
+                        answers.push((started, from_cut, 0, false));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            answers
+        })?);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    match how {
+        Cut::Link => lab.set_link(cut, false)?,
+        Cut::FromControl => lab.partition(cut, "control", true)?,
+    }
+    let cut_at = Instant::now();
+    // Clients of the cut edge now fail; the others go on.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..crate::PURGED_OBJECTS {
+        let file = lab.site().join(format!("lab/purge/obj-{i}.txt"));
+        std::fs::write(&file, format!("purged object {i}, version {version}\n")).map_err(
+            |source| LabError::Tool {
+                tool: "origin content",
+                source,
+            },
+        )?;
+    }
+    let sent = Instant::now();
+    let report = purge(lab, paths.clone())?;
+    let acked = Instant::now();
+    let cut_edge_outcome = report["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == cut))
+        .and_then(|n| n["outcome"].as_str())
+        .unwrap_or("missing")
+        .to_owned();
+    // Reconnected a while after the acknowledgement.
+    let reconnect_after = Duration::from_millis(1_500).saturating_sub(cut_at.elapsed());
+    std::thread::sleep(reconnect_after);
+    match how {
+        Cut::Link => lab.set_link(cut, true)?,
+        Cut::FromControl => lab.partition(cut, "control", false)?,
+    }
+    let reconnected = Instant::now();
+    let mut answers = Vec::new();
+    for task in load {
+        answers.extend(task.join()?);
+    }
+    let answered: Vec<&Answer> = answers.iter().filter(|a| a.2 == 200).collect();
+    let after_ack: Vec<&&Answer> = answered.iter().filter(|a| a.0 >= acked).collect();
+    // Over the link: what it served once back. Cut from the control node only: what it served
+    // after the acknowledgement, while it still could not hear the control node.
+    let since = if how == Cut::Link { reconnected } else { acked };
+    let cut_after: Vec<&&Answer> = answered.iter().filter(|a| a.1 && a.0 >= since).collect();
+    Ok(PurgeCutOff {
+        cut_edge: cut.to_owned(),
+        cut: how,
+        cut_edge_outcome,
+        acknowledged: acked.saturating_duration_since(sent),
+        requests: answers.len(),
+        answered: answered.len(),
+        after_ack: after_ack.len(),
+        stale_after_ack: after_ack.iter().filter(|a| a.3).count(),
+        cut_edge_after: cut_after.len(),
+        cut_edge_stale: cut_after.iter().filter(|a| a.3).count(),
+    })
+}

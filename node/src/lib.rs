@@ -13,6 +13,7 @@
 //! `workers` and `dns` crates do), nor the command line: argument parsing, process signals
 //! for shutdown, the admin client and log set-up live in the `outpost` binary.
 
+pub mod control;
 mod error;
 mod nodes;
 pub mod routing;
@@ -42,6 +43,7 @@ pub enum Role {
     Edge,
     Dns,
     Anycast,
+    Control,
 }
 
 impl Role {
@@ -52,6 +54,7 @@ impl Role {
             Role::Edge => "edge",
             Role::Dns => "dns",
             Role::Anycast => "anycast",
+            Role::Control => "control",
         }
     }
 }
@@ -222,6 +225,7 @@ impl Setup {
                 esi: topology.esi.clone(),
                 health: topology.health.clone(),
                 overlay: topology.overlay.clone(),
+                control: None,
                 limits: topology.limits.clone(),
                 shutdown: Shutdown::new(),
                 workers: None,
@@ -262,6 +266,37 @@ impl Setup {
                 &self.state_dir,
             )?)?);
         }
+        Ok(())
+    }
+
+    /// A client for the admin listeners of `topology`'s nodes: TLS against the local CA when
+    /// they serve TLS.
+    fn admin_client(&self, topology: &Topology) -> Result<outpost_cache::HttpClient, StartError> {
+        let timeouts = outpost_cache::UpstreamTimeouts {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_secs(10),
+        };
+        if !topology.admin.tls {
+            return Ok(outpost_cache::HttpClient::new(timeouts));
+        }
+        let config = tls::trusting(&self.state_dir.join("ca.pem"))?.with_no_client_auth();
+        Ok(outpost_cache::HttpClient::with_tls(timeouts, config))
+    }
+
+    /// Makes edges and parents follow the control node of `topology`, reached at `addr`.
+    fn follow_control(&mut self, topology: &Topology, addr: SocketAddr) -> Result<(), StartError> {
+        let Some(control) = &topology.control else {
+            return Ok(());
+        };
+        let scheme = if topology.admin.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}")
+            .parse()
+            .map_err(|_| StartError::NoTable("control"))?;
+        self.shared.control = Some(nodes::ControlLink {
+            url,
+            settings: control.purges.clone(),
+            client: self.admin_client(topology)?,
+        });
         Ok(())
     }
 
@@ -379,9 +414,38 @@ impl Cdn {
             let bound = Bound::bind(&edge.name, edge.listen, edge.admin).await?;
             edges.push((edge, bound.with_https(edge.https).await?));
         }
+        let control = match &topology.control {
+            Some(control) => {
+                let listener = nodes::listen(&control.name, "control", control.listen).await?;
+                let addr = listener.local_addr().unwrap_or(control.listen);
+                setup.follow_control(topology, addr)?;
+                Some((control, listener))
+            }
+            None => None,
+        };
+        let scheme = if topology.admin.tls { "https" } else { "http" };
+        let followers: Vec<(String, http::Uri)> = parents
+            .iter()
+            .chain(edges.iter().map(|(_, bound)| bound))
+            .filter_map(|bound| {
+                let url = format!("{scheme}://{}", bound.admin_addr()).parse().ok()?;
+                Some((bound.name.clone(), url))
+            })
+            .collect();
 
         let mut tasks = JoinSet::new();
         let mut nodes = Vec::new();
+        if let Some((control, listener)) = control {
+            nodes.push(nodes::start_control(
+                &mut tasks,
+                &setup.shared,
+                control,
+                listener,
+                followers,
+                setup.admin_client(topology)?,
+                &setup.state_dir,
+            ));
+        }
         let shared = &setup.shared;
         let origin_url = match origin {
             Some(origin) => {
@@ -456,11 +520,16 @@ impl Cdn {
         match role {
             Role::Dns => return Self::start_dns(topology).await,
             Role::Anycast => return Self::start_anycast(topology, overrides).await,
-            Role::Origin | Role::Parent | Role::Edge => {}
+            Role::Origin | Role::Parent | Role::Edge | Role::Control => {}
         }
         let mut setup = Setup::for_topology(topology, overrides)?;
         setup.shield(topology)?;
         setup.admin_tls(topology)?;
+        if matches!(role, Role::Parent | Role::Edge)
+            && let Some(control) = &topology.control
+        {
+            setup.follow_control(topology, control.reached())?;
+        }
         let unknown = || StartError::UnknownNode {
             role: role.as_str(),
             name: name.to_owned(),
@@ -519,6 +588,35 @@ impl Cdn {
                     .ok_or_else(unknown)?;
                 let bound = Bound::bind(&settings.name, settings.listen, settings.admin).await?;
                 nodes::start_parent(&mut tasks, &setup.shared, bound, origin_url)?
+            }
+            Role::Control => {
+                let control = topology
+                    .control
+                    .as_ref()
+                    .filter(|c| c.name == name)
+                    .ok_or_else(unknown)?;
+                let listener = nodes::listen(&control.name, "control", control.listen).await?;
+                let scheme = if topology.admin.tls { "https" } else { "http" };
+                let followers = topology
+                    .admin_addresses()
+                    .into_iter()
+                    .filter(|(node, _)| {
+                        topology.parents.iter().any(|p| p.name == *node)
+                            || topology.edges.iter().any(|e| e.name == *node)
+                    })
+                    .filter_map(|(node, addr)| {
+                        Some((node, format!("{scheme}://{addr}").parse().ok()?))
+                    })
+                    .collect();
+                nodes::start_control(
+                    &mut tasks,
+                    &setup.shared,
+                    control,
+                    listener,
+                    followers,
+                    setup.admin_client(topology)?,
+                    &setup.state_dir,
+                )
             }
             Role::Dns | Role::Anycast => return Err(unknown()),
         };

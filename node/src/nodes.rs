@@ -56,7 +56,7 @@ impl Bound {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    fn admin_addr(&self) -> SocketAddr {
+    pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -76,7 +76,7 @@ impl Bound {
     }
 }
 
-async fn listen(
+pub async fn listen(
     node: &str,
     listener: &'static str,
     addr: SocketAddr,
@@ -116,6 +116,8 @@ pub struct Shared {
     pub health: HealthSettings,
     /// How edges route around bad paths to their parents.
     pub overlay: outpost_edge::OverlaySettings,
+    /// The control node edges and parents follow for purges, if the topology has one.
+    pub control: Option<ControlLink>,
     pub limits: Limits,
     pub shutdown: Shutdown,
     /// Where each edge and parent keeps its pushed releases (a subdirectory per node).
@@ -123,6 +125,16 @@ pub struct Shared {
     /// Edge workers: the process's wasm runtime and the directory deployed workers are kept
     /// in (one subdirectory per edge). `None`: edges run no workers.
     pub workers: Option<WorkersSetup>,
+}
+
+/// How edges and parents reach the control node.
+#[derive(Clone)]
+pub struct ControlLink {
+    /// Its API's URL.
+    pub url: http::Uri,
+    pub settings: crate::control::PurgeSync,
+    /// A client for admin listeners (TLS against the local CA when they serve TLS).
+    pub client: HttpClient,
 }
 
 /// What every edge of the process shares to run workers.
@@ -179,6 +191,77 @@ impl Shared {
                 None => HttpClient::new(timeouts),
             },
         }
+    }
+}
+
+/// The purge endpoint of a cache node: the cache itself, or, when the topology has a control
+/// node, the cache behind a follower of the control node's purge sequence (started here).
+fn purge_endpoint<U: outpost_cache::Upstream>(
+    shared: &Shared,
+    name: &str,
+    cache: &outpost_cache::CacheNode<U>,
+) -> Arc<dyn Purge> {
+    let own: Arc<dyn Purge> = Arc::new(cache.clone());
+    let Some(control) = &shared.control else {
+        return own;
+    };
+    let follower = crate::control::follower::Follower::new(
+        name,
+        control.url.clone(),
+        shared.token.clone().unwrap_or_default(),
+        control.client.clone(),
+        own.clone(),
+        cache.purge_lease(),
+        control.settings.clone(),
+    );
+    follower.spawn(shared.shutdown.signal());
+    Arc::new(crate::control::follower::SequencedPurge {
+        cache: own,
+        follower,
+    })
+}
+
+/// Starts the control node `settings` on `listener`, sequencing purges for `nodes` (name,
+/// admin URL) and keeping the sequence's head in `state_dir`.
+pub fn start_control(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    settings: &crate::topology::ControlNode,
+    listener: TcpListener,
+    nodes: Vec<(String, http::Uri)>,
+    client: HttpClient,
+    state_dir: &std::path::Path,
+) -> NodeAddrs {
+    let name = settings.name.as_str();
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut registry = node_registry(name);
+    let control = crate::control::Control::new(
+        nodes,
+        client,
+        shared.token.clone().unwrap_or_default(),
+        settings.purges.clone(),
+        Some(state_dir.join(format!("{name}.purge-seq"))),
+        &mut registry,
+    );
+    serve_admin(
+        tasks,
+        shared,
+        name,
+        listener,
+        registry,
+        None,
+        vec![Arc::new(crate::control::ControlApi(Arc::new(control)))],
+    );
+    NodeAddrs {
+        name: name.to_owned(),
+        role: Role::Control,
+        data: addr,
+        data_tls: shared.admin_tls.is_some(),
+        admin: Some(addr),
+        admin_tls: shared.admin_tls.is_some(),
+        https: None,
     }
 }
 
@@ -312,7 +395,7 @@ pub fn start_edge(
         &bound.name,
         bound.admin,
         registry,
-        Some(Arc::new(edge.clone())),
+        Some(purge_endpoint(shared, &bound.name, &edge)),
         extensions,
     );
     let https_port = bound
@@ -421,7 +504,7 @@ pub fn start_parent(
         &bound.name,
         bound.admin,
         registry,
-        Some(Arc::new(parent.clone())),
+        Some(purge_endpoint(shared, &bound.name, &parent)),
         vec![Arc::new(outpost_releases::ReleasesAdmin(releases.clone()))],
     );
     spawn_listener(

@@ -60,6 +60,35 @@ pub struct Topology {
     pub dns: Option<DnsNode>,
     /// The simulated anycast address shared by every edge.
     pub anycast: Option<outpost_dns::anycast::AnycastConfig>,
+    /// The control node every purge goes through (numbered, pushed to every edge and parent,
+    /// never lost); without one, `outpost purge` sends to each node itself.
+    pub control: Option<ControlNode>,
+}
+
+/// The `[control]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlNode {
+    #[serde(default = "control_name")]
+    pub name: String,
+    /// Its API (`POST /fleet/purge`, and the log nodes catch up from), with `/health` and
+    /// `/metrics`; TLS when `admin.tls` is.
+    pub listen: SocketAddr,
+    /// The address the other nodes reach it at, when it listens on a wildcard address.
+    pub address: Option<IpAddr>,
+    #[serde(default)]
+    pub purges: crate::control::PurgeSync,
+}
+
+fn control_name() -> String {
+    "control".into()
+}
+
+impl ControlNode {
+    /// Its listen address as the other nodes reach it.
+    pub fn reached(&self) -> SocketAddr {
+        reached(self.listen, self.address)
+    }
 }
 
 /// The `[dns]` table.
@@ -388,6 +417,17 @@ impl Topology {
             )?;
             check_location(&format!("parents[{i}]"), parent.location)?;
         }
+        if let Some(control) = &self.control {
+            claim(
+                "control".into(),
+                &control.name,
+                control.address,
+                &[control.listen],
+            )?;
+            if let Err((key, expected)) = control.purges.validate() {
+                fail!("control.purges.{key}: expected {expected}");
+            }
+        }
         for (i, edge) in self.edges.iter().enumerate() {
             let mut addrs = vec![edge.listen, edge.admin];
             addrs.extend(edge.https);
@@ -438,6 +478,9 @@ impl Topology {
                 .iter()
                 .map(|e| (e.name.clone(), e.reached(e.admin))),
         );
+        if let Some(control) = &self.control {
+            all.push((control.name.clone(), control.reached()));
+        }
         all
     }
 

@@ -24,6 +24,14 @@ pub struct PurgeRequest {
     pub tags: Vec<String>,
     #[serde(default)]
     pub soft: bool,
+    /// Every object of the node (what a node that missed more purges than the control node
+    /// remembers gets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// The purge's place in the fleet's sequence, set by the control node that sent it (a
+    /// node that sees a gap before it catches up on what it missed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// What a purge did on one node.

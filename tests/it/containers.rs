@@ -59,6 +59,12 @@ fn compose_runs_every_node_of_the_shipped_topology() {
     }
     assert!(topology.dns.is_some() && topology.anycast.is_some());
     expected.push(("dns".into(), node("dns", "dns", false).1, "certs"));
+    let control = topology.control.as_ref().expect("a control node");
+    expected.push((
+        control.name.clone(),
+        node("control", &control.name, false).1,
+        "certs",
+    ));
     expected.push((
         "anycast".into(),
         node("anycast", "anycast", false).1,
@@ -144,6 +150,7 @@ async fn every_node_runs_as_its_own_process_from_one_topology() {
     let (parent, parent_admin) = (next(), next());
     let (edge, edge_https, edge_admin) = (next(), next(), next());
     let (dns, dns_admin) = (next(), next());
+    let control = next();
     let anycast_port = free_port();
     let toml = format!(
         r#"[admin]
@@ -172,6 +179,8 @@ admin = "{dns_admin}"
 [anycast]
 address = "127.0.0.1"
 http_port = {anycast_port}
+[control]
+listen = "{control}"
 "#,
         state = state.display()
     );
@@ -204,7 +213,15 @@ http_port = {anycast_port}
     let mut edge_node = Outpost::spawn(&["edge", "--config", config, "--name", "edge-ams"], 1);
     let _dns = Outpost::spawn(&["dns", "--config", config], 1);
     let _anycast = Outpost::spawn(&["anycast", "--config", config], 1);
-    for node in ["origin", "parent-eu", "edge-ams", "dns", "anycast"] {
+    let _control = Outpost::spawn(&["control", "--config", config], 1);
+    for node in [
+        "origin",
+        "parent-eu",
+        "edge-ams",
+        "dns",
+        "anycast",
+        "control",
+    ] {
         let (ok, said) = health(node);
         assert!(ok, "{node}: {said}");
     }
@@ -216,8 +233,11 @@ http_port = {anycast_port}
     assert_eq!(response.status(), 200);
     let via = response.headers()["via"].to_str().unwrap().to_owned();
     assert_eq!(via, "1.1 parent-eu, 1.1 edge-ams");
+    // Through the control node, over the admin listeners' TLS, to both nodes.
     let (ok, purged) = outpost(&["purge", "--config", config, "/"]);
-    assert!(ok && purged.contains("edge-ams: purged 1"), "{purged}");
+    assert!(ok && purged.contains("edge-ams: purged 1 in"), "{purged}");
+    assert!(purged.contains("parent-eu: purged 1 in"), "{purged}");
+    assert!(purged.contains("purge 1 acknowledged"), "{purged}");
 
     // A standalone edge in front of an HTTPS upstream (here the edge's HTTPS listener),
     // verified against the CA it is given; without it, the public roots refuse that CA.
@@ -331,6 +351,16 @@ fn kubernetes_manifests_agree_with_the_shipped_topology() {
         ];
         nodes.push(("edge", &edge.name, edge.address, ports));
     }
+    let control = cluster.control.as_ref().expect("a control node");
+    let ours = shipped.control.as_ref().expect("a control node");
+    assert_eq!(control.name, ours.name);
+    assert_eq!(control.listen.port(), ours.listen.port());
+    nodes.push((
+        "control",
+        &control.name,
+        control.address,
+        vec![("admin", Some(control.listen.port()))],
+    ));
     for (role, name, address, ports) in nodes {
         let kind = if role == "parent" {
             "StatefulSet"
@@ -345,7 +375,7 @@ fn kubernetes_manifests_agree_with_the_shipped_topology() {
             "--config".into(),
             CONFIG_IN_CONTAINER.into(),
         ];
-        if role != "origin" {
+        if role == "parent" || role == "edge" {
             args.extend(["--name".to_owned(), name.clone()]);
         }
         assert_eq!(strings(&container["args"]), args, "{name}: args");

@@ -1,13 +1,15 @@
 //! The multi-host lab (as root): every node its own process in its own network namespace,
-//! killed and brought back, a bad link routed around. Each measurement is printed, and held
-//! to what the health checks and the overlay promise.
+//! killed and brought back, a bad link routed around, purges that reach every node and are
+//! never lost. Each measurement is printed, and held to what the health checks, the overlay
+//! and the control node promise.
 
 use std::time::Duration;
 
-use outpost_lab::{Lab, plan, relay::Impairment, scenarios};
+use outpost_lab::scenarios::{self, Cut};
+use outpost_lab::{Lab, plan, relay::Impairment};
 
 #[test]
-fn the_lab_survives_dead_nodes_and_routes_around_a_bad_link() {
+fn the_lab_survives_dead_nodes_routes_around_a_bad_link_and_never_loses_a_purge() {
     if !outpost_lab::is_root() {
         eprintln!("skipped: the lab makes network namespaces, which needs root");
         return;
@@ -76,6 +78,26 @@ fn the_lab_survives_dead_nodes_and_routes_around_a_bad_link() {
     // A dropped connection is retried on the next parent, so clients see no errors.
     assert!(link.failed_during <= 1, "{link:?}");
     assert!(link.returned_in < Duration::from_secs(10), "{link:?}");
+
+    let reach = scenarios::purge_reach(&lab, 100).unwrap();
+    println!("{reach:?}");
+    assert_eq!(reach.nodes, 5);
+    // Fastly's published figure for its fleet; here the goal for five nodes.
+    assert!(reach.p99 < Duration::from_millis(150), "{reach:?}");
+
+    for how in [Cut::Link, Cut::FromControl] {
+        let cut = scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how, 10_000).unwrap();
+        println!("{cut:?}");
+        assert_eq!(cut.cut_edge_outcome, "lease lapsed", "{cut:?}");
+        // Acknowledged once the cut edge's lease ran out, not before.
+        assert!(
+            cut.acknowledged >= Duration::from_millis(plan::PURGE_LEASE_MS / 2),
+            "{cut:?}"
+        );
+        assert!(cut.after_ack > 5_000, "{cut:?}");
+        assert!(cut.cut_edge_after > 100, "the cut edge served: {cut:?}");
+        assert_eq!(cut.stale_after_ack, 0, "{cut:?}");
+    }
     drop(lab);
     let left: Vec<String> = outpost_lab::netns::existing()
         .into_iter()

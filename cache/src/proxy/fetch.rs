@@ -104,8 +104,11 @@ impl<U: Upstream> Inner<U> {
         let request = self.upstream_request(head, key, None, mode, stale.as_deref());
         let result = self.send(request, key).await;
         let response_time = SystemTime::now();
+        // Without the purge lease, a stored object may be one a missed purge covers: it
+        // never stands in for the upstream.
+        let trusted = self.lease.holds();
         let stand_in = |status: Option<StatusCode>| {
-            let stale = stale.as_ref()?;
+            let stale = stale.as_ref().filter(|_| trusted)?;
             let purged_at = stale.purged_at();
             stale
                 .policy

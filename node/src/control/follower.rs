@@ -1,0 +1,189 @@
+//! What every edge and parent does to follow the control node's purges: apply each pushed
+//! purge and note its number, ask for the purges after its last one every sync interval (at
+//! once on a gap in the numbers), and renew its purge lease each time it has them all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, header};
+use http_body_util::BodyExt;
+use outpost_cache::{HttpClient, PurgeLease};
+use outpost_server::ShutdownSignal;
+use outpost_server::admin::{Purge, PurgeRequest};
+use outpost_server::body;
+use tokio::sync::Notify;
+
+use super::PurgeSync;
+use super::log::Catchup;
+
+/// One node's view of the fleet's purge sequence.
+pub struct Follower {
+    node: String,
+    /// The control node's admin URL.
+    control: http::Uri,
+    token: String,
+    client: HttpClient,
+    cache: Arc<dyn Purge>,
+    lease: Arc<PurgeLease>,
+    settings: PurgeSync,
+    /// The last purge of the sequence this node has applied, with every one before it.
+    applied: AtomicU64,
+    /// Rung on a gap in the numbers: sync now.
+    gap: Notify,
+}
+
+impl Follower {
+    /// Follows the control node at `control` for `node`, whose cache is `cache` with `lease`
+    /// (required from now on: the node revalidates until its first sync).
+    pub fn new(
+        node: &str,
+        control: http::Uri,
+        token: String,
+        client: HttpClient,
+        cache: Arc<dyn Purge>,
+        lease: Arc<PurgeLease>,
+        settings: PurgeSync,
+    ) -> Arc<Self> {
+        lease.require();
+        Arc::new(Self {
+            node: node.to_owned(),
+            control,
+            token,
+            client,
+            cache,
+            lease,
+            settings,
+            applied: AtomicU64::new(0),
+            gap: Notify::new(),
+        })
+    }
+
+    /// The last purge applied with all before it.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// Notes that purge `seq` was applied: the sequence moves on when it was the next one; a
+    /// later one means some were missed, so the node syncs at once.
+    fn note(&self, seq: u64) {
+        let moved = self
+            .applied
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |applied| {
+                (seq == applied + 1).then_some(seq)
+            });
+        if moved.is_err() && seq > self.applied() {
+            self.gap.notify_one();
+        }
+    }
+
+    /// Asks the control node for what this node missed, applies it, and renews the lease.
+    async fn sync(&self) -> Result<(), String> {
+        let asked = Instant::now();
+        let after = self.applied();
+        let path = format!("/fleet/purges?after={after}&node={}", self.node);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                header::HOST,
+                self.control.authority().map_or("control", |a| a.as_str()),
+            )
+            .body(body::empty())
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self
+                .client
+                .send_to(&self.control, request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!(
+                    "{status} {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                ));
+            }
+            serde_json::from_slice::<Catchup>(&bytes).map_err(|e| format!("its answer: {e}"))
+        };
+        let catchup = tokio::time::timeout(self.settings.lease(), exchange)
+            .await
+            .map_err(|_| "no answer within the lease".to_owned())??;
+        if !catchup.complete {
+            tracing::warn!(node = %self.node, after, head = catchup.head, "missed more purges than the control node keeps: purging everything");
+            self.cache.purge(&PurgeRequest {
+                all: true,
+                ..PurgeRequest::default()
+            });
+        }
+        let missed = catchup.purges.len();
+        for purge in &catchup.purges {
+            self.cache.purge(purge);
+        }
+        if missed > 0 {
+            tracing::info!(node = %self.node, after, head = catchup.head, missed, "caught up on missed purges");
+        }
+        self.applied.fetch_max(catchup.head, Ordering::SeqCst);
+        // The lease runs from the question, not the answer: the control node's count of it
+        // starts when it answered, which is later.
+        self.lease.renew(asked + self.settings.lease());
+        Ok(())
+    }
+
+    /// Syncs every interval, and at once on a gap, until `shutdown`.
+    pub fn spawn(self: &Arc<Self>, mut shutdown: ShutdownSignal) {
+        let follower = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(follower.settings.sync_interval());
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = follower.gap.notified() => {}
+                    () = shutdown.triggered() => return,
+                }
+                match follower.sync().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!(node = %follower.node, "control node reached again: purge lease renewed");
+                    }
+                    Ok(()) => {}
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(node = %follower.node, %error, lease_left = ?follower.lease.remaining().unwrap_or(Duration::ZERO), "control node unreachable: when the purge lease runs out, stored objects are revalidated before they are served");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// A node's purge endpoint when it follows a control node: purges as the cache does, and
+/// notes the purge's number.
+pub struct SequencedPurge {
+    pub cache: Arc<dyn Purge>,
+    pub follower: Arc<Follower>,
+}
+
+impl Purge for SequencedPurge {
+    fn purge(&self, request: &PurgeRequest) -> u64 {
+        let purged = self.cache.purge(request);
+        if let Some(seq) = request.seq {
+            self.follower.note(seq);
+        }
+        purged
+    }
+
+    fn drain(&self, draining: bool) -> bool {
+        self.cache.drain(draining)
+    }
+}

@@ -1,0 +1,376 @@
+//! The control node, and the part of every edge and parent that follows it: purges that reach
+//! the whole fleet at once and are never lost.
+//!
+//! The control node numbers every purge ([`log::PurgeLog`]) and pushes it to every edge and
+//! parent concurrently. Each node also asks the control node for the purges after its last one
+//! every `sync_interval_ms` ([`follower`]), which renews its purge lease
+//! ([`outpost_cache::PurgeLease`]); a node that sees a gap in the numbers asks at once. A purge
+//! is acknowledged when every node applied it or lost its lease, so a node that was cut off
+//! revalidates what it stored until it has caught up and never serves what the purge removed.
+
+pub mod follower;
+pub mod log;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use outpost_cache::HttpClient;
+use outpost_server::admin::{AdminExtension, PurgeReport, PurgeRequest, Registry};
+use outpost_server::body::{self, Body};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use serde::{Deserialize, Serialize};
+
+use self::log::{Catchup, Missed, PurgeLog};
+
+/// How purges reach the fleet (`[control.purges]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeSync {
+    /// How long a node trusts its cache after it last heard every purge.
+    pub lease_ms: u64,
+    /// How often each node asks the control node for purges it missed (renewing its lease).
+    pub sync_interval_ms: u64,
+    /// How long the control node waits for one node to apply a pushed purge.
+    pub push_timeout_ms: u64,
+    /// Purges the control node remembers for nodes that missed them; a node further behind
+    /// purges everything.
+    pub log_entries: usize,
+}
+
+impl Default for PurgeSync {
+    fn default() -> Self {
+        Self {
+            lease_ms: 2_000,
+            sync_interval_ms: 250,
+            push_timeout_ms: 1_000,
+            log_entries: 100_000,
+        }
+    }
+}
+
+impl PurgeSync {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms.max(10))
+    }
+
+    /// The first problem with these settings, as (key, what is expected).
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.sync_interval_ms == 0 || self.sync_interval_ms * 2 > self.lease_ms {
+            return Err((
+                "sync_interval_ms",
+                "at least 1 and at most half of lease_ms (a node must renew its lease twice before it runs out)",
+            ));
+        }
+        if self.log_entries == 0 {
+            return Err(("log_entries", "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one purge on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeOutcome {
+    pub node: String,
+    /// `applied` (it took the push), `caught up` (it missed the push and fetched the purge
+    /// from the log), or `lease lapsed` (unreachable: it revalidates until it catches up).
+    pub outcome: String,
+    /// Objects it purged, when it took the push.
+    pub purged: Option<u64>,
+    /// From the purge's arrival at the control node to this outcome.
+    pub ms: f64,
+    /// Why the push failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The control node's answer to a purge: acknowledged, with each node's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPurgeReport {
+    pub seq: u64,
+    pub nodes: Vec<NodeOutcome>,
+    /// From arrival to the last node applying it (every node took the push).
+    pub last_node_ms: Option<f64>,
+    /// From arrival to the acknowledgement.
+    pub acknowledged_ms: f64,
+}
+
+struct ControlMetrics {
+    purges: Counter,
+    fanout: Histogram,
+    acknowledged: Histogram,
+    missed: Counter,
+}
+
+/// The control node's API: `POST /fleet/purge` (a [`PurgeRequest`]; answers a
+/// [`FleetPurgeReport`] once acknowledged) and `GET /fleet/purges?after=N&node=NAME` (a
+/// [`Catchup`]), behind the admin token.
+pub struct Control {
+    log: Mutex<PurgeLog>,
+    /// (name, admin URL) of every edge and parent.
+    nodes: Vec<(String, http::Uri)>,
+    client: HttpClient,
+    token: String,
+    settings: PurgeSync,
+    metrics: ControlMetrics,
+    /// Where the sequence's head is kept, so a restarted control node continues it.
+    head_file: Option<std::path::PathBuf>,
+}
+
+impl Control {
+    pub fn new(
+        nodes: Vec<(String, http::Uri)>,
+        client: HttpClient,
+        token: String,
+        settings: PurgeSync,
+        head_file: Option<std::path::PathBuf>,
+        registry: &mut Registry,
+    ) -> Self {
+        let head = head_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let metrics = ControlMetrics {
+            purges: Counter::default(),
+            fanout: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            acknowledged: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            missed: Counter::default(),
+        };
+        registry.register(
+            "outpost_control_purges",
+            "Purges the control node sequenced and fanned out",
+            metrics.purges.clone(),
+        );
+        registry.register(
+            "outpost_purge_fanout_seconds",
+            "From a purge's arrival to the last node applying it (purges every node took)",
+            metrics.fanout.clone(),
+        );
+        registry.register(
+            "outpost_purge_acknowledged_seconds",
+            "From a purge's arrival to its acknowledgement (every node applied it or lost its lease)",
+            metrics.acknowledged.clone(),
+        );
+        registry.register(
+            "outpost_purge_push_missed",
+            "Pushes of a purge that a node did not take",
+            metrics.missed.clone(),
+        );
+        Self {
+            log: Mutex::new(PurgeLog::new(
+                head,
+                settings.log_entries,
+                settings.lease(),
+                Instant::now(),
+            )),
+            nodes,
+            client,
+            token,
+            settings,
+            metrics,
+            head_file,
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, PurgeLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sequences `request`, pushes it to every node and waits until it is acknowledged.
+    pub async fn purge(&self, request: PurgeRequest) -> FleetPurgeReport {
+        let arrived = Instant::now();
+        let (logged, logged_at) = {
+            let mut log = self.log();
+            let logged = log.append(request);
+            // Taken under the lock: a node answered after this has the purge.
+            let logged_at = Instant::now();
+            if let Some(path) = &self.head_file
+                && let Err(error) = std::fs::write(path, log.head().to_string())
+            {
+                tracing::error!(path = %path.display(), %error, "the purge sequence's head was not saved");
+            }
+            (logged, logged_at)
+        };
+        let seq = logged.seq.unwrap_or_default();
+        self.metrics.purges.inc();
+        let body = serde_json::to_vec(&logged).unwrap_or_default();
+        let pushes = self.nodes.iter().map(|(name, admin)| {
+            let body = body.clone();
+            async move { (name, self.push(admin, body).await, arrived.elapsed()) }
+        });
+        let mut nodes = Vec::new();
+        let mut missed = Vec::new();
+        for (name, result, took) in join_all(pushes).await {
+            match result {
+                Ok(purged) => nodes.push(NodeOutcome {
+                    node: name.clone(),
+                    outcome: "applied".into(),
+                    purged: Some(purged),
+                    ms: took.as_secs_f64() * 1e3,
+                    error: None,
+                }),
+                Err(error) => {
+                    self.metrics.missed.inc();
+                    tracing::warn!(node = %name, seq, %error, "purge push missed: waiting for it to catch up or lose its lease");
+                    missed.push((name.clone(), error));
+                }
+            }
+        }
+        let last_node_ms = missed.is_empty().then(|| {
+            let last = nodes.iter().map(|n| n.ms).fold(0.0, f64::max);
+            self.metrics.fanout.observe(last / 1e3);
+            last
+        });
+        for (name, error) in missed {
+            let outcome = loop {
+                let state = self.log().missed(&name, logged_at, Instant::now());
+                match state {
+                    Missed::CaughtUp => break "caught up",
+                    Missed::LeaseLapsed => break "lease lapsed",
+                    Missed::Pending(until) => {
+                        let wait = until.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
+                    }
+                }
+            };
+            nodes.push(NodeOutcome {
+                node: name,
+                outcome: outcome.into(),
+                purged: None,
+                ms: arrived.elapsed().as_secs_f64() * 1e3,
+                error: Some(error),
+            });
+        }
+        let acknowledged = arrived.elapsed();
+        self.metrics
+            .acknowledged
+            .observe(acknowledged.as_secs_f64());
+        FleetPurgeReport {
+            seq,
+            nodes,
+            last_node_ms,
+            acknowledged_ms: acknowledged.as_secs_f64() * 1e3,
+        }
+    }
+
+    /// Pushes one logged purge to the admin listener at `admin`; how many objects it purged.
+    async fn push(&self, admin: &http::Uri, body: Vec<u8>) -> Result<u64, String> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/purge")
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::HOST,
+                admin.authority().map_or("admin", |a| a.as_str()),
+            )
+            .body(body::full(body))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self
+                .client
+                .send_to(admin, request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!(
+                    "{status} {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                ));
+            }
+            let report: PurgeReport =
+                serde_json::from_slice(&bytes).map_err(|e| format!("its report: {e}"))?;
+            Ok(report.purged)
+        };
+        tokio::time::timeout(
+            Duration::from_millis(self.settings.push_timeout_ms),
+            exchange,
+        )
+        .await
+        .map_err(|_| format!("no answer within {} ms", self.settings.push_timeout_ms))?
+    }
+
+    fn catchup(&self, query: Option<&str>) -> Result<Catchup, String> {
+        let mut after = None;
+        let mut node = None;
+        for pair in query.unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("after", value)) => after = value.parse::<u64>().ok(),
+                Some(("node", value)) => node = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let (Some(after), Some(node)) = (after, node) else {
+            return Err("expected ?after=SEQ&node=NAME".into());
+        };
+        if !self.nodes.iter().any(|(name, _)| *name == node) {
+            return Err(format!("{node} is not a node of the topology"));
+        }
+        Ok(self.log().since(&node, after, Instant::now()))
+    }
+}
+
+/// The control node's API as an admin extension.
+pub struct ControlApi(pub Arc<Control>);
+
+impl AdminExtension for ControlApi {
+    fn prefix(&self) -> &'static str {
+        "/fleet"
+    }
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>> {
+        Box::pin(async move {
+            match (request.method(), request.uri().path()) {
+                (&Method::POST, "/fleet/purge") => {
+                    let bytes = match request.into_body().collect().await {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(_) => return body::text(StatusCode::BAD_REQUEST, "unreadable body"),
+                    };
+                    let purge: PurgeRequest = match serde_json::from_slice(&bytes) {
+                        Ok(purge) => purge,
+                        Err(error) => {
+                            return body::text(
+                                StatusCode::BAD_REQUEST,
+                                format!("expected a purge request: {error}"),
+                            );
+                        }
+                    };
+                    if purge.seq.is_some() {
+                        return body::text(
+                            StatusCode::BAD_REQUEST,
+                            "seq is the control node's to give",
+                        );
+                    }
+                    body::json(&self.0.purge(purge).await)
+                }
+                (&Method::GET, "/fleet/purges") => match self.0.catchup(request.uri().query()) {
+                    Ok(catchup) => body::json(&catchup),
+                    Err(problem) => body::text(StatusCode::BAD_REQUEST, problem),
+                },
+                _ => body::text(
+                    StatusCode::NOT_FOUND,
+                    "control endpoints: POST /fleet/purge, GET /fleet/purges?after=SEQ&node=NAME",
+                ),
+            }
+        })
+    }
+}
