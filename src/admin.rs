@@ -59,6 +59,7 @@ pub struct AdminClient {
     targets: Vec<(String, String)>,
     /// The control node's API URL, when the topology has one (and no --admin URLs were given).
     control: Option<String>,
+    nodes: Nodes,
 }
 
 impl AdminClient {
@@ -119,6 +120,7 @@ impl AdminClient {
             token,
             targets,
             control,
+            nodes,
         })
     }
 
@@ -189,6 +191,8 @@ impl AdminClient {
 
     /// Sends the same request to every node; `answered` gets each successful reply, and every
     /// refusal or failure is reported on stderr. Returns how many nodes did not answer well.
+    /// Worker requests go through the control node when there is one (it sends them on to
+    /// every edge at once and measures how long the last took).
     pub async fn send_all(
         &self,
         method: http::Method,
@@ -197,6 +201,45 @@ impl AdminClient {
         body: Vec<u8>,
         mut answered: impl FnMut(&str, bytes::Bytes) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
+        if let Some(control) = &self.control
+            && self.nodes == Nodes::Edges
+            && path.starts_with("/workers")
+        {
+            let (status, reply) = self
+                .send(
+                    control,
+                    method,
+                    &format!("/fleet/edges{path}"),
+                    content_type,
+                    body,
+                )
+                .await
+                .with_context(|| format!("the control node at {control}"))?;
+            if !status.is_success() {
+                anyhow::bail!(
+                    "the control node refused: {status} {}",
+                    String::from_utf8_lossy(&reply).trim()
+                );
+            }
+            let report: outpost_node::control::FanoutReport =
+                serde_json::from_slice(&reply).context("reading the control node's report")?;
+            let mut failures = 0;
+            for edge in report.nodes {
+                if (200..300).contains(&edge.status) {
+                    answered(&edge.node, bytes::Bytes::from(edge.body))?;
+                } else {
+                    failures += 1;
+                    eprintln!(
+                        "{}: refused: {} {}",
+                        edge.node,
+                        edge.status,
+                        edge.body.trim()
+                    );
+                }
+            }
+            eprintln!("every edge answered within {:.1} ms", report.last_node_ms);
+            return Ok(failures);
+        }
         // Every node at once: the slowest, not the sum, is how long it takes.
         let sends = self.targets.iter().map(|(name, url)| {
             let (method, body) = (method.clone(), body.clone());

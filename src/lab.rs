@@ -111,6 +111,20 @@ fn run_scenarios(args: LabArgs) -> anyhow::Result<()> {
         link.returned_in.as_millis()
     );
 
+    let direct = scenarios::direct_to_origin(&lab, "edge-ams", "client-eu", impairment)?;
+    println!(
+        "bad links {} -> both parents (+{} ms, {}% dropped), overlay.direct_origin on: misses took {:.1} ms before, {:.1} ms straight from the origin (the first {} ms after the links went bad; {} failed), {:.1} ms through the parents again {} ms after they healed",
+        direct.edge,
+        args.delay_ms,
+        args.drop_percent,
+        direct.miss_before.as_secs_f64() * 1e3,
+        direct.miss_direct.as_secs_f64() * 1e3,
+        direct.direct_in.as_millis(),
+        direct.failed,
+        direct.miss_after.as_secs_f64() * 1e3,
+        direct.parents_again_in.as_millis()
+    );
+
     let reach = scenarios::purge_reach(&lab, 100)?;
     println!(
         "purge reach: {} purges through the control node to all {} edges and parents: to the last node p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

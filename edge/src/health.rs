@@ -12,17 +12,21 @@ use crate::parents::ParentSet;
 struct ParentHealth(ParentSet);
 
 impl HealthTargets for ParentHealth {
+    /// The parents, and the origin after them when the overlay measures its path.
     fn count(&self) -> usize {
-        self.0.parents.len()
+        self.0.parents.len() + usize::from(self.0.measures_origin())
     }
 
     fn address(&self, index: usize) -> Option<(String, u16)> {
-        let url = &self.0.parents.get(index)?.target.url;
+        let url = &self.0.path_at(index)?.target.url;
         Some((url.host()?.to_owned(), url.port_u16().unwrap_or(80)))
     }
 
     fn health(&self, index: usize) -> &Hysteresis {
-        &self.0.parents[index].health
+        match self.0.path_at(index) {
+            Some(path) => &path.health,
+            None => &self.0.origin_path.health,
+        }
     }
 
     /// Every probe is also a sample of the path (the overlay's active measurement).
@@ -34,7 +38,9 @@ impl HealthTargets for ParentHealth {
     }
 
     fn changed(&self, index: usize, healthy: bool) {
-        let parent = &self.0.parents[index];
+        let Some(parent) = self.0.path_at(index) else {
+            return;
+        };
         if healthy {
             parent.path.reset();
         }

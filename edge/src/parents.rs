@@ -29,11 +29,14 @@ pub(crate) struct ParentState {
     pub path: PathStats,
 }
 
-/// Every parent of an edge, and the origin as a last resort.
+/// Every parent of an edge, and the origin as a last resort (or, with the overlay's
+/// `direct_origin`, first when its path is much better than every parent's).
 #[derive(Clone)]
 pub struct ParentSet {
     pub(crate) parents: Arc<[ParentState]>,
     origin: Option<Uri>,
+    /// The path straight to the origin, measured when the overlay may take it.
+    pub(crate) origin_path: Arc<ParentState>,
     client: HttpClient,
     node: Arc<str>,
     overlay: Arc<OverlaySettings>,
@@ -55,9 +58,18 @@ impl ParentSet {
                 path: PathStats::default(),
             })
             .collect();
+        let origin_path = Arc::new(ParentState {
+            target: ParentTarget {
+                name: "origin".into(),
+                url: origin.clone().unwrap_or_default(),
+            },
+            health: Hysteresis::new(),
+            path: PathStats::default(),
+        });
         Self {
             parents,
             origin,
+            origin_path,
             client,
             node: node.into(),
             overlay: Arc::new(OverlaySettings::default()),
@@ -70,10 +82,27 @@ impl ParentSet {
         self
     }
 
-    /// Records one exchange with parent `index` (`None`: it failed before any answer;
-    /// `Some(None)`: answered, with no round trip to learn from) and re-judges the paths.
+    /// Whether the path straight to the origin is measured (and probed by the health loop).
+    pub(crate) fn measures_origin(&self) -> bool {
+        self.overlay.direct_origin
+            && self
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.scheme_str() == Some("http"))
+    }
+
+    /// Parent `index`, or the origin's path at `parents.len()`.
+    pub(crate) fn path_at(&self, index: usize) -> Option<&ParentState> {
+        self.parents.get(index).or_else(|| {
+            (index == self.parents.len() && self.measures_origin()).then_some(&*self.origin_path)
+        })
+    }
+
+    /// Records one exchange with path `index` (a parent, or the origin at `parents.len()`;
+    /// `None`: it failed before any answer; `Some(None)`: answered, with no round trip to
+    /// learn from) and re-judges the paths.
     pub(crate) fn record(&self, index: usize, rtt: Option<Option<std::time::Duration>>) {
-        let Some(parent) = self.parents.get(index) else {
+        let Some(parent) = self.path_at(index) else {
             return;
         };
         match rtt {
@@ -81,12 +110,16 @@ impl ParentSet {
             Some(None) => parent.path.record_answer(),
             Some(Some(rtt)) => parent.path.record_success(rtt),
         }
+        let origin = self.measures_origin().then_some(&*self.origin_path);
         let judged = self
             .parents
             .iter()
+            .chain(origin)
             .map(|p| (&p.path, p.health.is_healthy()));
         for (changed, degraded) in paths::judge(judged, &self.overlay) {
-            let parent = &self.parents[changed];
+            let Some(parent) = self.path_at(changed) else {
+                continue;
+            };
             tracing::warn!(
                 node = %self.node,
                 parent = %parent.target.name,
@@ -95,17 +128,22 @@ impl ParentSet {
                 failure_rate = parent.path.failure_rate(),
                 "{}",
                 if degraded {
-                    "path to parent degraded: its objects go to the next parent"
+                    "path degraded: its objects go to the next parent"
                 } else {
-                    "path to parent recovered: it gets its objects back"
+                    "path recovered: it gets its objects back"
                 }
             );
         }
     }
 
-    /// The named parent's path as measured: (smoothed RTT, failure rate, degraded).
+    /// The named parent's path (or the origin's, as `origin`) as measured: (smoothed RTT,
+    /// failure rate, degraded).
     pub fn path(&self, name: &str) -> Option<(Option<std::time::Duration>, f64, bool)> {
-        let parent = self.parents.iter().find(|p| p.target.name == name)?;
+        let parent = self
+            .parents
+            .iter()
+            .chain(self.measures_origin().then_some(&*self.origin_path))
+            .find(|p| p.target.name == name)?;
         Some((
             parent.path.rtt(),
             parent.path.failure_rate(),
@@ -163,13 +201,24 @@ impl Upstream for ParentSet {
             .filter(|(_, p)| p.health.is_healthy())
             .map(|(i, p)| (Some(i), p.target.name.as_str(), &p.target.url))
             .collect();
-        if let Some(origin) = &self.origin
-            && candidates.is_empty()
-        {
-            if !self.parents.is_empty() {
-                tracing::warn!(node = %self.node, key = key.as_str(), "no healthy parent: going to the origin");
+        let origin_index = self.measures_origin().then_some(self.parents.len());
+        if let Some(origin) = &self.origin {
+            if candidates.is_empty() {
+                if !self.parents.is_empty() {
+                    tracing::warn!(node = %self.node, key = key.as_str(), "no healthy parent: going to the origin");
+                }
+                candidates.push((origin_index, "origin", origin));
+            } else if origin_index.is_some()
+                && self.origin_path.health.is_healthy()
+                && self.origin_path.path.rtt().is_some()
+                && !self.origin_path.path.is_degraded()
+                && candidates
+                    .iter()
+                    .all(|(i, _, _)| i.is_some_and(|i| self.parents[i].path.is_degraded()))
+            {
+                // The overlay: every parent's path is far worse than the origin's.
+                candidates.insert(0, (origin_index, "origin", origin));
             }
-            candidates.push((None, "origin", origin));
         }
         // Only a request without a body can be sent again to the next candidate.
         let replayable = http_body::Body::size_hint(request.body()).exact() == Some(0)
@@ -206,7 +255,9 @@ impl Upstream for ParentSet {
                     return Err(error);
                 }
                 Ok(response) => {
-                    let rtt = answered_from_cache(&response, name).then(|| started.elapsed());
+                    // The origin answers itself: its time is its path's round trip.
+                    let timed = index == self.parents.len() || answered_from_cache(&response, name);
+                    let rtt = timed.then(|| started.elapsed());
                     self.record(index, Some(rtt));
                     return Ok(response);
                 }

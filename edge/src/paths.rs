@@ -32,6 +32,10 @@ pub struct OverlaySettings {
     pub recover_slack_ms: u64,
     /// What a failed exchange costs, in milliseconds: cost = rtt + failure rate x penalty.
     pub failure_penalty_ms: u64,
+    /// Also measure the path straight to the origin (probed like a parent when it is reached
+    /// over plain HTTP), and go there first when every parent's path is degraded against it.
+    /// Off by default: it skips the parents' shielding and coalescing.
+    pub direct_origin: bool,
 }
 
 impl Default for OverlaySettings {
@@ -43,6 +47,7 @@ impl Default for OverlaySettings {
             recover_ratio: 1.5,
             recover_slack_ms: 20,
             failure_penalty_ms: 300,
+            direct_origin: false,
         }
     }
 }

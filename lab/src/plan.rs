@@ -88,6 +88,8 @@ pub const PURGE_SYNC_MS: u64 = 200;
 /// milliseconds, and how many failed probes take a target out.
 pub const HEALTH_INTERVAL_MS: u64 = 500;
 pub const HEALTH_FALL: u32 = 2;
+/// How often edges probe their parents (and measure the paths to them).
+pub const PARENT_HEALTH_INTERVAL_MS: u64 = 250;
 /// Objects under this path live for this many seconds at the origin's say.
 pub const SHORT_PATH: &str = "/lab/short/";
 pub const SHORT_MAX_AGE: u64 = 2;
@@ -138,12 +140,16 @@ tls = false
 disk_mib = 0
 stale_if_error_secs = 300
 
-# The edges' checks of their parents.
+# The edges' checks of their parents (and the overlay's probes of their paths).
 [health]
-interval_ms = {HEALTH_INTERVAL_MS}
+interval_ms = {PARENT_HEALTH_INTERVAL_MS}
 timeout_ms = 400
 rise = 2
 fall = {HEALTH_FALL}
+
+# Edges may go straight to the origin when every parent's path is far worse.
+[overlay]
+direct_origin = true
 
 [tls]
 state_dir = "{state}"

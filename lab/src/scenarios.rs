@@ -433,7 +433,7 @@ pub fn bad_link(
     lab.impair(edge, parent, Impairment::default())?;
     let mut after = Vec::new();
     let mut returned_in = None;
-    for chunk in [120..140, 200..230, 230..260] {
+    for chunk in [120..140, 200..230, 230..260, 260..300] {
         let misses = timed_misses(lab, client, edge, objects(chunk), gap)?;
         if let Some(first) = misses.iter().find(|m| m.2.as_deref() == Some(parent)) {
             returned_in = Some(first.0.saturating_duration_since(healed));
@@ -459,6 +459,95 @@ pub fn bad_link(
                 "{parent} got no misses of {edge} back after the link healed"
             ))
         })?,
+    })
+}
+
+/// Bad links from one edge to every parent, and how the edge went straight to the origin.
+#[derive(Debug, Clone)]
+pub struct DirectToOrigin {
+    pub edge: String,
+    pub impairment: Impairment,
+    /// Median miss before, once the edge went straight to the origin, and after the links
+    /// healed and it went through its parents again.
+    pub miss_before: Duration,
+    pub miss_direct: Duration,
+    pub miss_after: Duration,
+    /// From the links going bad to the first miss that went straight to the origin.
+    pub direct_in: Duration,
+    /// From the links healing to the first miss through a parent again.
+    pub parents_again_in: Duration,
+    pub failed: usize,
+}
+
+/// Adds `impairment` to the links from `edge` to both parents: with the overlay's
+/// `direct_origin`, its misses go straight to the origin until the links heal.
+pub fn direct_to_origin(
+    lab: &Lab,
+    edge: &'static str,
+    client: &str,
+    impairment: Impairment,
+) -> Result<DirectToOrigin, LabError> {
+    let objects = |range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .map(|i| format!("{}obj-{i}.txt", plan::SHORT_PATH))
+            .collect()
+    };
+    let gap = Duration::from_millis(50);
+    let parents = ["parent-eu", "parent-us"];
+    let before = timed_misses(lab, client, edge, objects(200..210), gap)?;
+    if before.iter().any(|m| m.2.is_none()) {
+        return Err(LabError::Scenario(format!(
+            "{edge} went to the origin with every path good: {before:?}"
+        )));
+    }
+    let impaired = Instant::now();
+    for parent in parents {
+        lab.impair(edge, parent, impairment)?;
+    }
+    let during = timed_misses(lab, client, edge, objects(210..250), gap)?;
+    let first_direct = during.iter().position(|m| m.3 && m.2.is_none());
+    let direct: Vec<Duration> = first_direct
+        .map(|i| {
+            during[i..]
+                .iter()
+                .filter(|m| m.2.is_none())
+                .map(|m| m.1)
+                .collect()
+        })
+        .unwrap_or_default();
+    let failed = during.iter().filter(|m| !m.3).count();
+    let direct_in = first_direct
+        .map(|i| during[i].0.saturating_duration_since(impaired))
+        .ok_or_else(|| {
+            LabError::Scenario(format!(
+                "{edge} never went straight to the origin: {during:?}"
+            ))
+        })?;
+    let healed = Instant::now();
+    for parent in parents {
+        lab.impair(edge, parent, Impairment::default())?;
+    }
+    let mut parents_again_in = None;
+    let mut after = Vec::new();
+    for chunk in [250..270, 270..285, 285..300] {
+        let misses = timed_misses(lab, client, edge, objects(chunk), gap)?;
+        if let Some(first) = misses.iter().position(|m| m.2.is_some()) {
+            parents_again_in = Some(misses[first].0.saturating_duration_since(healed));
+            after = misses[first..].iter().map(|m| m.1).collect();
+            break;
+        }
+    }
+    Ok(DirectToOrigin {
+        edge: edge.to_owned(),
+        impairment,
+        miss_before: median(before.iter().map(|m| m.1).collect()),
+        miss_direct: median(direct),
+        miss_after: median(after),
+        direct_in,
+        parents_again_in: parents_again_in.ok_or_else(|| {
+            LabError::Scenario(format!("{edge} did not go through a parent again"))
+        })?,
+        failed,
     })
 }
 
@@ -560,6 +649,8 @@ pub struct PurgeCutOff {
     /// What the control node reported for the cut edge, and when it acknowledged the purge.
     pub cut_edge_outcome: String,
     pub acknowledged: Duration,
+    /// From the cut to the acknowledgement: the cut edge's lease must have run out by then.
+    pub cut_to_ack: Duration,
     /// Requests sent over all edges, answered 200, and started after the acknowledgement.
     pub requests: usize,
     pub answered: usize,
@@ -700,6 +791,7 @@ pub fn purge_with_edge_cut_off(
         cut: how,
         cut_edge_outcome,
         acknowledged: acked.saturating_duration_since(sent),
+        cut_to_ack: acked.saturating_duration_since(cut_at),
         requests: answers.len(),
         answered: answered.len(),
         after_ack: after_ack.len(),

@@ -442,6 +442,7 @@ impl Cdn {
                 control,
                 listener,
                 followers,
+                topology.edges.iter().map(|e| e.name.clone()).collect(),
                 setup.admin_client(topology)?,
                 &setup.state_dir,
             ));
@@ -614,6 +615,7 @@ impl Cdn {
                     control,
                     listener,
                     followers,
+                    topology.edges.iter().map(|e| e.name.clone()).collect(),
                     setup.admin_client(topology)?,
                     &setup.state_dir,
                 )

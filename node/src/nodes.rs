@@ -229,6 +229,7 @@ pub fn start_control(
     settings: &crate::topology::ControlNode,
     listener: TcpListener,
     nodes: Vec<(String, http::Uri)>,
+    edges: Vec<String>,
     client: HttpClient,
     state_dir: &std::path::Path,
 ) -> NodeAddrs {
@@ -239,6 +240,7 @@ pub fn start_control(
     let mut registry = node_registry(name);
     let control = crate::control::Control::new(
         nodes,
+        edges,
         client,
         shared.token.clone().unwrap_or_default(),
         settings.purges.clone(),
@@ -584,10 +586,11 @@ struct OriginService {
 
 impl Handler for OriginService {
     async fn handle(&self, request: Request<Body>, _peer: Peer) -> Response<Body> {
-        self.requests.inc();
+        // Health probes are not requests for content: they are not counted.
         if request.uri().path() == outpost_cache::HEALTH_PATH {
             return outpost_server::body::text(http::StatusCode::OK, "ok");
         }
+        self.requests.inc();
         // The origin reads no request bodies.
         self.origin.handle(request.map(|_| ())).await.map(|body| {
             body.map_err(|never: std::convert::Infallible| match never {})

@@ -79,6 +79,19 @@ fn the_lab_survives_dead_nodes_routes_around_a_bad_link_and_never_loses_a_purge(
     assert!(link.failed_during <= 1, "{link:?}");
     assert!(link.returned_in < Duration::from_secs(10), "{link:?}");
 
+    let direct = scenarios::direct_to_origin(&lab, "edge-ams", "client-eu", impairment).unwrap();
+    println!("{direct:?}");
+    assert!(direct.direct_in < Duration::from_secs(5), "{direct:?}");
+    assert!(
+        direct.miss_direct < direct.miss_before + Duration::from_millis(100),
+        "{direct:?}"
+    );
+    assert!(direct.failed <= 1, "{direct:?}");
+    assert!(
+        direct.parents_again_in < Duration::from_secs(10),
+        "{direct:?}"
+    );
+
     let reach = scenarios::purge_reach(&lab, 100).unwrap();
     println!("{reach:?}");
     assert_eq!(reach.nodes, 5);
@@ -89,11 +102,10 @@ fn the_lab_survives_dead_nodes_routes_around_a_bad_link_and_never_loses_a_purge(
         let cut = scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how, 10_000).unwrap();
         println!("{cut:?}");
         assert_eq!(cut.cut_edge_outcome, "lease lapsed", "{cut:?}");
-        // Acknowledged once the cut edge's lease ran out, not before.
-        assert!(
-            cut.acknowledged >= Duration::from_millis(plan::PURGE_LEASE_MS / 2),
-            "{cut:?}"
-        );
+        // Acknowledged once the cut edge's lease ran out, not before: it last heard the
+        // control node at most one sync interval before the cut.
+        let lapsed = Duration::from_millis(plan::PURGE_LEASE_MS - plan::PURGE_SYNC_MS - 50);
+        assert!(cut.cut_to_ack >= lapsed, "{cut:?}");
         assert!(cut.after_ack > 5_000, "{cut:?}");
         assert!(cut.cut_edge_after > 100, "the cut edge served: {cut:?}");
         assert_eq!(cut.stale_after_ack, 0, "{cut:?}");

@@ -103,20 +103,42 @@ pub struct FleetPurgeReport {
     pub acknowledged_ms: f64,
 }
 
+/// One edge's answer to a request the control node fanned out (a worker deploy, say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeAnswer {
+    pub node: String,
+    /// Its status, or 0 when it did not answer (then `body` says why).
+    pub status: u16,
+    pub body: String,
+    pub ms: f64,
+}
+
+/// The control node's answer to a request fanned out to every edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutReport {
+    pub nodes: Vec<EdgeAnswer>,
+    /// From arrival to the last edge's answer.
+    pub last_node_ms: f64,
+}
+
 struct ControlMetrics {
     purges: Counter,
     fanout: Histogram,
     acknowledged: Histogram,
     missed: Counter,
+    deploys: Histogram,
 }
 
-/// The control node's API: `POST /fleet/purge` (a [`PurgeRequest`]; answers a
-/// [`FleetPurgeReport`] once acknowledged) and `GET /fleet/purges?after=N&node=NAME` (a
-/// [`Catchup`]), behind the admin token.
+/// The control node's API, behind the admin token: `POST /fleet/purge` (a [`PurgeRequest`];
+/// answers a [`FleetPurgeReport`] once acknowledged), `GET /fleet/purges?after=N&node=NAME` (a
+/// [`Catchup`]), and `/fleet/edges/workers/...` (any method: sent on to `/workers/...` on
+/// every edge at once; answers a [`FanoutReport`]).
 pub struct Control {
     log: Mutex<PurgeLog>,
     /// (name, admin URL) of every edge and parent.
     nodes: Vec<(String, http::Uri)>,
+    /// Which of them are edges.
+    edges: Vec<String>,
     client: HttpClient,
     token: String,
     settings: PurgeSync,
@@ -128,6 +150,7 @@ pub struct Control {
 impl Control {
     pub fn new(
         nodes: Vec<(String, http::Uri)>,
+        edges: Vec<String>,
         client: HttpClient,
         token: String,
         settings: PurgeSync,
@@ -144,7 +167,13 @@ impl Control {
             fanout: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             acknowledged: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             missed: Counter::default(),
+            deploys: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
+        registry.register(
+            "outpost_deploy_fanout_seconds",
+            "From a worker deploy or removal's arrival to the last edge's answer",
+            metrics.deploys.clone(),
+        );
         registry.register(
             "outpost_control_purges",
             "Purges the control node sequenced and fanned out",
@@ -173,11 +202,73 @@ impl Control {
                 Instant::now(),
             )),
             nodes,
+            edges,
             client,
             token,
             settings,
             metrics,
             head_file,
+        }
+    }
+
+    /// Sends `method path` with `body` to every edge's admin listener at once.
+    pub async fn to_every_edge(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<http::HeaderValue>,
+        body: bytes::Bytes,
+    ) -> FanoutReport {
+        let arrived = Instant::now();
+        let sends = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| self.edges.contains(name))
+            .map(|(name, admin)| {
+                let (method, content_type, body) =
+                    (method.clone(), content_type.clone(), body.clone());
+                async move {
+                    let mut request = Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+                        .header(
+                            header::HOST,
+                            admin.authority().map_or("admin", |a| a.as_str()),
+                        );
+                    if let Some(content_type) = content_type {
+                        request = request.header(header::CONTENT_TYPE, content_type);
+                    }
+                    let answer = match request.body(body::full(body)) {
+                        Ok(request) => match self.client.send_to(admin, request).await {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                match response.into_body().collect().await {
+                                    Ok(bytes) => (
+                                        status,
+                                        String::from_utf8_lossy(&bytes.to_bytes()).into_owned(),
+                                    ),
+                                    Err(error) => (0, format!("reading its answer: {error}")),
+                                }
+                            }
+                            Err(error) => (0, error.to_string()),
+                        },
+                        Err(error) => (0, error.to_string()),
+                    };
+                    EdgeAnswer {
+                        node: name.clone(),
+                        status: answer.0,
+                        body: answer.1,
+                        ms: arrived.elapsed().as_secs_f64() * 1e3,
+                    }
+                }
+            });
+        let nodes = join_all(sends).await;
+        let last = arrived.elapsed();
+        self.metrics.deploys.observe(last.as_secs_f64());
+        FanoutReport {
+            nodes,
+            last_node_ms: last.as_secs_f64() * 1e3,
         }
     }
 
@@ -366,9 +457,24 @@ impl AdminExtension for ControlApi {
                     Ok(catchup) => body::json(&catchup),
                     Err(problem) => body::text(StatusCode::BAD_REQUEST, problem),
                 },
+                (_, path) if path.starts_with("/fleet/edges/workers") => {
+                    let target = path.trim_start_matches("/fleet/edges").to_owned();
+                    let method = request.method().clone();
+                    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+                    let bytes = match request.into_body().collect().await {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(_) => return body::text(StatusCode::BAD_REQUEST, "unreadable body"),
+                    };
+                    body::json(
+                        &self
+                            .0
+                            .to_every_edge(method, &target, content_type, bytes)
+                            .await,
+                    )
+                }
                 _ => body::text(
                     StatusCode::NOT_FOUND,
-                    "control endpoints: POST /fleet/purge, GET /fleet/purges?after=SEQ&node=NAME",
+                    "control endpoints: POST /fleet/purge, GET /fleet/purges?after=SEQ&node=NAME, /fleet/edges/workers/...",
                 ),
             }
         })
