@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, header};
-use http_body_util::BodyExt;
+use http::Method;
 use outpost_cache::{HttpClient, PurgeLease};
 use outpost_server::ShutdownSignal;
 use outpost_server::admin::{Purge, PurgeRequest};
-use outpost_server::body;
 use tokio::sync::Notify;
 
 use super::PurgeSync;
@@ -82,36 +80,19 @@ impl Follower {
         let asked = Instant::now();
         let after = self.applied();
         let path = format!("/fleet/purges?after={after}&node={}", self.node);
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(
-                header::HOST,
-                self.control.authority().map_or("control", |a| a.as_str()),
-            )
-            .body(body::empty())
-            .map_err(|e| e.to_string())?;
         let exchange = async {
-            let response = self
-                .client
-                .send_to(&self.control, request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!(
-                    "{status} {}",
-                    String::from_utf8_lossy(&bytes).trim()
-                ));
-            }
-            serde_json::from_slice::<Catchup>(&bytes).map_err(|e| format!("its answer: {e}"))
+            let answer = super::admin_exchange(
+                &self.client,
+                &self.control,
+                &self.token,
+                Method::GET,
+                &path,
+                None,
+                bytes::Bytes::new(),
+            )
+            .await?;
+            serde_json::from_slice::<Catchup>(&super::success(answer)?)
+                .map_err(|e| format!("its answer: {e}"))
         };
         let catchup = tokio::time::timeout(self.settings.lease(), exchange)
             .await

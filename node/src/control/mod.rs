@@ -228,32 +228,22 @@ impl Control {
                 let (method, content_type, body) =
                     (method.clone(), content_type.clone(), body.clone());
                 async move {
-                    let mut request = Request::builder()
-                        .method(method)
-                        .uri(path)
-                        .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-                        .header(
-                            header::HOST,
-                            admin.authority().map_or("admin", |a| a.as_str()),
-                        );
-                    if let Some(content_type) = content_type {
-                        request = request.header(header::CONTENT_TYPE, content_type);
-                    }
-                    let answer = match request.body(body::full(body)) {
-                        Ok(request) => match self.client.send_to(admin, request).await {
-                            Ok(response) => {
-                                let status = response.status().as_u16();
-                                match response.into_body().collect().await {
-                                    Ok(bytes) => (
-                                        status,
-                                        String::from_utf8_lossy(&bytes.to_bytes()).into_owned(),
-                                    ),
-                                    Err(error) => (0, format!("reading its answer: {error}")),
-                                }
-                            }
-                            Err(error) => (0, error.to_string()),
-                        },
-                        Err(error) => (0, error.to_string()),
+                    let answer = match admin_exchange(
+                        &self.client,
+                        admin,
+                        &self.token,
+                        method,
+                        path,
+                        content_type,
+                        body,
+                    )
+                    .await
+                    {
+                        Ok((status, bytes)) => (
+                            status.as_u16(),
+                            String::from_utf8_lossy(&bytes).into_owned(),
+                        ),
+                        Err(error) => (0, error),
                     };
                     EdgeAnswer {
                         node: name.clone(),
@@ -355,38 +345,19 @@ impl Control {
 
     /// Pushes one logged purge to the admin listener at `admin`; how many objects it purged.
     async fn push(&self, admin: &http::Uri, body: Vec<u8>) -> Result<u64, String> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri("/purge")
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::HOST,
-                admin.authority().map_or("admin", |a| a.as_str()),
-            )
-            .body(body::full(body))
-            .map_err(|e| e.to_string())?;
         let exchange = async {
-            let response = self
-                .client
-                .send_to(admin, request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!(
-                    "{status} {}",
-                    String::from_utf8_lossy(&bytes).trim()
-                ));
-            }
-            let report: PurgeReport =
-                serde_json::from_slice(&bytes).map_err(|e| format!("its report: {e}"))?;
+            let answer = admin_exchange(
+                &self.client,
+                admin,
+                &self.token,
+                Method::POST,
+                "/purge",
+                Some(http::HeaderValue::from_static("application/json")),
+                body.into(),
+            )
+            .await?;
+            let report: PurgeReport = serde_json::from_slice(&success(answer)?)
+                .map_err(|e| format!("its report: {e}"))?;
             Ok(report.purged)
         };
         tokio::time::timeout(
@@ -414,6 +385,56 @@ impl Control {
             return Err(format!("{node} is not a node of the topology"));
         }
         Ok(self.log().since(&node, after, Instant::now()))
+    }
+}
+
+/// One request to the admin listener at `admin` with the bearer token: its status and whole
+/// body, or why there is none. What the control node and its followers say to each other.
+pub(crate) async fn admin_exchange(
+    client: &HttpClient,
+    admin: &http::Uri,
+    token: &str,
+    method: Method,
+    path: &str,
+    content_type: Option<http::HeaderValue>,
+    body: bytes::Bytes,
+) -> Result<(StatusCode, bytes::Bytes), String> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(
+            header::HOST,
+            admin.authority().map_or("admin", |a| a.as_str()),
+        );
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let request = request.body(body::full(body)).map_err(|e| e.to_string())?;
+    let response = client
+        .send_to(admin, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading its answer: {e}"))?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
+/// The body of a successful answer, or the status and body as the error.
+pub(crate) fn success(answer: (StatusCode, bytes::Bytes)) -> Result<bytes::Bytes, String> {
+    let (status, bytes) = answer;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{status} {}",
+            String::from_utf8_lossy(&bytes).trim()
+        ))
     }
 }
 
