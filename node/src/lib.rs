@@ -423,15 +423,13 @@ impl Cdn {
             }
             None => None,
         };
-        let scheme = if topology.admin.tls { "https" } else { "http" };
-        let followers: Vec<(String, http::Uri)> = parents
-            .iter()
-            .chain(edges.iter().map(|(_, bound)| bound))
-            .filter_map(|bound| {
-                let url = format!("{scheme}://{}", bound.admin_addr()).parse().ok()?;
-                Some((bound.name.clone(), url))
-            })
-            .collect();
+        let fleet = control::Fleet::new(
+            topology,
+            parents
+                .iter()
+                .chain(edges.iter().map(|(_, bound)| bound))
+                .map(|bound| (bound.name.clone(), bound.admin_addr())),
+        );
 
         let mut tasks = JoinSet::new();
         let mut nodes = Vec::new();
@@ -441,8 +439,7 @@ impl Cdn {
                 &setup.shared,
                 control,
                 listener,
-                followers,
-                topology.edges.iter().map(|e| e.name.clone()).collect(),
+                fleet,
                 setup.admin_client(topology)?,
                 &setup.state_dir,
             ));
@@ -597,25 +594,13 @@ impl Cdn {
                     .filter(|c| c.name == name)
                     .ok_or_else(unknown)?;
                 let listener = nodes::listen(&control.name, "control", control.listen).await?;
-                let scheme = if topology.admin.tls { "https" } else { "http" };
-                let followers = topology
-                    .admin_addresses()
-                    .into_iter()
-                    .filter(|(node, _)| {
-                        topology.parents.iter().any(|p| p.name == *node)
-                            || topology.edges.iter().any(|e| e.name == *node)
-                    })
-                    .filter_map(|(node, addr)| {
-                        Some((node, format!("{scheme}://{addr}").parse().ok()?))
-                    })
-                    .collect();
+                let fleet = control::Fleet::new(topology, topology.admin_addresses());
                 nodes::start_control(
                     &mut tasks,
                     &setup.shared,
                     control,
                     listener,
-                    followers,
-                    topology.edges.iter().map(|e| e.name.clone()).collect(),
+                    fleet,
                     setup.admin_client(topology)?,
                     &setup.state_dir,
                 )

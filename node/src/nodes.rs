@@ -221,15 +221,14 @@ fn purge_endpoint<U: outpost_cache::Upstream>(
     })
 }
 
-/// Starts the control node `settings` on `listener`, sequencing purges for `nodes` (name,
-/// admin URL) and keeping the sequence's head in `state_dir`.
+/// Starts the control node `settings` on `listener`, sequencing purges for `fleet` and keeping
+/// the sequence's head in `state_dir`.
 pub fn start_control(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
     settings: &crate::topology::ControlNode,
     listener: TcpListener,
-    nodes: Vec<(String, http::Uri)>,
-    edges: Vec<String>,
+    fleet: crate::control::Fleet,
     client: HttpClient,
     state_dir: &std::path::Path,
 ) -> NodeAddrs {
@@ -239,8 +238,7 @@ pub fn start_control(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut registry = node_registry(name);
     let control = crate::control::Control::new(
-        nodes,
-        edges,
+        fleet,
         client,
         shared.token.clone().unwrap_or_default(),
         settings.purges.clone(),

@@ -121,6 +121,35 @@ pub struct FanoutReport {
     pub last_node_ms: f64,
 }
 
+/// The nodes a control node sequences purges for: every edge and parent, by admin URL.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// (name, admin URL) of every edge and parent.
+    pub nodes: Vec<(String, http::Uri)>,
+    /// Which of them are edges (worker deploys go to these).
+    pub edges: Vec<String>,
+}
+
+impl Fleet {
+    /// The edges and parents of `topology` among `admin` (name, admin address), reached over
+    /// HTTPS when the topology's admin listeners use TLS.
+    pub fn new(
+        topology: &crate::topology::Topology,
+        admin: impl IntoIterator<Item = (String, std::net::SocketAddr)>,
+    ) -> Self {
+        let scheme = if topology.admin.tls { "https" } else { "http" };
+        let is_edge = |name: &str| topology.edges.iter().any(|e| e.name == name);
+        let is_parent = |name: &str| topology.parents.iter().any(|p| p.name == name);
+        let nodes = admin
+            .into_iter()
+            .filter(|(name, _)| is_edge(name) || is_parent(name))
+            .filter_map(|(name, addr)| Some((name, format!("{scheme}://{addr}").parse().ok()?)))
+            .collect();
+        let edges = topology.edges.iter().map(|e| e.name.clone()).collect();
+        Self { nodes, edges }
+    }
+}
+
 struct ControlMetrics {
     purges: Counter,
     fanout: Histogram,
@@ -135,10 +164,7 @@ struct ControlMetrics {
 /// every edge at once; answers a [`FanoutReport`]).
 pub struct Control {
     log: Mutex<PurgeLog>,
-    /// (name, admin URL) of every edge and parent.
-    nodes: Vec<(String, http::Uri)>,
-    /// Which of them are edges.
-    edges: Vec<String>,
+    fleet: Fleet,
     client: HttpClient,
     token: String,
     settings: PurgeSync,
@@ -149,8 +175,7 @@ pub struct Control {
 
 impl Control {
     pub fn new(
-        nodes: Vec<(String, http::Uri)>,
-        edges: Vec<String>,
+        fleet: Fleet,
         client: HttpClient,
         token: String,
         settings: PurgeSync,
@@ -201,8 +226,7 @@ impl Control {
                 settings.lease(),
                 Instant::now(),
             )),
-            nodes,
-            edges,
+            fleet,
             client,
             token,
             settings,
@@ -221,9 +245,10 @@ impl Control {
     ) -> FanoutReport {
         let arrived = Instant::now();
         let sends = self
+            .fleet
             .nodes
             .iter()
-            .filter(|(name, _)| self.edges.contains(name))
+            .filter(|(name, _)| self.fleet.edges.contains(name))
             .map(|(name, admin)| {
                 let (method, content_type, body) =
                     (method.clone(), content_type.clone(), body.clone());
@@ -284,7 +309,7 @@ impl Control {
         let seq = logged.seq.unwrap_or_default();
         self.metrics.purges.inc();
         let body = serde_json::to_vec(&logged).unwrap_or_default();
-        let pushes = self.nodes.iter().map(|(name, admin)| {
+        let pushes = self.fleet.nodes.iter().map(|(name, admin)| {
             let body = body.clone();
             async move { (name, self.push(admin, body).await, arrived.elapsed()) }
         });
@@ -381,7 +406,7 @@ impl Control {
         let (Some(after), Some(node)) = (after, node) else {
             return Err("expected ?after=SEQ&node=NAME".into());
         };
-        if !self.nodes.iter().any(|(name, _)| *name == node) {
+        if !self.fleet.nodes.iter().any(|(name, _)| *name == node) {
             return Err(format!("{node} is not a node of the topology"));
         }
         Ok(self.log().since(&node, after, Instant::now()))
