@@ -236,7 +236,10 @@ listen = "{control}"
     // Through the control node, over the admin listeners' TLS, to both nodes.
     let (ok, purged) = outpost(&["purge", "--config", config, "/"]);
     assert!(ok && purged.contains("edge-ams: purged 1 in"), "{purged}");
-    assert!(purged.contains("parent-eu: purged 1 in"), "{purged}");
+    // The parent's own copy may still be on its way into its cache when the edge has the
+    // response (a fill stores when its body ends); a purge that wins that race leaves nothing
+    // stored, so the parent purged 0 or 1, and either way it answered.
+    assert!(purged.contains("parent-eu: purged "), "{purged}");
     assert!(purged.contains("purge 1 acknowledged"), "{purged}");
 
     // A standalone edge in front of an HTTPS upstream (here the edge's HTTPS listener),

@@ -561,6 +561,9 @@ struct Watched {
     errors: Vec<String>,
     console: Vec<String>,
     segments: Vec<Segment>,
+    /// The rendition the player showed last, and how long the page was watched.
+    rendition: Option<String>,
+    ms: u64,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -618,8 +621,11 @@ async fn a_browser_plays_hls_and_dash_vod_and_live_through_the_edge() {
         assert!(watched.errors.is_empty(), "{seen}");
         assert!(
             watched.advanced >= 6.0,
-            "advanced {} s: {seen}",
-            watched.advanced
+            "advanced {} s in {} ms (rendition {:?}): {seen}; segments {:?}",
+            watched.advanced,
+            watched.ms,
+            watched.rendition,
+            watched.segments
         );
         // Status 0: a request the player itself aborted (switching rendition, seeking).
         assert!(
