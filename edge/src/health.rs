@@ -42,7 +42,7 @@ impl HealthTargets for ParentHealth {
             return;
         };
         if healthy {
-            parent.path.reset();
+            parent.path.forget_failures();
         }
         tracing::warn!(parent = %parent.target.name, healthy, "parent health changed");
     }

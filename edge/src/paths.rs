@@ -140,12 +140,12 @@ impl PathStats {
         Some(rtt + self.failure_rate() * settings.failure_penalty_ms as f64 * 1e3)
     }
 
-    /// Forgets what was measured (a parent that came back up is judged afresh, not by the
-    /// failures of its absence).
-    pub fn reset(&self) {
-        self.rtt_us.store(0, Ordering::Relaxed);
+    /// Forgets the failures (a parent that came back up is not judged by the failures of its
+    /// absence) but keeps the round trip and the judgement: a path that went down and up again
+    /// over a bad link (a lossy link fails probes in a row now and then) stays degraded, and one
+    /// whose round trip is good again recovers at its next sample.
+    pub fn forget_failures(&self) {
         self.failure_ppm.store(0, Ordering::Relaxed);
-        self.degraded.store(false, Ordering::Relaxed);
     }
 
     pub fn is_degraded(&self) -> bool {
@@ -240,6 +240,28 @@ mod tests {
         judge([(&good, true), (&lossy, true)].into_iter(), &settings);
         assert!(lossy.is_degraded(), "rate {}", lossy.failure_rate());
         assert!(!good.is_degraded());
+    }
+
+    #[test]
+    fn a_slow_path_back_from_down_stays_degraded_and_a_restarted_one_recovers() {
+        let settings = OverlaySettings::default();
+        let good = measured(2, 5);
+        let slow = measured(202, 5);
+        let restarted = measured(2, 5);
+        for _ in 0..5 {
+            slow.record_failure();
+            restarted.record_failure();
+        }
+        let all = || [(&good, true), (&slow, true), (&restarted, true)].into_iter();
+        judge(all(), &settings);
+        assert!(slow.is_degraded() && restarted.is_degraded());
+        // Both went down and came back up: their failures are forgotten, not their round trips.
+        slow.forget_failures();
+        restarted.forget_failures();
+        slow.record_success(Duration::from_millis(202));
+        restarted.record_success(Duration::from_millis(2));
+        assert_eq!(judge(all(), &settings), vec![(2, false)]);
+        assert!(slow.is_degraded());
     }
 
     #[test]
