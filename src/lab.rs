@@ -155,6 +155,14 @@ fn run_scenarios(args: LabArgs) -> anyhow::Result<()> {
             cut.cut_edge_after,
             cut.cut_edge_stale
         );
+        if how == scenarios::Cut::FromControl {
+            println!(
+                "  {} learned from its parents that it missed the purge: its last stale answer began {} ms after the purge was sent ({} stale before the acknowledgement)",
+                cut.cut_edge,
+                cut.cut_edge_last_stale.map_or(0, |d| d.as_millis()),
+                cut.cut_edge_stale_after_purge
+            );
+        }
     }
     drop(lab);
     println!("lab removed");

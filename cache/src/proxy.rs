@@ -106,6 +106,18 @@ impl<U: Upstream> CacheNode<U> {
     /// A node called `name`, caching in front of `upstream`, its metrics registered on
     /// `registry`.
     pub fn new(name: &str, config: &CacheConfig, upstream: U, registry: &mut Registry) -> Self {
+        Self::with_purge_lease(name, config, upstream, registry, Arc::default())
+    }
+
+    /// As [`new`](Self::new), with a purge lease the caller shares (an edge's parent set
+    /// tells its parents the lease's place in the purge sequence, and hears theirs).
+    pub fn with_purge_lease(
+        name: &str,
+        config: &CacheConfig,
+        upstream: U,
+        registry: &mut Registry,
+        lease: Arc<PurgeLease>,
+    ) -> Self {
         let disk = open_disk(name, config);
         let disk_metrics = if disk.is_some() {
             crate::metrics::DiskMetrics::register(registry)
@@ -134,7 +146,7 @@ impl<U: Upstream> CacheNode<U> {
                 metrics: CacheMetrics::register(registry),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 in_flight: std::sync::atomic::AtomicU64::new(0),
-                lease: Arc::new(PurgeLease::new()),
+                lease,
             }),
         }
     }

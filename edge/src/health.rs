@@ -29,10 +29,16 @@ impl HealthTargets for ParentHealth {
         }
     }
 
-    /// Every probe is also a sample of the path (the overlay's active measurement).
+    /// Every probe is also a sample of the path (the overlay's active measurement), and a
+    /// parent's answer says its place in the purge sequence.
     fn probed(&self, index: usize, probe: Probe) {
         match probe {
-            Probe::Up { rtt, .. } => self.0.record(index, Some(Some(rtt))),
+            Probe::Up { rtt, purge_seq, .. } => {
+                if let Some(seq) = purge_seq.filter(|_| index < self.0.parents.len()) {
+                    self.0.purges.heard_of(seq);
+                }
+                self.0.record(index, Some(Some(rtt)));
+            }
             Probe::Down => self.0.record(index, None),
         }
     }

@@ -40,5 +40,6 @@ pub type Edge = CacheNode<ParentSet>;
 
 /// Builds the edge `name` in front of `parents` (and `origin` as the last resort).
 pub fn edge(name: &str, config: &CacheConfig, parents: ParentSet, registry: &mut Registry) -> Edge {
-    CacheNode::new(name, config, parents, registry)
+    let lease = parents.purge_lease();
+    CacheNode::with_purge_lease(name, config, parents, registry, lease)
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, Uri};
-use outpost_cache::{CacheKey, HttpClient, Upstream, UpstreamError};
-use outpost_server::Body;
+use outpost_cache::{CacheKey, HttpClient, PurgeLease, Upstream, UpstreamError};
 use outpost_server::body;
 use outpost_server::health::Hysteresis;
+use outpost_server::{Body, PURGE_SEQ_HEADER};
 
 use crate::paths::{self, OverlaySettings, PathStats};
 
@@ -40,6 +40,9 @@ pub struct ParentSet {
     client: HttpClient,
     node: Arc<str>,
     overlay: Arc<OverlaySettings>,
+    /// The edge's purge lease: its place in the purge sequence goes to its parents with every
+    /// request, and theirs, from every answer and health probe, tells it when it missed one.
+    pub(crate) purges: Arc<PurgeLease>,
 }
 
 impl ParentSet {
@@ -73,7 +76,13 @@ impl ParentSet {
             client,
             node: node.into(),
             overlay: Arc::new(OverlaySettings::default()),
+            purges: Arc::default(),
         }
+    }
+
+    /// The purge lease of the edge in front of this set (shared with its cache).
+    pub fn purge_lease(&self) -> Arc<PurgeLease> {
+        self.purges.clone()
     }
 
     /// Routes around bad paths by `overlay` (the default settings otherwise).
@@ -232,9 +241,23 @@ impl Upstream for ParentSet {
                 None if replayable => body::empty(),
                 None => break,
             };
-            let attempt = Request::from_parts(clone_parts(&parts), body);
+            let mut attempt = Request::from_parts(clone_parts(&parts), body);
+            let to_parent = index.is_some_and(|i| i < self.parents.len());
+            if let Some(applied) = self.purges.announced().filter(|_| to_parent) {
+                attempt
+                    .headers_mut()
+                    .insert(PURGE_SEQ_HEADER, http::HeaderValue::from(applied));
+            }
             let started = Instant::now();
-            let result = self.client.send_to(url, attempt).await;
+            let mut result = self.client.send_to(url, attempt).await;
+            if let Ok(response) = &mut result {
+                // A parent's place in the purge sequence (only a parent's counts); never stored
+                // or sent on.
+                let seq = response.headers_mut().remove(PURGE_SEQ_HEADER);
+                if let Some(seq) = seq.filter(|_| to_parent).and_then(|v| seq_of(&v)) {
+                    self.purges.heard_of(seq);
+                }
+            }
             let Some(index) = index else {
                 return result;
             };
@@ -278,6 +301,11 @@ fn answered_from_cache(response: &Response<Body>, name: &str) -> bool {
         .flat_map(|v| v.split(','))
         .rfind(|entry| entry.trim_start().starts_with(name))
         .is_some_and(|entry| entry.split(';').any(|p| p.trim() == "hit"))
+}
+
+/// A purge sequence number in a header.
+pub(crate) fn seq_of(value: &http::HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

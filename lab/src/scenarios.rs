@@ -661,6 +661,12 @@ pub struct PurgeCutOff {
     /// cut from the control node only), and how many were stale.
     pub cut_edge_after: usize,
     pub cut_edge_stale: usize,
+    /// Answers of the cut edge started after the purge was sent that were stale (allowed
+    /// until the acknowledgement), and the start of the last one, from the purge: cut from the
+    /// control node only, the edge learns from its parents that it missed the purge and
+    /// revalidates before its lease would run out.
+    pub cut_edge_stale_after_purge: usize,
+    pub cut_edge_last_stale: Option<Duration>,
 }
 
 /// The version the purged objects get next at the origin (each run of
@@ -786,6 +792,11 @@ pub fn purge_with_edge_cut_off(
     // after the acknowledgement, while it still could not hear the control node.
     let since = if how == Cut::Link { reconnected } else { acked };
     let cut_after: Vec<&&Answer> = answered.iter().filter(|a| a.1 && a.0 >= since).collect();
+    let stale_after_purge: Vec<Duration> = answered
+        .iter()
+        .filter(|a| a.1 && a.3 && a.0 >= sent)
+        .map(|a| a.0.saturating_duration_since(sent))
+        .collect();
     Ok(PurgeCutOff {
         cut_edge: cut.to_owned(),
         cut: how,
@@ -798,5 +809,7 @@ pub fn purge_with_edge_cut_off(
         stale_after_ack: after_ack.iter().filter(|a| a.3).count(),
         cut_edge_after: cut_after.len(),
         cut_edge_stale: cut_after.iter().filter(|a| a.3).count(),
+        cut_edge_stale_after_purge: stale_after_purge.len(),
+        cut_edge_last_stale: stale_after_purge.into_iter().max(),
     })
 }

@@ -507,16 +507,15 @@ pub fn start_parent(
         Some(purge_endpoint(shared, &bound.name, &parent)),
         vec![Arc::new(outpost_releases::ReleasesAdmin(releases.clone()))],
     );
+    let lease = parent.purge_lease();
+    let front = outpost_releases::ReleaseFront::new(releases, Arc::new(parent));
     spawn_listener(
         tasks,
         shared,
         &bound.name,
         bound.data,
         None,
-        Arc::new(outpost_releases::ReleaseFront::new(
-            releases,
-            Arc::new(parent),
-        )),
+        Arc::new(outpost_parent::PurgeSeqFront::new(Arc::new(front), lease)),
         data_limits(shared),
     );
     Ok(addrs)

@@ -6,6 +6,10 @@
 //! It authenticates to a shielded origin with the client certificate its [`HttpClient`]
 //! carries. Caching rules live in `outpost-cache`, parent selection in `outpost-edge`.
 
+mod purge_seq;
+
+pub use purge_seq::PurgeSeqFront;
+
 use http::{Request, Response, Uri};
 use outpost_cache::{CacheConfig, CacheKey, CacheNode, HttpClient, Upstream, UpstreamError};
 use outpost_server::Body;

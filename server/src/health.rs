@@ -161,9 +161,14 @@ pub const LOAD_HEADER: &str = "outpost-load";
 /// What one health probe saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
-    /// The health path answered 200, with the load when the node reports one, in `rtt`
-    /// (connection, request and response head: the path's round trips).
-    Up { load: Option<u64>, rtt: Duration },
+    /// The health path answered 200, with the load and its place in the purge sequence
+    /// ([`crate::PURGE_SEQ_HEADER`]) when the node reports them, in `rtt` (connection, request
+    /// and response head: the path's round trips).
+    Up {
+        load: Option<u64>,
+        purge_seq: Option<u64>,
+        rtt: Duration,
+    },
     /// No connection, no answer in time, or an answer other than 200.
     Down,
 }
@@ -203,14 +208,17 @@ pub async fn probe(addr: impl ToSocketAddrs, timeout: Duration) -> Probe {
                     if response.code != Some(200) {
                         return Some(Probe::Down);
                     }
-                    let load = response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(LOAD_HEADER))
-                        .and_then(|h| std::str::from_utf8(h.value).ok())
-                        .and_then(|v| v.trim().parse().ok());
+                    let number = |name: &str| {
+                        response
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .and_then(|h| std::str::from_utf8(h.value).ok())
+                            .and_then(|v| v.trim().parse().ok())
+                    };
                     return Some(Probe::Up {
-                        load,
+                        load: number(LOAD_HEADER),
+                        purge_seq: number(crate::PURGE_SEQ_HEADER),
                         rtt: started.elapsed(),
                     });
                 }

@@ -49,5 +49,10 @@ pub const HEALTH_PATH: &str = "/_outpost/health";
 /// release to answer from (a page pins its assets to its own release). The one `outpost-*`
 /// request header a client may send.
 pub const RELEASE_HEADER: &str = "outpost-release";
+
+/// The last purge of the fleet's sequence a node has applied, with every one before it: sent
+/// by an edge to its parents and by a parent in its answers (health probes too), so a node
+/// cut off from the control node learns from a peer that it missed a purge.
+pub const PURGE_SEQ_HEADER: &str = "outpost-purge-seq";
 pub use listener::{Handler, Limits, Peer, serve, serve_tls};
 pub use shutdown::{Shutdown, ShutdownSignal};

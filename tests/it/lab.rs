@@ -109,6 +109,17 @@ fn the_lab_survives_dead_nodes_routes_around_a_bad_link_and_never_loses_a_purge(
         assert!(cut.after_ack > 5_000, "{cut:?}");
         assert!(cut.cut_edge_after > 100, "the cut edge served: {cut:?}");
         assert_eq!(cut.stale_after_ack, 0, "{cut:?}");
+        if how == Cut::FromControl {
+            // It still reaches its parents, and their health answers name the purge it missed
+            // (a probe every PARENT_HEALTH_INTERVAL_MS): it revalidates before its lease would
+            // have run out, which is at least 500 ms after the purge (cut 300 ms before it,
+            // having renewed for PURGE_LEASE_MS at most PURGE_SYNC_MS before the cut).
+            let learned = Duration::from_millis(plan::PARENT_HEALTH_INTERVAL_MS + 150);
+            assert!(
+                cut.cut_edge_last_stale.is_none_or(|at| at < learned),
+                "{cut:?}"
+            );
+        }
     }
     drop(lab);
     let left: Vec<String> = outpost_lab::netns::existing()

@@ -1,16 +1,15 @@
 //! What every edge and parent does to follow the control node's purges: apply each pushed
 //! purge and note its number, ask for the purges after its last one every sync interval (at
-//! once on a gap in the numbers), and renew its purge lease each time it has them all.
+//! once on a gap in the numbers, pushed or named by a peer), and renew its purge lease each
+//! time it has them all. The lease ([`PurgeLease`]) holds the node's place in the sequence.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
 use outpost_cache::{HttpClient, PurgeLease};
 use outpost_server::ShutdownSignal;
 use outpost_server::admin::{Purge, PurgeRequest};
-use tokio::sync::Notify;
 
 use super::PurgeSync;
 use super::log::Catchup;
@@ -25,10 +24,6 @@ pub struct Follower {
     cache: Arc<dyn Purge>,
     lease: Arc<PurgeLease>,
     settings: PurgeSync,
-    /// The last purge of the sequence this node has applied, with every one before it.
-    applied: AtomicU64,
-    /// Rung on a gap in the numbers: sync now.
-    gap: Notify,
 }
 
 impl Follower {
@@ -52,27 +47,12 @@ impl Follower {
             cache,
             lease,
             settings,
-            applied: AtomicU64::new(0),
-            gap: Notify::new(),
         })
     }
 
     /// The last purge applied with all before it.
     pub fn applied(&self) -> u64 {
-        self.applied.load(Ordering::SeqCst)
-    }
-
-    /// Notes that purge `seq` was applied: the sequence moves on when it was the next one; a
-    /// later one means some were missed, so the node syncs at once.
-    fn note(&self, seq: u64) {
-        let moved = self
-            .applied
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |applied| {
-                (seq == applied + 1).then_some(seq)
-            });
-        if moved.is_err() && seq > self.applied() {
-            self.gap.notify_one();
-        }
+        self.lease.applied()
     }
 
     /// Asks the control node for what this node missed, applies it, and renews the lease.
@@ -111,7 +91,7 @@ impl Follower {
         if missed > 0 {
             tracing::info!(node = %self.node, after, head = catchup.head, missed, "caught up on missed purges");
         }
-        self.applied.fetch_max(catchup.head, Ordering::SeqCst);
+        self.lease.caught_up(catchup.head);
         // The lease runs from the question, not the answer: the control node's count of it
         // starts when it answered, which is later.
         self.lease.renew(asked + self.settings.lease());
@@ -128,7 +108,7 @@ impl Follower {
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
-                    () = follower.gap.notified() => {}
+                    () = follower.lease.gap() => {}
                     () = shutdown.triggered() => return,
                 }
                 match follower.sync().await {
@@ -159,7 +139,7 @@ impl Purge for SequencedPurge {
     fn purge(&self, request: &PurgeRequest) -> u64 {
         let purged = self.cache.purge(request);
         if let Some(seq) = request.seq {
-            self.follower.note(seq);
+            self.follower.lease.applied_one(seq);
         }
         purged
     }
