@@ -12,6 +12,7 @@
 //! CDN-only response headers (`Surrogate-Control`, `Surrogate-Key`, ...) in place: the edge's
 //! front removes them before a client sees them.
 
+pub mod admin;
 mod coalesce;
 pub mod config;
 pub mod directives;

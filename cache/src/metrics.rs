@@ -29,6 +29,7 @@ pub struct CacheMetrics {
     pub(crate) bytes: Counter,
     pub(crate) upstream_latency: Histogram,
     pub(crate) upstream_errors: Counter,
+    pub(crate) draining: Gauge,
 }
 
 impl CacheMetrics {
@@ -43,6 +44,7 @@ impl CacheMetrics {
             bytes: Counter::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             upstream_errors: Counter::default(),
+            draining: Gauge::default(),
         };
         registry.register(
             "outpost_requests",
@@ -88,6 +90,11 @@ impl CacheMetrics {
             "outpost_upstream_errors",
             "Upstream fetches that failed (refused, timed out, garbage)",
             metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "outpost_draining",
+            "1 while the node drains (its health check answers 503, so DNS and anycast move its clients)",
+            metrics.draining.clone(),
         );
         metrics
     }

@@ -232,6 +232,7 @@ impl<U: Upstream> Purge for CacheNode<U> {
         self.inner
             .draining
             .store(draining, std::sync::atomic::Ordering::Relaxed);
+        self.inner.metrics.draining.set(i64::from(draining));
         true
     }
 }

@@ -35,6 +35,8 @@ pub struct AnycastConfig {
     /// Port of the shared HTTPS listener (forwarded to each edge's HTTPS listener, so TLS
     /// ends on the chosen edge).
     pub https_port: Option<u16>,
+    /// Plain-HTTP admin listener with /health and Prometheus /metrics (the routing gauges).
+    pub admin: Option<std::net::SocketAddr>,
     /// How the router checks each edge (`[anycast.health]`).
     pub health: HealthSettings,
     /// After `rise` good probes, a withdrawn edge waits this long before announcing again.
@@ -50,6 +52,7 @@ impl Default for AnycastConfig {
             address: IpAddr::from([127, 0, 0, 10]),
             http_port: 8080,
             https_port: Some(8443),
+            admin: None,
             health: HealthSettings::new(500, 500, 2, 2),
             hold_down_ms: 2_000,
             costs: Vec::new(),
@@ -118,6 +121,7 @@ pub struct RoutingTable {
     default_costs: Vec<u32>,
     /// When each edge's health first went bad (for convergence time).
     first_failure: Mutex<HashMap<usize, Instant>>,
+    gauges: crate::view::RoutingGauges,
 }
 
 /// The cost from each client network to each edge: the distance, unless `config` overrides it.
@@ -170,7 +174,7 @@ impl RoutingTable {
         }
         let parsed = routes(config, &edges, networks)?;
         let default_costs = vec![1000; edges.len()];
-        Ok(Self {
+        let table = Self {
             edges: edges
                 .into_iter()
                 .map(|edge| EdgeRoute {
@@ -183,7 +187,15 @@ impl RoutingTable {
             routes: ArcSwap::from_pointee(parsed),
             default_costs,
             first_failure: Mutex::new(HashMap::new()),
-        })
+            gauges: crate::view::RoutingGauges::default(),
+        };
+        table.gauges.publish(&table.routing());
+        Ok(table)
+    }
+
+    /// Registers the routing gauges (`outpost_anycast_*`) on an admin registry.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.gauges.register(registry, "anycast");
     }
 
     /// Changes the costs (an operator draining an edge by raising its cost, say) without
@@ -196,6 +208,7 @@ impl RoutingTable {
         let edges: Vec<AnycastEdge> = self.edges.iter().map(|e| e.edge.clone()).collect();
         self.routes
             .store(Arc::new(routes(config, &edges, networks)?));
+        self.gauges.publish(&self.routing());
         Ok(())
     }
 
@@ -231,8 +244,42 @@ impl RoutingTable {
     /// Announces or withdraws an edge (health, or an operator).
     pub fn set_announced(&self, index: usize, announced: bool) {
         let route = &self.edges[index];
-        if route.announced.swap(announced, Ordering::SeqCst) != announced && !announced {
-            route.withdrawals.send_modify(|n| *n += 1);
+        if route.announced.swap(announced, Ordering::SeqCst) != announced {
+            if !announced {
+                route.withdrawals.send_modify(|n| *n += 1);
+            }
+            self.gauges.publish(&self.routing());
+        }
+    }
+
+    /// The edge each network's flows reach now.
+    pub fn routing(&self) -> crate::view::RoutingView {
+        use crate::view::{EdgeRouting, NetworkRouting, RoutingView};
+        let routes = self.routes.load();
+        RoutingView {
+            edges: self
+                .edges
+                .iter()
+                .map(|e| EdgeRouting {
+                    name: e.edge.name.clone(),
+                    serving: e.announced.load(Ordering::SeqCst),
+                    shedding: false,
+                })
+                .collect(),
+            networks: routes
+                .networks
+                .networks()
+                .iter()
+                .map(|network| NetworkRouting {
+                    prefix: network.prefix.to_string(),
+                    location: network.location,
+                    edges: self
+                        .route(SocketAddr::new(network.prefix.network(), 0), 0)
+                        .map(|i| self.edges[i].edge.name.clone())
+                        .into_iter()
+                        .collect(),
+                })
+                .collect(),
         }
     }
 

@@ -49,6 +49,7 @@ pub struct GeoDns {
     pub(crate) limiter: Option<Limiter>,
     pub(crate) metrics: DnsMetrics,
     geoip: Option<GeoIpDatabase>,
+    routing_gauges: crate::view::RoutingGauges,
 }
 
 /// Where a client is, as far as the network table knows.
@@ -128,7 +129,7 @@ impl GeoDns {
             .map(GeoIpDatabase::open)
             .transpose()?;
 
-        Ok(Self {
+        let dns = Self {
             zone,
             edges: edges
                 .into_iter()
@@ -147,7 +148,10 @@ impl GeoDns {
             limiter,
             metrics,
             geoip,
-        })
+            routing_gauges: crate::view::RoutingGauges::default(),
+        };
+        dns.routing_gauges.publish(&dns.routing());
+        Ok(dns)
     }
 
     /// Marks an edge (by name) healthy or not. Unknown names are logged and ignored.
@@ -157,6 +161,7 @@ impl GeoDns {
                 if e.healthy.swap(healthy, Ordering::Relaxed) != healthy {
                     self.metrics
                         .change(edge, if healthy { "up" } else { "down" });
+                    self.routing_gauges.publish(&self.routing());
                 }
             }
             None => warn!(edge, "set_healthy for an unknown edge"),
@@ -186,6 +191,7 @@ impl GeoDns {
         e.shedding.store(now, Ordering::Relaxed);
         self.metrics
             .change(edge, if now { "shedding" } else { "accepting" });
+        self.routing_gauges.publish(&self.routing());
         Some(now)
     }
 
@@ -208,6 +214,7 @@ impl GeoDns {
     /// Registers the DNS metrics on an admin registry.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.metrics.register(registry);
+        self.routing_gauges.register(registry, "dns");
     }
 
     /// Whether the named edge is currently considered healthy (`None` if unknown).
@@ -216,6 +223,42 @@ impl GeoDns {
             .iter()
             .find(|e| e.site.name == edge)
             .map(|e| e.healthy.load(Ordering::Relaxed))
+    }
+
+    /// The answers each network of the table gets now.
+    pub fn routing(&self) -> crate::view::RoutingView {
+        let networks = self
+            .networks
+            .networks()
+            .iter()
+            .map(|network| {
+                let located = Located {
+                    network: Some((network.prefix, network.location)),
+                    from_database: false,
+                };
+                let (chosen, _) = self.choose(located);
+                crate::view::NetworkRouting {
+                    prefix: network.prefix.to_string(),
+                    location: network.location,
+                    edges: chosen
+                        .into_iter()
+                        .map(|i| self.edges[i].site.name.clone())
+                        .collect(),
+                }
+            })
+            .collect();
+        crate::view::RoutingView {
+            edges: self
+                .edges
+                .iter()
+                .map(|e| crate::view::EdgeRouting {
+                    name: e.site.name.clone(),
+                    serving: e.healthy.load(Ordering::Relaxed),
+                    shedding: e.shedding.load(Ordering::Relaxed),
+                })
+                .collect(),
+            networks,
+        }
     }
 
     /// The zone this server is authoritative for.

@@ -13,6 +13,7 @@ mod metrics;
 pub mod networks;
 mod rate_limit;
 mod server;
+pub mod view;
 mod zone;
 
 pub use config::{

@@ -9,6 +9,9 @@ use outpost_cache::{CacheKey, HttpClient, PurgeLease, Upstream, UpstreamError};
 use outpost_server::body;
 use outpost_server::health::Hysteresis;
 use outpost_server::{Body, PURGE_SEQ_HEADER};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::paths::{self, OverlaySettings, PathStats};
 
@@ -43,6 +46,13 @@ pub struct ParentSet {
     /// The edge's purge lease: its place in the purge sequence goes to its parents with every
     /// request, and theirs, from every answer and health probe, tells it when it missed one.
     pub(crate) purges: Arc<PurgeLease>,
+    /// Requests sent to each parent (and the origin), by its name.
+    sent: Family<UpstreamLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
 }
 
 impl ParentSet {
@@ -77,7 +87,17 @@ impl ParentSet {
             node: node.into(),
             overlay: Arc::new(OverlaySettings::default()),
             purges: Arc::default(),
+            sent: Family::default(),
         }
+    }
+
+    /// Registers `outpost_upstream_requests_total{upstream}` on the edge's registry.
+    pub fn register_metrics(&self, registry: &mut outpost_server::admin::Registry) {
+        registry.register(
+            "outpost_upstream_requests",
+            "Requests sent upstream, by the parent (or the origin) they went to",
+            self.sent.clone(),
+        );
     }
 
     /// The purge lease of the edge in front of this set (shared with its cache).
@@ -248,6 +268,11 @@ impl Upstream for ParentSet {
                     .headers_mut()
                     .insert(PURGE_SEQ_HEADER, http::HeaderValue::from(applied));
             }
+            self.sent
+                .get_or_create(&UpstreamLabel {
+                    upstream: name.to_owned(),
+                })
+                .inc();
             let started = Instant::now();
             let mut result = self.client.send_to(url, attempt).await;
             if let Ok(response) = &mut result {

@@ -356,6 +356,7 @@ pub fn start_edge(
         .collect();
     let set =
         ParentSet::new(&bound.name, parents, origin, client).with_overlay(shared.overlay.clone());
+    set.register_metrics(&mut registry);
     outpost_edge::spawn_health_checks(set.clone(), shared.health.clone(), shared.shutdown.signal());
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
     let esi_metrics = outpost_esi::EsiMetrics::register(&mut registry);

@@ -99,22 +99,9 @@ pub async fn start_dns(
     );
     let admin = match settings.admin {
         Some(listen) => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(bind_error("admin", listen))?;
-            let bound = listener.local_addr().map_err(bind_error("admin", listen))?;
-            let mut registry =
-                Registry::with_labels([(Cow::Borrowed("node"), Cow::Borrowed("dns"))].into_iter());
+            let mut registry = router_registry("dns");
             dns.register_metrics(&mut registry);
-            let handler = Arc::new(Admin::new("dns", None, Arc::new(registry), None));
-            tasks.spawn(outpost_server::serve(
-                "dns".into(),
-                listener,
-                handler,
-                outpost_server::Limits::default(),
-                shutdown.signal(),
-            ));
-            Some(bound)
+            Some(serve_router_admin(tasks, "dns", listen, registry, shutdown).await?)
         }
         None => None,
     };
@@ -133,6 +120,39 @@ pub async fn start_dns(
         admin_tls: false,
         https: None,
     }))
+}
+
+fn router_registry(name: &'static str) -> Registry {
+    Registry::with_labels([(Cow::Borrowed("node"), Cow::Borrowed(name))].into_iter())
+}
+
+/// The plain-HTTP admin listener of the DNS or the anycast router: /health and /metrics.
+async fn serve_router_admin(
+    tasks: &mut JoinSet<()>,
+    name: &'static str,
+    listen: SocketAddr,
+    registry: Registry,
+    shutdown: &Shutdown,
+) -> Result<SocketAddr, StartError> {
+    let bind_error = |source| StartError::Bind {
+        node: name.into(),
+        listener: "admin",
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let handler = Arc::new(Admin::new(name, None, Arc::new(registry), None));
+    tasks.spawn(outpost_server::serve(
+        name.into(),
+        listener,
+        handler,
+        outpost_server::Limits::default(),
+        shutdown.signal(),
+    ));
+    Ok(bound)
 }
 
 /// The routing table of the anycast address over `edges`.
@@ -206,6 +226,14 @@ pub async fn start_anycast(
         Service::Http,
         shutdown.signal(),
     ));
+    let admin = match config.admin {
+        Some(listen) => {
+            let mut registry = router_registry("anycast");
+            table.register_metrics(&mut registry);
+            Some(serve_router_admin(tasks, "anycast", listen, registry, shutdown).await?)
+        }
+        None => None,
+    };
     anycast::spawn_health(table.clone(), config.clone(), shutdown.signal());
     if let Some(path) = config_path {
         spawn_cost_reloader(table, path.to_owned(), shutdown.signal())?;
@@ -215,7 +243,7 @@ pub async fn start_anycast(
         role: Role::Anycast,
         data: http_addr,
         data_tls: false,
-        admin: None,
+        admin,
         admin_tls: false,
         https: https_addr,
     }))

@@ -103,6 +103,20 @@ pub struct FleetPurgeReport {
     pub acknowledged_ms: f64,
 }
 
+/// A purge the control node acknowledged, as `GET /fleet/reports` lists the latest
+/// [`RECENT_PURGES`] (newest first): what it covered and how long it took to reach the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentPurge {
+    pub seq: u64,
+    /// When it arrived, in ms since the epoch.
+    pub at_ms: u64,
+    pub request: PurgeRequest,
+    pub report: FleetPurgeReport,
+}
+
+/// How many acknowledged purges `GET /fleet/reports` keeps.
+pub const RECENT_PURGES: usize = 20;
+
 /// One edge's answer to a request the control node fanned out (a worker deploy, say).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EdgeAnswer {
@@ -171,6 +185,7 @@ pub struct Control {
     metrics: ControlMetrics,
     /// Where the sequence's head is kept, so a restarted control node continues it.
     head_file: Option<std::path::PathBuf>,
+    recent: Mutex<std::collections::VecDeque<RecentPurge>>,
 }
 
 impl Control {
@@ -232,6 +247,7 @@ impl Control {
             settings,
             metrics,
             head_file,
+            recent: Mutex::default(),
         }
     }
 
@@ -293,6 +309,29 @@ impl Control {
 
     /// Sequences `request`, pushes it to every node and waits until it is acknowledged.
     pub async fn purge(&self, request: PurgeRequest) -> FleetPurgeReport {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let asked = request.clone();
+        let report = self.sequence(request).await;
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_front(RecentPurge {
+            seq: report.seq,
+            at_ms,
+            request: asked,
+            report: report.clone(),
+        });
+        recent.truncate(RECENT_PURGES);
+        report
+    }
+
+    /// The acknowledged purges, newest first.
+    pub fn recent(&self) -> Vec<RecentPurge> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
+    }
+
+    async fn sequence(&self, request: PurgeRequest) -> FleetPurgeReport {
         let arrived = Instant::now();
         let (logged, logged_at) = {
             let mut log = self.log();
@@ -413,55 +452,7 @@ impl Control {
     }
 }
 
-/// One request to the admin listener at `admin` with the bearer token: its status and whole
-/// body, or why there is none. What the control node and its followers say to each other.
-pub(crate) async fn admin_exchange(
-    client: &HttpClient,
-    admin: &http::Uri,
-    token: &str,
-    method: Method,
-    path: &str,
-    content_type: Option<http::HeaderValue>,
-    body: bytes::Bytes,
-) -> Result<(StatusCode, bytes::Bytes), String> {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(
-            header::HOST,
-            admin.authority().map_or("admin", |a| a.as_str()),
-        );
-    if let Some(content_type) = content_type {
-        request = request.header(header::CONTENT_TYPE, content_type);
-    }
-    let request = request.body(body::full(body)).map_err(|e| e.to_string())?;
-    let response = client
-        .send_to(admin, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading its answer: {e}"))?
-        .to_bytes();
-    Ok((status, bytes))
-}
-
-/// The body of a successful answer, or the status and body as the error.
-pub(crate) fn success(answer: (StatusCode, bytes::Bytes)) -> Result<bytes::Bytes, String> {
-    let (status, bytes) = answer;
-    if status.is_success() {
-        Ok(bytes)
-    } else {
-        Err(format!(
-            "{status} {}",
-            String::from_utf8_lossy(&bytes).trim()
-        ))
-    }
-}
+pub(crate) use outpost_cache::admin::{exchange as admin_exchange, success};
 
 /// The control node's API as an admin extension.
 pub struct ControlApi(pub Arc<Control>);
@@ -499,6 +490,7 @@ impl AdminExtension for ControlApi {
                     }
                     body::json(&self.0.purge(purge).await)
                 }
+                (&Method::GET, "/fleet/reports") => body::json(&self.0.recent()),
                 (&Method::GET, "/fleet/purges") => match self.0.catchup(request.uri().query()) {
                     Ok(catchup) => body::json(&catchup),
                     Err(problem) => body::text(StatusCode::BAD_REQUEST, problem),
@@ -520,7 +512,7 @@ impl AdminExtension for ControlApi {
                 }
                 _ => body::text(
                     StatusCode::NOT_FOUND,
-                    "control endpoints: POST /fleet/purge, GET /fleet/purges?after=SEQ&node=NAME, /fleet/edges/workers/...",
+                    "control endpoints: POST /fleet/purge, GET /fleet/purges?after=SEQ&node=NAME, GET /fleet/reports, /fleet/edges/workers/...",
                 ),
             }
         })
