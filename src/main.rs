@@ -59,6 +59,9 @@ enum Command {
     /// Run the control node of a topology: every purge goes through it, numbered, to every
     /// edge and parent at once.
     Control(ControlArgs),
+    /// Run the live dashboard of a topology's CDN (what `outpost up` serves at
+    /// [dashboard] listen), reading every node's admin listener.
+    Dashboard(DashboardArgs),
     /// Run the simulated anycast router of a topology, or inspect its routing.
     Anycast(AnycastArgs),
     /// Check that a node of a topology is up (its admin /health answers 200): exit status 0
@@ -208,6 +211,13 @@ struct OriginArgs {
 }
 
 #[derive(Args)]
+struct DashboardArgs {
+    /// The topology file whose CDN to show (its [dashboard] table says where).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
 struct ControlArgs {
     /// The topology file whose [control] node to run.
     #[arg(long, short)]
@@ -277,6 +287,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map(|c| c.name.clone())
                 .with_context(|| format!("{}: no [control] node", args.config.display()))?;
             node_of(&topology, Role::Control, &name, &args.config).await
+        }
+        Command::Dashboard(args) => {
+            let topology = Topology::load(&args.config)?;
+            if topology.dashboard.is_none() {
+                anyhow::bail!("{}: no [dashboard] table", args.config.display());
+            }
+            node_of(&topology, Role::Dashboard, "dashboard", &args.config).await
         }
         Command::Anycast(AnycastArgs {
             command: None,

@@ -14,6 +14,7 @@
 //! for shutdown, the admin client and log set-up live in the `outpost` binary.
 
 pub mod control;
+pub mod dashboard;
 mod error;
 mod nodes;
 pub mod routing;
@@ -44,6 +45,7 @@ pub enum Role {
     Dns,
     Anycast,
     Control,
+    Dashboard,
 }
 
 impl Role {
@@ -55,6 +57,7 @@ impl Role {
             Role::Dns => "dns",
             Role::Anycast => "anycast",
             Role::Control => "control",
+            Role::Dashboard => "dashboard",
         }
     }
 }
@@ -503,6 +506,24 @@ impl Cdn {
             )
             .await?,
         );
+        if let Some(settings) = &topology.dashboard {
+            let listener = nodes::listen("dashboard", "dashboard", settings.listen).await?;
+            let layout = dashboard::layout(topology, &nodes);
+            let control = nodes
+                .iter()
+                .find(|n| n.role == Role::Control)
+                .and_then(|n| n.admin.map(|a| (a, n.admin_tls)));
+            let client = setup.admin_client(topology)?;
+            nodes.push(nodes::start_dashboard(
+                &mut tasks,
+                &setup.shared,
+                settings,
+                listener,
+                layout,
+                control,
+                client,
+            ));
+        }
         Ok(setup.running(nodes, tasks))
     }
 
@@ -518,7 +539,7 @@ impl Cdn {
         match role {
             Role::Dns => return Self::start_dns(topology).await,
             Role::Anycast => return Self::start_anycast(topology, overrides).await,
-            Role::Origin | Role::Parent | Role::Edge | Role::Control => {}
+            Role::Origin | Role::Parent | Role::Edge | Role::Control | Role::Dashboard => {}
         }
         let mut setup = Setup::for_topology(topology, overrides)?;
         setup.shield(topology)?;
@@ -603,6 +624,25 @@ impl Cdn {
                     fleet,
                     setup.admin_client(topology)?,
                     &setup.state_dir,
+                )
+            }
+            Role::Dashboard => {
+                let settings = topology.dashboard.as_ref().ok_or_else(unknown)?;
+                let listener = nodes::listen("dashboard", "dashboard", settings.listen).await?;
+                let configured = dashboard::configured_nodes(topology);
+                let layout = dashboard::layout(topology, &configured);
+                let control = topology
+                    .control
+                    .as_ref()
+                    .map(|c| (c.reached(), topology.admin.tls));
+                nodes::start_dashboard(
+                    &mut tasks,
+                    &setup.shared,
+                    settings,
+                    listener,
+                    layout,
+                    control,
+                    setup.admin_client(topology)?,
                 )
             }
             Role::Dns | Role::Anycast => return Err(unknown()),

@@ -265,6 +265,56 @@ pub fn start_control(
     }
 }
 
+/// Starts the dashboard on `listener`, reading the nodes of `layout` (and the control node's
+/// recent purges) through `client`.
+pub fn start_dashboard(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    settings: &outpost_dashboard::DashboardSettings,
+    listener: TcpListener,
+    layout: outpost_dashboard::view::Layout,
+    control: Option<(SocketAddr, bool)>,
+    client: HttpClient,
+) -> NodeAddrs {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let control = control.and_then(|(addr, tls)| {
+        format!("{}://{addr}", if tls { "https" } else { "http" })
+            .parse()
+            .ok()
+    });
+    let dashboard = outpost_dashboard::Dashboard::new(
+        layout,
+        control,
+        client,
+        shared.token.clone().unwrap_or_default(),
+        settings.clone(),
+        shared.shutdown.signal(),
+    );
+    dashboard.spawn_collector();
+    let mut limits = shared.limits.clone();
+    limits.access_log = false;
+    spawn_listener(
+        tasks,
+        shared,
+        "dashboard",
+        listener,
+        None,
+        dashboard,
+        limits,
+    );
+    NodeAddrs {
+        name: "dashboard".into(),
+        role: Role::Dashboard,
+        data: addr,
+        data_tls: false,
+        admin: None,
+        admin_tls: false,
+        https: None,
+    }
+}
+
 fn serve_admin(
     tasks: &mut JoinSet<()>,
     shared: &Shared,

@@ -63,6 +63,9 @@ pub struct Topology {
     /// The control node every purge goes through (numbered, pushed to every edge and parent,
     /// never lost); without one, `outpost purge` sends to each node itself.
     pub control: Option<ControlNode>,
+    /// The live dashboard of the whole CDN (`outpost up` serves it; `outpost dashboard` runs
+    /// it alone).
+    pub dashboard: Option<outpost_dashboard::DashboardSettings>,
 }
 
 /// The `[control]` table.

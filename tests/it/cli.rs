@@ -11,7 +11,15 @@ fn outpost(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["up", "edge", "parent", "origin", "purge", "validate"] {
+    for sub in [
+        "up",
+        "edge",
+        "parent",
+        "origin",
+        "purge",
+        "validate",
+        "dashboard",
+    ] {
         let output = outpost(&[sub, "--help"]);
         assert!(output.status.success(), "{sub} --help failed");
         let text = String::from_utf8_lossy(&output.stdout);

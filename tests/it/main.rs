@@ -9,6 +9,7 @@ mod bad_input;
 mod caching;
 mod cli;
 mod containers;
+mod dashboard;
 mod esi;
 mod lab;
 mod releases;

@@ -1,0 +1,246 @@
+//! The dashboard, seen in a browser: every node its own process, traffic through all three
+//! edges, an edge stopped, a purge sent from the page.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::common::{Outpost, client, outpost_command};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Health: probes every 250 ms, two failures withdraw (the horizon: 500 ms).
+const HEALTH: &str = "interval_ms = 250\ntimeout_ms = 250\nrise = 2\nfall = 2";
+const HORIZON_MS: u64 = 500;
+const REFRESH_MS: u64 = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new(&format!("{root}/tests/player/node_modules/playwright-core")).exists(),
+        "the browser driver is not installed: run scripts/player-libs"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let next = || format!("127.0.0.1:{}", free_port());
+    let (origin, origin_admin) = (next(), next());
+    let parents = [("parent-eu", [50.1, 8.7]), ("parent-us", [39.0, -77.5])];
+    let edges = [
+        ("edge-ams", [52.4, 4.9]),
+        ("edge-nyc", [40.7, -74.0]),
+        ("edge-sin", [1.35, 103.8]),
+    ];
+    let mut toml = format!(
+        "[admin]\ntoken = \"t\"\ntls = true\n[tls]\nstate_dir = \"{}\"\n[cache]\ndisk_mib = 0\n\
+         [health]\n{HEALTH}\n[origin]\nlisten = \"{origin}\"\nadmin = \"{origin_admin}\"\n",
+        state.display()
+    );
+    for (name, [lat, lon]) in parents {
+        toml.push_str(&format!(
+            "[[parents]]\nname = \"{name}\"\nlisten = \"{}\"\nadmin = \"{}\"\nlocation = [{lat}, {lon}]\n",
+            next(),
+            next()
+        ));
+    }
+    let mut edge_data = Vec::new();
+    for (name, [lat, lon]) in edges {
+        let data = next();
+        toml.push_str(&format!(
+            "[[edges]]\nname = \"{name}\"\nlisten = \"{data}\"\nadmin = \"{}\"\nlocation = [{lat}, {lon}]\n",
+            next()
+        ));
+        edge_data.push((name, data));
+    }
+    let dashboard = next();
+    toml.push_str(&format!(
+        "[dns]\nlisten = \"{}\"\nadmin = \"{}\"\n[dns.health]\n{HEALTH}\n\
+         [anycast]\naddress = \"127.0.0.1\"\nhttp_port = {}\nhttps_port = {}\nadmin = \"{}\"\nhold_down_ms = 0\n[anycast.health]\n{HEALTH}\n\
+         [control]\nlisten = \"{}\"\n[dashboard]\nlisten = \"{dashboard}\"\nrefresh_ms = {REFRESH_MS}\n",
+        next(),
+        next(),
+        free_port(),
+        free_port(),
+        next(),
+        next()
+    ));
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let config = config.to_str().unwrap();
+    let (ok, made) = outpost_command(&["certs", "init", "--config", config]);
+    assert!(ok, "{made}");
+
+    let spawn = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config]);
+        Outpost::spawn(&all, 1)
+    };
+    let _control = spawn(&["control"]);
+    let _origin = spawn(&["origin"]);
+    let _parents: Vec<Outpost> = parents
+        .iter()
+        .map(|(name, _)| spawn(&["parent", "--name", name]))
+        .collect();
+    let mut edge_nodes: Vec<(&str, Outpost)> = edges
+        .iter()
+        .map(|(name, _)| (*name, spawn(&["edge", "--name", name])))
+        .collect();
+    let _dns = spawn(&["dns"]);
+    let _anycast = spawn(&["anycast"]);
+    let _dashboard = spawn(&["dashboard"]);
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let purged_path = "/about.html";
+    let mut driver = tokio::process::Command::new("node")
+        .arg(format!("{root}/tests/player/dashboard.mjs"))
+        .args(["--url", &format!("http://{dashboard}/")])
+        .args(["--token", "t"])
+        .args(["--shots", shots.to_str().unwrap()])
+        .args(["--edges", "edge-ams,edge-nyc,edge-sin"])
+        .args(["--kill", "edge-sin"])
+        .args(["--purge", purged_path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (Node.js 20 or later)");
+    let mut to_driver = driver.stdin.take().unwrap();
+    let mut from_driver = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut step = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), from_driver.next_line())
+            .await
+            .expect("the browser driver answers in time")
+            .unwrap()
+            .expect("the browser driver ended early");
+        let step: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_ne!(step["step"], "failed", "{step}");
+        step
+    };
+
+    let traffic = step().await;
+    assert_eq!(traffic["step"], "traffic");
+    // Through every edge: a miss, then hits, on a few objects.
+    let http = client();
+    let paths = ["/", purged_path, "/robots.txt", "/video/player.html"];
+    let mut sent = 0;
+    for round in 0..5 {
+        for (name, data) in &edge_data {
+            for path in paths {
+                let response = http
+                    .get(format!("http://{data}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{name}{path} round {round}");
+                response.bytes().await.unwrap();
+                sent += 1;
+            }
+        }
+    }
+    to_driver
+        .write_all(format!("sent {sent}\n").as_bytes())
+        .await
+        .unwrap();
+
+    let kill = step().await;
+    assert_eq!(kill["step"], "kill");
+    let (_, edge_sin) = edge_nodes.pop().unwrap();
+    edge_sin.signal("KILL");
+    to_driver.write_all(b"killed\n").await.unwrap();
+
+    let done = step().await;
+    assert_eq!(done["step"], "done", "{done}");
+    println!("{done}");
+    let _ = std::io::stdout().flush();
+    assert_eq!(
+        done["errors"],
+        serde_json::json!([]),
+        "the page logged errors"
+    );
+    // The numbers moved with the traffic: every request counted, on every edge, and the hit
+    // ratio with them.
+    let before = &traffic["before"];
+    let after = &done["after"];
+    let total = |v: &serde_json::Value| v["total"].as_f64().unwrap_or(0.0);
+    assert!(
+        total(after) >= total(before) + f64::from(sent),
+        "requests counted: {before} then {after}"
+    );
+    for (name, _) in &edge_data {
+        let count = |v: &serde_json::Value| v["perEdge"][name].as_f64().unwrap_or(0.0);
+        assert!(
+            count(after) >= count(before) + 20.0,
+            "{name}: {before} then {after}"
+        );
+    }
+    let ratio = after["hitRatio"].as_f64().expect("a hit ratio");
+    assert!(ratio > 0.7, "4 misses then 16 hits per edge: {ratio}");
+    let moved = done["movedMs"].as_u64().unwrap();
+    assert!(
+        moved <= 2 * REFRESH_MS + 500,
+        "numbers moved after {moved} ms"
+    );
+    // The stopped edge: down on the map, out of the DNS view and the routing table, within the
+    // health horizon plus one refresh of the page.
+    let lag = HORIZON_MS + REFRESH_MS + 300;
+    for key in ["downMs", "dnsMs", "routingMs"] {
+        let ms = done[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} never: {done}"));
+        assert!(
+            ms <= lag,
+            "{key} {ms} ms (horizon {HORIZON_MS} + refresh {REFRESH_MS})"
+        );
+    }
+    // The purge from the page: asked to confirm, acknowledged, listed.
+    assert!(
+        done["asked"].as_str().unwrap().contains(purged_path),
+        "{done}"
+    );
+    assert_eq!(done["ok"], "true", "{done}");
+    assert!(
+        done["result"].as_str().unwrap().contains("acknowledged"),
+        "{done}"
+    );
+    assert!(done["purgeRows"].as_u64().unwrap() >= 1, "{done}");
+    // ... and the object is gone from every node still up: each edge fetches it again, and
+    // the first one's parent does too (the second edge may then find it there).
+    for (i, (name, data)) in edge_data[..2].iter().enumerate() {
+        let response = http
+            .get(format!("http://{data}{purged_path}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let entries: Vec<&str> = status.split(',').map(str::trim).collect();
+        let missed = |entry: &&str| entry.contains("fwd=uri-miss");
+        assert!(
+            entries.len() == 2 && missed(&entries[1]) && (i > 0 || missed(&entries[0])),
+            "{name} (and, the first time, its parent) fetch it again: {status}"
+        );
+    }
+    // Readable on a phone: nothing wider than its screen.
+    assert!(done["phoneWidth"].as_u64().unwrap() <= 390, "{done}");
+    for scheme in ["light", "dark"] {
+        let shot = shots.join(format!("dashboard-{scheme}.png"));
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{}",
+            shot.display()
+        );
+        println!("screenshot: {}", shot.display());
+    }
+    drop(to_driver);
+    let _ = tokio::time::timeout(Duration::from_secs(10), driver.wait()).await;
+    drop(edge_nodes);
+}
