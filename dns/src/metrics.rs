@@ -123,7 +123,15 @@ impl Default for DnsMetrics {
             responses,
             answers: Family::default(),
             changes: Family::default(),
-            rate_limited: Family::default(),
+            rate_limited: {
+                // Both actions exist from the start, at 0, so queries on them work before any
+                // query was limited.
+                let family: Family<ActionLabel, Counter> = Family::default();
+                for action in ["slipped", "dropped"] {
+                    let _ = family.get_or_create(&ActionLabel { action });
+                }
+                family
+            },
             query_counters,
             response_counters,
         }

@@ -135,7 +135,7 @@ impl CmcdMetrics {
         let metrics = Self {
             requests: Family::default(),
             starvations: Counter::default(),
-            bitrate: Histogram::new(exponential_buckets(100.0, 2.0, 10)),
+            bitrate: Histogram::new(exponential_buckets(100_000.0, 2.0, 10)),
             buffer: Histogram::new(exponential_buckets(0.25, 2.0, 10)),
         };
         registry.register(
@@ -149,8 +149,8 @@ impl CmcdMetrics {
             metrics.starvations.clone(),
         );
         registry.register(
-            "outpost_cmcd_bitrate_kbps",
-            "Encoded bitrate of the objects players asked for (CMCD br), kbit/s",
+            "outpost_cmcd_bitrate_bits_per_second",
+            "Encoded bitrate of the objects players asked for (CMCD br, sent in kbit/s)",
             metrics.bitrate.clone(),
         );
         registry.register(
@@ -176,7 +176,7 @@ impl CmcdMetrics {
             self.starvations.inc();
         }
         if let Some(br) = cmcd.bitrate_kbps {
-            self.bitrate.observe(br as f64);
+            self.bitrate.observe(br as f64 * 1e3);
         }
         if let Some(bl) = cmcd.buffer_ms {
             self.buffer.observe(bl as f64 / 1000.0);

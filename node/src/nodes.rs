@@ -236,7 +236,7 @@ pub fn start_control(
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut registry = node_registry(name);
+    let mut registry = node_registry(name, Role::Control);
     let control = crate::control::Control::new(
         fleet,
         client,
@@ -396,7 +396,7 @@ pub fn start_edge(
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
     let addrs = bound.addrs(Role::Edge, false);
-    let mut registry = node_registry(&bound.name);
+    let mut registry = node_registry(&bound.name, Role::Edge);
     let client = shared.upstream_client(&bound.name);
     let origin_hosts = origin
         .as_ref()
@@ -545,7 +545,7 @@ pub fn start_parent(
     let mut bound = bound;
     bound.admin_tls = shared.admin_tls.is_some();
     let addrs = bound.addrs(Role::Parent, false);
-    let mut registry = node_registry(&bound.name);
+    let mut registry = node_registry(&bound.name, Role::Parent);
     let client = shared.upstream_client(&bound.name);
     let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, client, &mut registry);
     let releases = open_releases(shared, &bound.name)?;
@@ -588,7 +588,7 @@ pub fn start_origin(
     bound.admin_tls = shared.admin_tls.is_some();
     let addrs = bound.addrs(Role::Origin, tls.is_some());
     tracing::info!(target: "outpost", "origin serves {}", origin.root().display());
-    let mut registry = node_registry(&bound.name);
+    let mut registry = node_registry(&bound.name, Role::Origin);
     let requests = Counter::default();
     registry.register(
         "outpost_origin_requests",
@@ -617,12 +617,20 @@ pub fn start_origin(
     Ok(addrs)
 }
 
-fn node_registry(name: &str) -> Registry {
+/// A node's metrics registry: every series carries `node` (its name) and `role` (origin,
+/// parent, edge, control, dns, anycast), so one query selects a tier or a node.
+pub(crate) fn node_registry(name: &str, role: Role) -> Registry {
     Registry::with_labels(
-        [(
-            std::borrow::Cow::Borrowed("node"),
-            std::borrow::Cow::Owned(name.to_owned()),
-        )]
+        [
+            (
+                std::borrow::Cow::Borrowed("node"),
+                std::borrow::Cow::Owned(name.to_owned()),
+            ),
+            (
+                std::borrow::Cow::Borrowed("role"),
+                std::borrow::Cow::Borrowed(role.as_str()),
+            ),
+        ]
         .into_iter(),
     )
 }

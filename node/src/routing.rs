@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use std::borrow::Cow;
-
 use outpost_dns::anycast::{self, AnycastEdge, RoutingTable, Service};
 use outpost_dns::{EdgeSite, GeoDns};
 use outpost_server::Shutdown;
@@ -99,7 +97,7 @@ pub async fn start_dns(
     );
     let admin = match settings.admin {
         Some(listen) => {
-            let mut registry = router_registry("dns");
+            let mut registry = crate::nodes::node_registry("dns", Role::Dns);
             dns.register_metrics(&mut registry);
             Some(serve_router_admin(tasks, "dns", listen, registry, shutdown).await?)
         }
@@ -120,10 +118,6 @@ pub async fn start_dns(
         admin_tls: false,
         https: None,
     }))
-}
-
-fn router_registry(name: &'static str) -> Registry {
-    Registry::with_labels([(Cow::Borrowed("node"), Cow::Borrowed(name))].into_iter())
 }
 
 /// The plain-HTTP admin listener of the DNS or the anycast router: /health and /metrics.
@@ -228,7 +222,7 @@ pub async fn start_anycast(
     ));
     let admin = match config.admin {
         Some(listen) => {
-            let mut registry = router_registry("anycast");
+            let mut registry = crate::nodes::node_registry("anycast", Role::Anycast);
             table.register_metrics(&mut registry);
             Some(serve_router_admin(tasks, "anycast", listen, registry, shutdown).await?)
         }

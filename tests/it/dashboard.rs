@@ -244,3 +244,193 @@ async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
     let _ = tokio::time::timeout(Duration::from_secs(10), driver.wait()).await;
     drop(edge_nodes);
 }
+
+/// Every node role of one CDN, in this process, with an admin listener each.
+fn every_role() -> Outpost {
+    let toml = "[admin]\ntoken = \"t\"\n\
+        [origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        [[parents]]\nname = \"parent-eu\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocation = [50.1, 8.7]\n\
+        [[edges]]\nname = \"edge-ams\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocation = [52.4, 4.9]\n\
+        [dns]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        [anycast]\naddress = \"127.0.0.1\"\nhttp_port = 0\nadmin = \"127.0.0.1:0\"\n\
+        [control]\nlisten = \"127.0.0.1:0\"\n\
+        [dashboard]\nlisten = \"127.0.0.1:0\"\n";
+    Outpost::up(toml, 7)
+}
+
+/// One metric family of an exposition: its TYPE, whether it has HELP, and its samples.
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    help: bool,
+    samples: Vec<String>,
+}
+
+fn families(text: &str) -> std::collections::BTreeMap<String, Family> {
+    let mut all: std::collections::BTreeMap<String, Family> = Default::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            all.entry(name.to_owned()).or_default().kind = kind.to_owned();
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            all.entry(name.to_owned()).or_default().help = true;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = all
+                .keys()
+                .filter(|f| name.starts_with(f.as_str()))
+                .max_by_key(|f| f.len())
+                .cloned()
+                .unwrap_or_else(|| panic!("a sample of no family: {line}"));
+            all.get_mut(&family).unwrap().samples.push(line.to_owned());
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn metric_names_follow_prometheus_conventions_and_the_grafana_board_names_only_real_ones() {
+    let cdn = every_role();
+    let http = client();
+    // Some traffic, so that families with labels have series: through the cache, and through
+    // a worker.
+    let edge = cdn.data("edge-ams").to_owned();
+    for _ in 0..2 {
+        let response = http.get(format!("{edge}/")).send().await.unwrap();
+        response.bytes().await.unwrap();
+    }
+    let hello = crate::workers::example("hello");
+    let (ok, said) = crate::common::admin_command(
+        &[
+            "workers",
+            "deploy",
+            &hello,
+            "--name",
+            "hello",
+            "--route",
+            "hello.test/*",
+        ],
+        "t",
+        &[cdn.admin("edge-ams")],
+    );
+    assert!(ok, "{said}");
+    let greeting = http
+        .get(format!("{edge}/"))
+        .header("host", "hello.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(greeting.status(), 200);
+    let mut names = std::collections::BTreeSet::new();
+    for (node, role) in [
+        ("origin", "origin"),
+        ("parent-eu", "parent"),
+        ("edge-ams", "edge"),
+        ("dns", "dns"),
+        ("anycast", "anycast"),
+        ("control", "control"),
+    ] {
+        let text = cdn.metrics(node).await;
+        for (name, family) in families(&text) {
+            let at = format!("{node}: {name}");
+            assert!(
+                name.starts_with("outpost_")
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{at}: outpost_ and snake case"
+            );
+            assert!(family.help, "{at}: no HELP");
+            // Base units, spelled out, at the end of the name.
+            for bad in ["_ms", "_kbps", "milliseconds", "_kb", "_mb", "_percent"] {
+                assert!(
+                    !name.contains(bad),
+                    "{at}: base units (seconds, bytes, bits)"
+                );
+            }
+            match family.kind.as_str() {
+                "counter" => {
+                    assert!(
+                        !name.ends_with("_total"),
+                        "{at}: the _total goes on the samples"
+                    );
+                    for sample in &family.samples {
+                        assert!(
+                            sample.starts_with(&format!("{name}_total")),
+                            "{at}: {sample}"
+                        );
+                    }
+                }
+                "histogram" => {
+                    assert!(
+                        ["_seconds", "_bytes", "_bits_per_second"]
+                            .iter()
+                            .any(|unit| name.ends_with(unit)),
+                        "{at}: a histogram names its unit"
+                    );
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                "gauge" => assert!(!name.ends_with("_total"), "{at}: a gauge is no total"),
+                other => panic!("{at}: unexpected type {other}"),
+            }
+            // The same two labels on every series of every role.
+            for sample in &family.samples {
+                assert!(
+                    sample.contains(&format!("node=\"{node}\""))
+                        && sample.contains(&format!("role=\"{role}\"")),
+                    "{at}: {sample}"
+                );
+            }
+            names.insert(if family.kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.clone()
+            });
+        }
+    }
+    for required in [
+        "outpost_requests_total",
+        "outpost_upstream_latency_seconds_bucket",
+        "outpost_dns_edge_serving",
+        "outpost_anycast_network_edge",
+        "outpost_purge_fanout_seconds_bucket",
+        "outpost_worker_duration_seconds_bucket",
+    ] {
+        assert!(names.contains(required), "{required} in {names:?}");
+    }
+
+    let board: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/outpost.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let panels = board["panels"].as_array().unwrap();
+    assert!(panels.len() >= 20);
+    let mut queried = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("outpost_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    names.contains(&name),
+                    "{}: {name} is no metric of Outpost's",
+                    panel["title"]
+                );
+                queried += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(queried >= 26);
+}

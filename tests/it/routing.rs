@@ -226,11 +226,11 @@ async fn dns_and_anycast_send_each_network_to_its_nearest_healthy_edge() {
     // The DNS reports what it did on its admin listener.
     let metrics = cdn.metrics("dns").await;
     for needle in [
-        "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"udp\"",
-        "outpost_dns_queries_total{node=\"dns\",qtype=\"A\",protocol=\"tcp\"",
-        "outpost_dns_responses_total{node=\"dns\",rcode=\"REFUSED\"",
-        "outpost_dns_answers_total{node=\"dns\",edge=\"edge-nyc\"",
-        "outpost_dns_edge_changes_total{node=\"dns\",edge=\"edge-ams\",state=\"down\"} 1",
+        "outpost_dns_queries_total{node=\"dns\",role=\"dns\",qtype=\"A\",protocol=\"udp\"",
+        "outpost_dns_queries_total{node=\"dns\",role=\"dns\",qtype=\"A\",protocol=\"tcp\"",
+        "outpost_dns_responses_total{node=\"dns\",role=\"dns\",rcode=\"REFUSED\"",
+        "outpost_dns_answers_total{node=\"dns\",role=\"dns\",edge=\"edge-nyc\"",
+        "outpost_dns_edge_changes_total{node=\"dns\",role=\"dns\",edge=\"edge-ams\",state=\"down\"} 1",
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
     }

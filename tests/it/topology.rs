@@ -206,11 +206,11 @@ async fn nodes_expose_health_and_prometheus_metrics() {
     assert_eq!(health.status(), 200);
     let metrics = cdn.metrics("edge-0").await;
     for line in [
-        "outpost_cache_hits_total{node=\"edge-0\"} 2",
-        "outpost_cache_misses_total{node=\"edge-0\"} 1",
-        "outpost_requests_total{node=\"edge-0\",outcome=\"hit\"} 2",
-        "outpost_response_body_bytes_total{node=\"edge-0\"} 3",
-        "outpost_upstream_latency_seconds_count{node=\"edge-0\"} 1",
+        "outpost_cache_hits_total{node=\"edge-0\",role=\"edge\"} 2",
+        "outpost_cache_misses_total{node=\"edge-0\",role=\"edge\"} 1",
+        "outpost_requests_total{node=\"edge-0\",role=\"edge\",outcome=\"hit\"} 2",
+        "outpost_response_body_bytes_total{node=\"edge-0\",role=\"edge\"} 3",
+        "outpost_upstream_latency_seconds_count{node=\"edge-0\",role=\"edge\"} 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }

@@ -336,9 +336,9 @@ async fn cmcd_goes_to_the_log_and_metrics_never_to_the_cache_key() {
     );
     let metrics = cdn.metrics("edge-0").await;
     for line in [
-        "outpost_cmcd_requests_total{node=\"edge-0\",object=\"v\"} 2",
-        "outpost_cmcd_buffer_starvations_total{node=\"edge-0\"} 1",
-        "outpost_cmcd_bitrate_kbps_count{node=\"edge-0\"} 2",
+        "outpost_cmcd_requests_total{node=\"edge-0\",role=\"edge\",object=\"v\"} 2",
+        "outpost_cmcd_buffer_starvations_total{node=\"edge-0\",role=\"edge\"} 1",
+        "outpost_cmcd_bitrate_bits_per_second_count{node=\"edge-0\",role=\"edge\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

@@ -305,7 +305,9 @@ async fn example_workers_run_on_their_routes_and_survive_a_restart() {
     assert!(!list.contains("s3cret"), "secrets are never shown: {list}");
     let metrics = cdn.metrics("edge-ams").await;
     assert!(
-        metrics.contains("outpost_worker_invocations_total{node=\"edge-ams\",worker=\"hello\"} 1"),
+        metrics.contains(
+            "outpost_worker_invocations_total{node=\"edge-ams\",role=\"edge\",worker=\"hello\"} 1"
+        ),
         "{metrics}"
     );
     assert!(

@@ -59,6 +59,10 @@ impl InvokeError {
     }
 
     /// A short label for metrics.
+    /// Every [`kind`](Self::kind), for metrics that exist at 0 before the first failure.
+    pub const KINDS: [&'static str; 5] =
+        ["overloaded", "cpu_time", "memory", "trap", "no_response"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             InvokeError::Overloaded(_) => "overloaded",

@@ -83,6 +83,12 @@ impl WorkersMetrics {
         let label = WorkerLabel {
             worker: name.to_owned(),
         };
+        for kind in InvokeError::KINDS {
+            let _ = self.errors.get_or_create(&ErrorLabels {
+                worker: name.to_owned(),
+                kind,
+            });
+        }
         WorkerMetrics {
             invocations: self.invocations.get_or_create(&label).clone(),
             duration: self.duration.get_or_create(&label).clone(),
