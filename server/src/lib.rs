@@ -39,7 +39,7 @@ mod millis {
     }
 }
 
-pub use access_log::AccessNote;
+pub use access_log::{AccessLogFormat, AccessNote, RequestId};
 pub use body::{Body, BoxError};
 
 /// The path every node answers itself on its data port, for health checks; it is left out of

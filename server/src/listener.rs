@@ -44,6 +44,8 @@ pub struct Limits {
     /// Write one access-log line per request (set per listener, not in a config).
     #[serde(skip)]
     pub access_log: bool,
+    /// `common` (the common log format, extended) or `json` (one object a line).
+    pub access_log_format: crate::access_log::AccessLogFormat,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_target_bytes: 8 * 1024,
             drain_timeout: Duration::from_secs(10),
             access_log: true,
+            access_log_format: crate::access_log::AccessLogFormat::Common,
         }
     }
 }
@@ -248,6 +251,8 @@ async fn handle_one<H: Handler>(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let (mut parts, incoming) = request.into_parts();
+    let request_id = access_log::RequestId::next(node);
+    parts.extensions.insert(request_id.clone());
     let normal = crate::normal::normalize(&mut parts, peer.tls, limits.max_target_bytes);
     let response = if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
         body::text(
@@ -272,26 +277,30 @@ async fn handle_one<H: Handler>(
         let target = uri
             .path_and_query()
             .map_or_else(|| uri.to_string(), |pq| pq.to_string());
-        let length = http_body::Body::size_hint(response.body()).exact();
         let cache_status = response
             .headers()
             .get("cache-status")
-            .and_then(|value| value.to_str().ok());
-        access_log::log(&AccessRecord {
-            node,
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let record = AccessRecord {
+            format: limits.access_log_format,
+            node: node.into(),
             peer: peer.remote,
-            method: &method,
-            target: &target,
+            method,
+            target,
             version,
             status: response.status(),
-            length,
             cache_status,
-            elapsed: started.elapsed(),
+            started,
+            first_byte: started.elapsed(),
+            request_id: Some(request_id.0),
             note: response
                 .extensions()
                 .get::<access_log::AccessNote>()
-                .map(|n| n.0.as_str()),
-        });
+                .map(|n| n.0.clone()),
+        };
+        let (parts, body) = response.into_parts();
+        return Response::from_parts(parts, access_log::logged(body, record));
     }
     response
 }

@@ -434,3 +434,87 @@ async fn metric_names_follow_prometheus_conventions_and_the_grafana_board_names_
     }
     assert!(queried >= 26);
 }
+
+#[tokio::test]
+async fn the_access_log_gives_bytes_streamed_both_times_the_upstream_and_the_request_id() {
+    use crate::common::{Reply, TestOrigin};
+    // 4 chunks of 1000 bytes with no Content-Length: the edge streams it as it arrives.
+    let origin = TestOrigin::start(|_, _| Reply::Chunked {
+        headers: crate::common::owned(&[("cache-control", "max-age=60")]),
+        chunk: 1000,
+        chunks: 4,
+        every: Duration::from_millis(30),
+    })
+    .await;
+    let toml = format!(
+        "[admin]\ntoken = \"t\"\n[limits]\naccess_log_format = \"json\"\n[cache]\ndisk_mib = 0\n\
+         [origin]\nurl = \"{}\"\n\
+         [[parents]]\nname = \"parent-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        origin.url
+    );
+    let cdn = Outpost::up_process(&toml, 2);
+    let edge = cdn.data("edge-0").to_owned();
+    let http = client();
+    for _ in 0..2 {
+        let body = http
+            .get(format!("{edge}/stream"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 4000);
+    }
+    let lines = || -> Vec<serde_json::Value> {
+        cdn.log()
+            .lines()
+            .filter_map(|line| line.find("{\"time\"").map(|at| &line[at..]))
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .filter(|line: &serde_json::Value| line["node"] == "edge-0")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lines().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = lines();
+    let [miss, hit] = &lines[..] else {
+        panic!("two lines of edge-0: {lines:?}\n{}", cdn.log());
+    };
+    for line in [miss, hit] {
+        assert_eq!(line["bytes"], 4000, "{line}");
+        assert_eq!(line["complete"], true, "{line}");
+        assert_eq!(
+            (&line["method"], &line["status"]),
+            (&"GET".into(), &200.into())
+        );
+        let (ttfb, total) = (
+            line["ttfb_ms"].as_f64().unwrap(),
+            line["total_ms"].as_f64().unwrap(),
+        );
+        assert!(ttfb <= total, "{line}");
+        assert!(
+            line["request_id"].as_str().unwrap().starts_with("edge-0-"),
+            "{line}"
+        );
+    }
+    assert_ne!(miss["request_id"], hit["request_id"]);
+    // The miss streamed as the origin sent it (four chunks 30 ms apart), after its head.
+    assert!(miss["total_ms"].as_f64().unwrap() >= 80.0, "{miss}");
+    assert_eq!(miss["upstream"], "parent-0", "{miss}");
+    assert!(
+        miss["cache_status"]
+            .as_str()
+            .unwrap()
+            .contains("edge-0; fwd=uri-miss")
+    );
+    assert_eq!(hit["upstream"], serde_json::Value::Null, "{hit}");
+    assert!(
+        hit["cache_status"]
+            .as_str()
+            .unwrap()
+            .contains("edge-0; hit")
+    );
+}

@@ -337,8 +337,15 @@ impl<H: Handler> Handler for WorkerFront<H> {
         let Some(worker) = self.workers.route(&request) else {
             return self.next.handle(request, peer).await;
         };
-        let number = self.workers.requests.fetch_add(1, Ordering::Relaxed);
-        let request_id: Arc<str> = format!("{}-{number:x}", self.workers.edge.name).into();
+        // The listener's id for the request, which the access log prints too; a request that
+        // came another way gets one of the workers' own.
+        let request_id: Arc<str> = match request.extensions().get::<outpost_server::RequestId>() {
+            Some(id) => id.0.clone(),
+            None => {
+                let number = self.workers.requests.fetch_add(1, Ordering::Relaxed);
+                format!("{}-w{number:x}", self.workers.edge.name).into()
+            }
+        };
         let headers = request.headers_mut();
         for name in [
             EDGE_HEADER,
