@@ -3,9 +3,11 @@
 # edge) with no dashboard, beside the same CDN with its dashboard reading every node each
 # second and one page's event stream open (curl on /api/events), in the same run, rounds
 # interleaved, medians and the ratio (wrk). Also the edge process's CPU time per request in
-# each case, from /proc/PID/stat.
+# each case, from /proc/PID/stat, and the CPU the CDN process uses with no traffic at all over
+# IDLE seconds (what the dashboard's reading of every node each second costs by itself, free of
+# the noise of requests/s on a shared machine).
 #
-#   bench/dashboard.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#   bench/dashboard.sh [ROUNDS] [SECONDS] [CONNECTIONS] [IDLE]
 #
 # Needs: wrk, curl (apt-get install wrk curl) and a release build (cargo build --release).
 # Uses fixed ports on 127.0.0.53; writes bench/results/.
@@ -14,6 +16,7 @@ require "apt-get install wrk curl" wrk curl
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${3:-64}
+IDLE=${4:-20}
 IP=127.0.0.53
 SITE=$WORK/site
 mkdir -p "$SITE"
@@ -67,6 +70,11 @@ for round in $(seq 1 "$ROUNDS"); do
       curl -sN "http://$IP:19999/api/events" > "$WORK/events" & stream=$!
       sleep 2
     fi
+    idle_before=$(cpu_ticks "$pid")
+    sleep "$IDLE"
+    idle_after=$(cpu_ticks "$pid")
+    # CPU milliseconds per second with no traffic.
+    idle=$(python3 -c "print(f'{($idle_after - $idle_before) * 10 / $IDLE:.2f}')")
     before=$(cpu_ticks "$pid")
     out=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "http://$IP:18080/1k.bin")
     after=$(cpu_ticks "$pid")
@@ -79,7 +87,7 @@ for round in $(seq 1 "$ROUNDS"); do
       kill "$stream" 2>/dev/null || true
       events=$(grep -c '^data: ' "$WORK/events" || true)
     fi
-    echo "$round $name $rps $us $events" | tee -a "$RAW"
+    echo "$round $name $rps $us $events $idle" | tee -a "$RAW"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
@@ -94,4 +102,5 @@ n, d = med("none", 2), med("dashboard", 2)
 print(f"hits/s: no dashboard {n:.0f}  dashboard open and streaming {d:.0f}  | ratio {d / n:.3f}")
 print(f"CDN process CPU per request: {med('none', 3):.2f} µs vs {med('dashboard', 3):.2f} µs")
 print(f"events the open page got per round: {med('dashboard', 4):.0f}")
+print(f"CDN process CPU with no traffic: {med('none', 5):.2f} ms/s vs {med('dashboard', 5):.2f} ms/s with the dashboard reading every node and streaming")
 PY

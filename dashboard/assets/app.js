@@ -207,6 +207,23 @@ function drawTables(view) {
     video.appendChild(row);
   }
   if (!view.video.length) { const row = document.createElement("tr"); cell(row, "no player has sent CMCD yet").colSpan = 6; video.appendChild(row); }
+  const streams = $("#streams-table tbody");
+  streams.replaceChildren();
+  for (const s of view.streams || []) {
+    const row = document.createElement("tr");
+    row.dataset.session = s.session;
+    row.dataset.edge = s.edge;
+    cell(row, s.edge); cell(row, s.session); cell(row, s.content || "–");
+    cell(row, s.stream_type === "l" ? "live" : s.stream_type === "v" ? "VOD" : "–");
+    cell(row, s.bitrate_kbps === null ? "–" : s.bitrate_kbps + " kbit/s", "bitrate");
+    cell(row, s.buffer_s === null ? "–" : s.buffer_s.toFixed(1) + " s", "buffer");
+    cell(row, String(s.starvations), "rebuffers");
+    cell(row, String(s.requests));
+    cell(row, Math.round(s.playing_s) + " s");
+    cell(row, `${s.last_path} (${Math.round(s.idle_s)} s ago)`);
+    streams.appendChild(row);
+  }
+  if (!(view.streams || []).length) { const row = document.createElement("tr"); cell(row, "no player has sent a CMCD session id yet").colSpan = 10; streams.appendChild(row); }
 
   const purges = $("#purges-table tbody");
   purges.replaceChildren();

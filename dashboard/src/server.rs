@@ -143,10 +143,28 @@ impl Dashboard {
             };
             (node.name.clone(), series)
         });
-        let nodes = futures_util::future::join_all(reads).await;
+        let sessions = self
+            .layout
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Edge)
+            .filter_map(|n| Some((n.name.clone(), n.admin.as_ref()?)))
+            .map(|(name, admin)| async move {
+                let read = self.read(admin, "/cmcd/sessions").await;
+                let sessions = read
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_default();
+                (name, sessions)
+            });
+        let (nodes, sessions) = tokio::join!(
+            futures_util::future::join_all(reads),
+            futures_util::future::join_all(sessions)
+        );
         Snapshot {
             at: epoch.elapsed().as_secs_f64(),
             nodes,
+            sessions,
         }
     }
 

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use outpost_edge::cmcd_sessions::SessionView;
+
 use crate::series::Series;
 
 /// What a node is, as the dashboard draws it.
@@ -43,6 +45,8 @@ pub struct Snapshot {
     pub at: f64,
     /// By node name: its series, or why it could not be read.
     pub nodes: Vec<(String, Result<Series, String>)>,
+    /// By edge name: the players it serves (`GET /cmcd/sessions`).
+    pub sessions: Vec<(String, Vec<SessionView>)>,
 }
 
 impl Snapshot {
@@ -73,6 +77,8 @@ pub struct FleetView {
     pub regions: Vec<RegionView>,
     pub workers: Vec<WorkerView>,
     pub video: Vec<VideoView>,
+    /// Every player the edges serve, per CMCD session, the most recently seen first.
+    pub streams: Vec<StreamView>,
     /// The control node's recent purges (`GET /fleet/reports`), newest first.
     pub purges: serde_json::Value,
 }
@@ -146,6 +152,14 @@ pub struct VideoView {
     pub mean_bitrate_kbps: Option<f64>,
     pub mean_buffer_s: Option<f64>,
     pub starvations_total: f64,
+}
+
+/// One player's stream at one edge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamView {
+    pub edge: String,
+    #[serde(flatten)]
+    pub session: SessionView,
 }
 
 /// The layout's nodes and regions, and the routing's horizon.
@@ -410,7 +424,21 @@ pub fn fleet_view(
         }
     }
 
+    let mut streams: Vec<StreamView> = now
+        .sessions
+        .iter()
+        .flat_map(|(edge, sessions)| {
+            sessions.iter().map(|session| StreamView {
+                edge: edge.clone(),
+                session: session.clone(),
+            })
+        })
+        .collect();
+    streams.sort_by(|a, b| a.session.idle_s.total_cmp(&b.session.idle_s));
+    streams.truncate(50);
+
     FleetView {
+        streams,
         refresh_ms,
         health_horizon_ms: layout.health_horizon_ms,
         totals,
@@ -506,7 +534,11 @@ mod tests {
                 Err("connection refused".to_owned())
             },
         ));
-        Snapshot { at, nodes }
+        Snapshot {
+            at,
+            nodes,
+            sessions: Vec::new(),
+        }
     }
 
     #[test]

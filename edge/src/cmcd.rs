@@ -26,6 +26,10 @@ pub struct Cmcd {
     pub object_type: Option<String>,
     /// `sid`: the playback session.
     pub session: Option<String>,
+    /// `cid`: the content (the stream) being played.
+    pub content: Option<String>,
+    /// `st`: stream type (`v` VOD, `l` live).
+    pub stream_type: Option<String>,
     /// `nor`: the next object the player will ask for, relative to this request (decoded).
     pub next_object: Option<String>,
     /// Every key as it came, in order, for the log.
@@ -68,6 +72,8 @@ impl Cmcd {
                 ("bs", None) => self.starved = true,
                 ("ot", Some(v)) => self.object_type = Some(v.to_owned()),
                 ("sid", Some(v)) => self.session = Some(v.to_owned()),
+                ("cid", Some(v)) => self.content = Some(v.to_owned()),
+                ("st", Some(v)) => self.stream_type = Some(v.to_owned()),
                 ("nor", Some(v)) => {
                     self.next_object = percent_encoding::percent_decode_str(v)
                         .decode_utf8()
@@ -121,13 +127,15 @@ struct ObjectLabel {
     object: String,
 }
 
-/// What players report, over all sessions.
+/// What players report, over all sessions, and per session
+/// ([`sessions`](Self::sessions)).
 #[derive(Clone)]
 pub struct CmcdMetrics {
     requests: Family<ObjectLabel, Counter>,
     starvations: Counter,
     bitrate: Histogram,
     buffer: Histogram,
+    sessions: crate::cmcd_sessions::CmcdSessions,
 }
 
 impl CmcdMetrics {
@@ -137,6 +145,7 @@ impl CmcdMetrics {
             starvations: Counter::default(),
             bitrate: Histogram::new(exponential_buckets(100_000.0, 2.0, 10)),
             buffer: Histogram::new(exponential_buckets(0.25, 2.0, 10)),
+            sessions: crate::cmcd_sessions::CmcdSessions::default(),
         };
         registry.register(
             "outpost_cmcd_requests",
@@ -161,7 +170,13 @@ impl CmcdMetrics {
         metrics
     }
 
-    fn record(&self, cmcd: &Cmcd) {
+    /// The sessions of this edge's players (for `GET /cmcd/sessions`).
+    pub fn sessions(&self) -> crate::cmcd_sessions::CmcdSessions {
+        self.sessions.clone()
+    }
+
+    fn record(&self, cmcd: &Cmcd, path: &str) {
+        self.sessions.record(cmcd, path);
         let object = match cmcd.object_type.as_deref() {
             Some(t @ ("m" | "a" | "v" | "av" | "i" | "c" | "tt" | "k" | "o")) => t,
             Some(_) => "other",
@@ -204,6 +219,7 @@ impl<H: Handler> CmcdFront<H> {
 impl<H: Handler> Handler for CmcdFront<H> {
     async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
         let cmcd = Cmcd::from_request(request.uri(), request.headers());
+        let path = cmcd.as_ref().map(|_| request.uri().path().to_owned());
         if let Some(uri) = crate::query::without_parameter(request.uri(), CMCD_PARAMETER) {
             *request.uri_mut() = uri;
         }
@@ -213,7 +229,8 @@ impl<H: Handler> Handler for CmcdFront<H> {
         }
         let mut response = self.inner.handle(request, peer).await;
         if let Some(cmcd) = cmcd {
-            self.metrics.record(&cmcd);
+            self.metrics
+                .record(&cmcd, path.as_deref().unwrap_or_default());
             response.extensions_mut().insert(AccessNote(cmcd.note()));
         }
         response

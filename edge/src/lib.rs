@@ -9,6 +9,7 @@
 //! `outpost-workers`', caching rules live in `outpost-cache`.
 
 mod cmcd;
+pub mod cmcd_sessions;
 mod cmsd;
 mod cors;
 mod health;

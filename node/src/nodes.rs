@@ -435,8 +435,12 @@ pub fn start_edge(
         None => None,
     };
     let releases = open_releases(shared, &bound.name)?;
-    let mut extensions: Vec<Arc<dyn AdminExtension>> =
-        vec![Arc::new(outpost_releases::ReleasesAdmin(releases.clone()))];
+    let mut extensions: Vec<Arc<dyn AdminExtension>> = vec![
+        Arc::new(outpost_releases::ReleasesAdmin(releases.clone())),
+        Arc::new(outpost_edge::cmcd_sessions::SessionsAdmin(
+            cmcd_metrics.sessions(),
+        )),
+    ];
     if let Some(workers) = &workers {
         extensions.push(Arc::new(outpost_workers::WorkersAdmin(workers.clone())));
     }

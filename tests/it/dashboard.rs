@@ -144,6 +144,16 @@ async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
             }
         }
     }
+    // A player reporting through CMCD (a session id, its bitrate, an empty buffer).
+    let cmcd = "br%3D3200%2Cbl%3D0%2Cbs%2Csid%3D%22viewer-7%22%2Ccid%3D%22demo%22%2Cst%3Dv";
+    let (_, nyc) = &edge_data[1];
+    let response = http
+        .get(format!("http://{nyc}/robots.txt?CMCD={cmcd}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    sent += 1;
     to_driver
         .write_all(format!("sent {sent}\n").as_bytes())
         .await
@@ -180,6 +190,11 @@ async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
             "{name}: {before} then {after}"
         );
     }
+    assert_eq!(
+        after["streams"],
+        serde_json::json!([{"edge": "edge-nyc", "session": "viewer-7", "bitrate": "3200 kbit/s", "rebuffers": "1"}]),
+        "the player's stream, as it reported"
+    );
     let ratio = after["hitRatio"].as_f64().expect("a hit ratio");
     assert!(ratio > 0.7, "4 misses then 16 hits per edge: {ratio}");
     let moved = done["movedMs"].as_u64().unwrap();

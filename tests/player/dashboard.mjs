@@ -37,7 +37,11 @@ try {
     const value = (selector) => { const el = document.querySelector(selector); return el && el.dataset.value !== "" ? Number(el.dataset.value) : null; };
     const perEdge = {};
     for (const edge of edges) perEdge[edge] = value(`#nodes-table tr[data-node="${edge}"] td.requests`);
-    return { total: value("#total-requests"), hitRatio: value("#hit-ratio"), perEdge };
+    const streams = [...document.querySelectorAll("#streams-table tr[data-session]")].map((tr) => ({
+      edge: tr.dataset.edge, session: tr.dataset.session,
+      bitrate: tr.querySelector("td.bitrate").textContent, rebuffers: tr.querySelector("td.rebuffers").textContent,
+    }));
+    return { total: value("#total-requests"), hitRatio: value("#hit-ratio"), perEdge, streams };
   }, edges);
   const before = await read();
   say({ step: "traffic", before });
@@ -47,7 +51,7 @@ try {
   while (Date.now() - trafficAt < 10_000) {
     after = await read();
     const allEdges = edges.every((e) => after.perEdge[e] > (before.perEdge[e] || 0));
-    if (after.total >= (before.total || 0) + sent && allEdges && after.hitRatio !== before.hitRatio) break;
+    if (after.total >= (before.total || 0) + sent && allEdges && after.hitRatio !== before.hitRatio && after.streams.length > 0) break;
     await page.waitForTimeout(100);
   }
   const movedMs = Date.now() - trafficAt;
