@@ -318,7 +318,7 @@ $("#purge-form").addEventListener("submit", async (event) => {
     show(true, `Purge ${report.seq} acknowledged in ${ms(report.acknowledged_ms)}: ${purged} objects on ${report.nodes.length} nodes (${report.nodes.map((n) => n.node + " " + n.outcome).join(", ")})`);
   } else if (Array.isArray(answer.json)) {
     const ok = answer.json.every((n) => n.status === 200);
-    show(ok, answer.json.map((n) => `${n.node}: ${n.status === 200 ? n.body : "failed " + n.status + " " + n.body}`).join("; "));
+    show(ok, answer.json.map((n) => `${n.node}: ${n.status === 200 ? n.body.trim() : "failed " + n.status + " " + n.body.trim()}`).join("; "));
   } else {
     show(true, answer.text);
   }
@@ -329,5 +329,5 @@ async function drain(node, draining) {
   const answer = await act(draining ? "/api/drain" : "/api/undrain", { node });
   if (!answer.ok) { show(false, `Refused (${answer.status}): ${answer.text}`); return; }
   const [first] = answer.json || [];
-  show(first && first.status === 200, `${node}: ${first ? first.body || first.status : answer.text}`);
+  show(first && first.status === 200, `${node}: ${first ? first.body.trim() || first.status : answer.text}`);
 }

@@ -106,6 +106,7 @@ async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
         .args(["--edges", "edge-ams,edge-nyc,edge-sin"])
         .args(["--kill", "edge-sin"])
         .args(["--purge", purged_path])
+        .args(["--drain", "edge-ams"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -244,6 +245,23 @@ async fn the_dashboard_shows_traffic_a_stopped_edge_and_purges_from_the_page() {
             "{name} (and, the first time, its parent) fetch it again: {status}"
         );
     }
+    // Drained and undrained from the page: asked first, answered by the edge, shown on the map.
+    let drained = &done["drained"];
+    assert!(
+        drained["drain"]["question"]
+            .as_str()
+            .unwrap()
+            .starts_with("Drain edge-ams?"),
+        "{drained}"
+    );
+    assert_eq!(
+        drained["drain"]["answer"], "edge-ams: draining",
+        "{drained}"
+    );
+    assert_eq!(
+        drained["undrain"]["answer"], "edge-ams: serving",
+        "{drained}"
+    );
     // Readable on a phone: nothing wider than its screen.
     assert!(done["phoneWidth"].as_u64().unwrap() <= 390, "{done}");
     for scheme in ["light", "dark"] {

@@ -2,13 +2,14 @@
 // it prints one JSON line per step on stdout and waits for the test's answer on stdin.
 //
 //   node tests/player/dashboard.mjs --url http://127.0.0.1:PORT/ --token T --shots DIR \
-//        --edges a,b,c --kill EDGE --purge URL
+//        --edges a,b,c --kill EDGE --purge URL --drain EDGE
 //
 // 1. opens the page and waits for the live stream; prints {"step":"traffic", before}
 // 2. after the test's "sent N", waits until the numbers moved; screenshots both schemes
 // 3. prints {"step":"kill"}; after "killed", times until EDGE is down on the map and out of
 //    the DNS view
-// 4. purges URL from the page (token, confirmation), and prints {"step":"done", ...}
+// 4. purges URL from the page (token, confirmation), drains and undrains EDGE from its row,
+//    and prints {"step":"done", ...}
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 
@@ -96,7 +97,24 @@ try {
   const ok = await page.getAttribute("#action-result", "data-ok");
   await page.waitForSelector("#purges-table tr[data-seq]", { timeout: 10_000 }).catch(() => null);
   const purgeRows = await page.locator("#purges-table tr[data-seq]").count();
-  say({ step: "done", before, after, sent, movedMs, downMs, dnsMs, routingMs, asked, result, ok, purgeRows, phoneWidth, errors });
+
+  // Drain an edge from its row, then undrain it: each asks first, and the map follows.
+  const drained = {};
+  for (const [button, state] of [["drain", "draining"], ["undrain", "up"]]) {
+    const edge = args.drain;
+    const started = Date.now();
+    await page.click(`#nodes-table tr[data-node="${edge}"] button.${button}`);
+    await page.waitForSelector("#confirm[open]", { timeout: 5_000 });
+    const question = await page.textContent("#confirm-text");
+    await page.click("#confirm-yes");
+    await page.waitForFunction((t) => document.querySelector("#action-result").textContent !== t, drained.lastResult || result, { timeout: 10_000 });
+    const answer = await page.textContent("#action-result");
+    await page.waitForSelector(`#nodes g.node[data-node="${edge}"][data-state="${state}"]`, { timeout: 10_000 });
+    drained[button] = { question, answer, ms: Date.now() - started };
+    drained.lastResult = answer;
+  }
+  delete drained.lastResult;
+  say({ step: "done", before, after, sent, movedMs, downMs, dnsMs, routingMs, asked, result, ok, purgeRows, drained, phoneWidth, errors });
 } catch (error) {
   say({ step: "failed", error: String(error), errors });
 } finally {
