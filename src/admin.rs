@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use http_body_util::BodyExt;
 use outpost_cache::{HttpClient, UpstreamTimeouts};
 
 use outpost_node::{Topology, tls, token};
@@ -165,28 +164,18 @@ impl AdminClient {
         let base: http::Uri = admin
             .parse()
             .with_context(|| format!("{admin}: not a URL"))?;
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(
-                http::header::HOST,
-                base.authority().map_or("admin", |a| a.as_str()),
-            )
-            .body(body)?;
-        let response = self.client.send_to(&base, request).await?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?
-            .to_bytes();
-        Ok((status, bytes))
+        let content_type = http::HeaderValue::from_str(content_type)?;
+        outpost_cache::admin::exchange_body(
+            &self.client,
+            &base,
+            &self.token,
+            method,
+            path,
+            Some(content_type),
+            body,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Sends the same request to every node; `answered` gets each successful reply, and every

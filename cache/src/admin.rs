@@ -19,6 +19,20 @@ pub async fn exchange(
     content_type: Option<http::HeaderValue>,
     body: bytes::Bytes,
 ) -> Result<(StatusCode, bytes::Bytes), String> {
+    let body = body::full(body);
+    exchange_body(client, admin, token, method, path, content_type, body).await
+}
+
+/// [`exchange`] with a streamed body (a file the CLI uploads, say).
+pub async fn exchange_body(
+    client: &HttpClient,
+    admin: &http::Uri,
+    token: &str,
+    method: Method,
+    path: &str,
+    content_type: Option<http::HeaderValue>,
+    body: outpost_server::Body,
+) -> Result<(StatusCode, bytes::Bytes), String> {
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -30,7 +44,7 @@ pub async fn exchange(
     if let Some(content_type) = content_type {
         request = request.header(header::CONTENT_TYPE, content_type);
     }
-    let request = request.body(body::full(body)).map_err(|e| e.to_string())?;
+    let request = request.body(body).map_err(|e| e.to_string())?;
     let response = client
         .send_to(admin, request)
         .await

@@ -20,12 +20,6 @@ fn drawn(role: Role) -> Option<Drawn> {
     })
 }
 
-fn url(addr: SocketAddr, tls: bool) -> Option<http::Uri> {
-    format!("{}://{addr}", if tls { "https" } else { "http" })
-        .parse()
-        .ok()
-}
-
 /// The layout of `topology` over `nodes` (what `outpost up` started).
 pub fn layout(topology: &Topology, nodes: &[NodeAddrs]) -> Layout {
     let location = |name: &str| {
@@ -48,7 +42,7 @@ pub fn layout(topology: &Topology, nodes: &[NodeAddrs]) -> Layout {
             Some(Source {
                 name: node.name.clone(),
                 role: drawn(node.role)?,
-                admin: node.admin.and_then(|a| url(a, node.admin_tls)),
+                admin: node.admin_url().and_then(|url| url.parse().ok()),
                 location: location(&node.name),
             })
         })

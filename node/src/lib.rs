@@ -508,21 +508,16 @@ impl Cdn {
         );
         if let Some(settings) = &topology.dashboard {
             let listener = nodes::listen("dashboard", "dashboard", settings.listen).await?;
-            let layout = dashboard::layout(topology, &nodes);
-            let control = nodes
-                .iter()
-                .find(|n| n.role == Role::Control)
-                .and_then(|n| n.admin.map(|a| (a, n.admin_tls)));
             let client = setup.admin_client(topology)?;
-            nodes.push(nodes::start_dashboard(
+            let dashboard = nodes::start_dashboard(
                 &mut tasks,
                 &setup.shared,
-                settings,
+                topology,
                 listener,
-                layout,
-                control,
+                &nodes,
                 client,
-            ));
+            );
+            nodes.push(dashboard);
         }
         Ok(setup.running(nodes, tasks))
     }
@@ -629,19 +624,12 @@ impl Cdn {
             Role::Dashboard => {
                 let settings = topology.dashboard.as_ref().ok_or_else(unknown)?;
                 let listener = nodes::listen("dashboard", "dashboard", settings.listen).await?;
-                let configured = dashboard::configured_nodes(topology);
-                let layout = dashboard::layout(topology, &configured);
-                let control = topology
-                    .control
-                    .as_ref()
-                    .map(|c| (c.reached(), topology.admin.tls));
                 nodes::start_dashboard(
                     &mut tasks,
                     &setup.shared,
-                    settings,
+                    topology,
                     listener,
-                    layout,
-                    control,
+                    &dashboard::configured_nodes(topology),
                     setup.admin_client(topology)?,
                 )
             }

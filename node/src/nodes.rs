@@ -265,31 +265,31 @@ pub fn start_control(
     }
 }
 
-/// Starts the dashboard on `listener`, reading the nodes of `layout` (and the control node's
+/// Starts the dashboard of `topology` on `listener`, reading `nodes` (and the control node's
 /// recent purges) through `client`.
 pub fn start_dashboard(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
-    settings: &outpost_dashboard::DashboardSettings,
+    topology: &crate::topology::Topology,
     listener: TcpListener,
-    layout: outpost_dashboard::view::Layout,
-    control: Option<(SocketAddr, bool)>,
+    nodes: &[NodeAddrs],
     client: HttpClient,
 ) -> NodeAddrs {
+    let settings = topology.dashboard.clone().unwrap_or_default();
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let control = control.and_then(|(addr, tls)| {
-        format!("{}://{addr}", if tls { "https" } else { "http" })
-            .parse()
-            .ok()
-    });
+    let layout = crate::dashboard::layout(topology, nodes);
+    let control = nodes
+        .iter()
+        .find(|n| n.role == Role::Control)
+        .and_then(|n| n.admin_url()?.parse().ok());
     let dashboard = outpost_dashboard::Dashboard::new(
         layout,
         control,
         client,
         shared.token.clone().unwrap_or_default(),
-        settings.clone(),
+        settings,
         shared.shutdown.signal(),
     );
     dashboard.spawn_collector();
