@@ -120,6 +120,8 @@ pub(crate) struct HostState {
     /// Epoch ticks (milliseconds) the guest has run.
     pub(crate) cpu_ticks: u32,
     pub(crate) cpu_budget: u32,
+    /// Keeps the epoch ticking while this store lives.
+    pub(crate) _ticking: crate::runtime::Ticking,
 }
 
 impl WasiView for HostState {

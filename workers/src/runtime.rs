@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -27,6 +27,22 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     stop: Arc<AtomicBool>,
+    /// Stores alive now; the epoch ticks only while there is one.
+    running: Arc<AtomicUsize>,
+    /// The epoch thread, woken when the first store of a quiet spell is made.
+    ticker: std::thread::Thread,
+}
+
+/// Keeps the epoch ticking while it lives: one per store (it lives in the store's state, so it
+/// goes with the store).
+pub(crate) struct Ticking {
+    running: Arc<AtomicUsize>,
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Runtime {
@@ -88,25 +104,46 @@ impl Runtime {
         link(crate::kv::add_to_linker(&mut linker, HostState::kv))?;
 
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker = engine.weak();
-        let ticking = stop.clone();
-        std::thread::Builder::new()
+        let running = Arc::new(AtomicUsize::new(0));
+        let weak = engine.weak();
+        let (stopped, alive) = (stop.clone(), running.clone());
+        // Ticks every millisecond while a guest may run, and sleeps otherwise: an idle edge
+        // spends no CPU on it (it took about 24 ms of CPU a second when it always ticked).
+        let ticker = std::thread::Builder::new()
             .name("outpost-epoch".to_owned())
             .spawn(move || {
-                while !ticking.load(Ordering::Relaxed) {
+                while !stopped.load(Ordering::Relaxed) {
+                    if alive.load(Ordering::SeqCst) == 0 {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
                     std::thread::sleep(TICK);
-                    match ticker.upgrade() {
+                    match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => return,
                     }
                 }
             })
-            .map_err(|e| DeployError::Compile(format!("epoch thread: {e}")))?;
+            .map_err(|e| DeployError::Compile(format!("epoch thread: {e}")))?
+            .thread()
+            .clone();
         Ok(Arc::new(Self {
             engine,
             linker,
             stop,
+            running,
+            ticker,
         }))
+    }
+
+    /// The epoch ticks until the returned guard is dropped.
+    pub(crate) fn ticking(&self) -> Ticking {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.ticker.unpark();
+        }
+        Ticking {
+            running: self.running.clone(),
+        }
     }
 
     /// Checks that `bytes` is a wasi:http/proxy component that compiles and links here.

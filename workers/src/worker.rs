@@ -187,6 +187,7 @@ impl Worker {
             config: self.config.clone(),
             cpu_ticks: 0,
             cpu_budget: self.spec.cpu_ms,
+            _ticking: self.runtime.ticking(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
