@@ -220,6 +220,10 @@ impl Setup {
                 shield: None,
                 upstream_tls: None,
                 host_policies: topology.tls.hosts.clone(),
+                http3: topology
+                    .tls
+                    .http3
+                    .then_some(topology.tls.alt_svc_max_age_secs),
                 cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
                 signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
                 prefetch: topology.prefetch.clone(),

@@ -106,6 +106,8 @@ pub struct Shared {
     pub admin_tls: Option<Arc<TlsTerminator>>,
     /// Per-hostname HTTPS policies of the edges.
     pub host_policies: Vec<outpost_edge::HostPolicy>,
+    /// HTTP/3 on every edge's HTTPS port, advertised for this long (`None`: off).
+    pub http3: Option<u64>,
     /// CORS at the edges (checked when the topology was loaded).
     pub cors: outpost_edge::CorsRules,
     /// Signed URLs at the edges (checked when the topology was loaded).
@@ -518,6 +520,29 @@ fn spawn_edge_listeners<H: Handler>(
     handler: Arc<H>,
 ) {
     if let (Some(https), Some(tls)) = (https, &shared.edge_tls) {
+        let mut limits = data_limits(shared);
+        if let (Some(max_age), Ok(addr)) = (shared.http3, https.local_addr()) {
+            // QUIC on the same port number, over UDP.
+            match outpost_server::h3::bind(addr, tls) {
+                Ok(endpoint) => {
+                    limits.alt_svc = http::HeaderValue::from_str(&format!(
+                        "h3=\":{}\"; ma={max_age}",
+                        addr.port()
+                    ))
+                    .ok();
+                    tasks.spawn(outpost_server::h3::serve(
+                        name.into(),
+                        endpoint,
+                        handler.clone(),
+                        data_limits(shared),
+                        shared.shutdown.signal(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::error!(target: "outpost", node = name, %error, "HTTP/3 not served: HTTPS goes on over TCP alone");
+                }
+            }
+        }
         spawn_listener(
             tasks,
             shared,
@@ -525,7 +550,7 @@ fn spawn_edge_listeners<H: Handler>(
             https,
             Some(tls.clone()),
             handler.clone(),
-            data_limits(shared),
+            limits,
         );
     }
     spawn_listener(

@@ -142,6 +142,10 @@ pub struct TlsSection {
     pub reload_check_ms: u64,
     /// Per hostname: redirect plain HTTP to HTTPS, HSTS.
     pub hosts: Vec<outpost_edge::HostPolicy>,
+    /// HTTP/3: every edge's HTTPS port also takes QUIC on UDP, and HTTPS answers advertise it
+    /// (`Alt-Svc: h3=":PORT"; ma=alt_svc_max_age_secs`).
+    pub http3: bool,
+    pub alt_svc_max_age_secs: u64,
 }
 
 impl Default for TlsSection {
@@ -153,6 +157,8 @@ impl Default for TlsSection {
             unknown_names: UnknownNames::Default,
             reload_check_ms: 2_000,
             hosts: Vec::new(),
+            http3: true,
+            alt_svc_max_age_secs: 86_400,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod body;
 pub mod files;
 mod framing;
+pub mod h3;
 pub mod health;
 mod listener;
 pub mod media_type;

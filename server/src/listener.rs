@@ -46,6 +46,9 @@ pub struct Limits {
     pub access_log: bool,
     /// `common` (the common log format, extended) or `json` (one object a line).
     pub access_log_format: crate::access_log::AccessLogFormat,
+    /// The `Alt-Svc` value HTTPS answers carry (an edge with HTTP/3 sets it; not in a config).
+    #[serde(skip)]
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl Default for Limits {
@@ -59,6 +62,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(10),
             access_log: true,
             access_log_format: crate::access_log::AccessLogFormat::Common,
+            alt_svc: None,
         }
     }
 }
@@ -169,11 +173,17 @@ async fn serve_with<H: Handler>(
                 let node = node.clone();
                 let conflicting = verdict.next_is_conflicting();
                 async move {
-                    let response = if conflicting {
+                    let mut response = if conflicting {
                         both_framings()
                     } else {
                         handle_one(&node, &*handler, &limits, request, peer).await
                     };
+                    if let Some(alt_svc) = limits.alt_svc.as_ref().filter(|_| peer.tls) {
+                        response
+                            .headers_mut()
+                            .entry(http::header::ALT_SVC)
+                            .or_insert_with(|| alt_svc.clone());
+                    }
                     Ok::<_, Infallible>(response)
                 }
             })
@@ -233,13 +243,19 @@ fn both_framings() -> Response<Body> {
     response
 }
 
-async fn handle_one<H: Handler>(
+/// One request on any transport (HTTP/1.1 and HTTP/2 from hyper, HTTP/3 from `h3`): its normal
+/// form, the limits, the handler, the access log.
+pub(crate) async fn handle_one<H: Handler, B>(
     node: &str,
     handler: &H,
     limits: &Limits,
-    request: Request<Incoming>,
+    request: Request<B>,
     peer: Peer,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
     let started = Instant::now();
     let method = request.method().clone();
     let version = request.version();

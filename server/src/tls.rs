@@ -176,6 +176,21 @@ impl TlsTerminator {
         })
     }
 
+    /// The TLS configuration of the QUIC endpoint beside the TCP listener: TLS 1.3 only (QUIC
+    /// has nothing else), ALPN `h3`, the same certificates and SNI (the same resolver, so a
+    /// reload reaches both), and no early data (0-RTT off).
+    pub fn quic_config(&self) -> Result<ServerConfig, TlsError> {
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut config = builder
+            .with_no_client_auth()
+            .with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        config.max_early_data_size = 0;
+        Ok(config)
+    }
+
     /// Reads the certificate files again. On any error the certificates in use stay, and the
     /// error is returned. Open connections are not affected either way.
     pub fn reload(&self) -> Result<(), TlsError> {

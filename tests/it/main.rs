@@ -11,6 +11,7 @@ mod cli;
 mod containers;
 mod dashboard;
 mod esi;
+mod http3;
 mod lab;
 mod releases;
 mod routing;

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in outpost_certs::load_certificates(ca).unwrap() {
         roots.add(cert).unwrap();
@@ -28,7 +28,7 @@ fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: &str,
     sni: &str,
     config: Arc<rustls::ClientConfig>,
@@ -40,7 +40,7 @@ async fn connect(
 }
 
 /// Sends one HTTP/1.1 request on `stream` (kept open) and returns the response head and body.
-async fn http1(stream: &mut TlsStream<TcpStream>, path: &str) -> String {
+pub(crate) async fn http1(stream: &mut TlsStream<TcpStream>, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nhost: www.outpost.test\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();

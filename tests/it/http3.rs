@@ -1,0 +1,136 @@
+//! HTTP/3 at the edge, with a Rust HTTP/3 client (h3 over quinn): the same cache as HTTP/1.1,
+//! advertised by Alt-Svc, and garbage datagrams that change nothing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+
+use crate::common::{Outpost, Reply, TestOrigin};
+
+fn topology(origin: &str, state: &Path) -> String {
+    format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\n\
+         [origin]\nurl = \"{origin}\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
+        state.display()
+    )
+}
+
+/// A QUIC client endpoint trusting the local CA at `ca`, speaking h3.
+fn client(ca: &Path) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in outpost_certs::load_certificates(ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
+/// One GET over a new HTTP/3 connection: status, headers, body.
+async fn get(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    url: &str,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let connection = endpoint
+        .connect(addr, "www.outpost.test")
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let request = http::Request::get(url).body(()).unwrap();
+    let mut stream = send.send_request(request).await.unwrap();
+    stream.finish().await.unwrap();
+    let response = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        while chunk.has_remaining() {
+            let bytes = chunk.chunk().to_vec();
+            chunk.advance(bytes.len());
+            body.extend_from_slice(&bytes);
+        }
+    }
+    drop(send);
+    drive.abort();
+    (response.status().as_u16(), response.headers().clone(), body)
+}
+
+#[tokio::test]
+async fn http3_shares_the_cache_with_http1_is_advertised_and_survives_garbage() {
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "over quic")).await;
+    let state = tempfile::tempdir().unwrap();
+    let cdn = Outpost::up(&topology(&origin.url, state.path()), 1);
+    let https = cdn.https("edge-0");
+    let addr: SocketAddr = https.parse().unwrap();
+    let endpoint = client(&state.path().join("ca.pem"));
+
+    // A miss, then a hit, over HTTP/3.
+    let (status, headers, body) = get(&endpoint, addr, "https://www.outpost.test/q").await;
+    assert_eq!((status, body.as_slice()), (200, &b"over quic"[..]));
+    let cache = headers["cache-status"].to_str().unwrap().to_owned();
+    assert!(cache.contains("edge-0; fwd=uri-miss"), "{cache}");
+    let (_, headers, _) = get(&endpoint, addr, "https://www.outpost.test/q").await;
+    assert!(
+        headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("edge-0; hit")
+    );
+    // The same object over HTTP/1.1 (plain and TLS): a hit, the origin asked once.
+    let http = crate::common::client();
+    let plain = http
+        .get(format!("{}/q", cdn.data("edge-0")))
+        .header("host", "www.outpost.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        plain.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("edge-0; hit")
+    );
+    assert_eq!(origin.hits(), 1);
+
+    // HTTPS over TCP advertises HTTP/3 on the same port.
+    let config = crate::tls::client_config(&state.path().join("ca.pem"), &[b"http/1.1"]);
+    let mut stream = crate::tls::connect(&https, "www.outpost.test", config)
+        .await
+        .unwrap();
+    let answer = crate::tls::http1(&mut stream, "/q")
+        .await
+        .to_ascii_lowercase();
+    assert!(
+        answer.contains(&format!("alt-svc: h3=\":{}\"; ma=86400", addr.port())),
+        "{answer}"
+    );
+
+    // Garbage datagrams and a truncated QUIC Initial: no crash, the edge serves on.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut initial = vec![0xc0, 0x00, 0x00, 0x00, 0x01, 0x08];
+    initial.extend_from_slice(&[7; 8]);
+    for datagram in [vec![0u8; 1], vec![0xff; 1200], initial, vec![0x40; 30]] {
+        socket.send_to(&datagram, addr).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, _) = get(&endpoint, addr, "https://www.outpost.test/q").await;
+    assert_eq!(status, 200);
+}
