@@ -134,3 +134,53 @@ async fn http3_shares_the_cache_with_http1_is_advertised_and_survives_garbage() 
     let (status, _, _) = get(&endpoint, addr, "https://www.outpost.test/q").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn chromium_loads_the_demo_page_and_its_assets_over_http3() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\n[cache]\ndisk_mib = 0\n\
+         [origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
+        state.path().display()
+    );
+    let cdn = Outpost::up(&toml, 2);
+    let port = cdn.https("edge-0").rsplit(':').next().unwrap().to_owned();
+    // The edge certificate's key, as Chromium names a certificate it is told to trust.
+    let spki = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            state.path().join("edge.pem").display()
+        ))
+        .output()
+        .expect("openssl");
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_owned();
+    assert_eq!(spki.len(), 44, "a base64 SHA-256");
+    let origin = format!("www.outpost.test:{port}");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg(format!("{root}/tests/player/h3.mjs"))
+            .args([&format!("https://{origin}/"), &origin, &spki])
+            .output(),
+    )
+    .await
+    .expect("the browser finished in time")
+    .expect("node runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
+    let protocols = seen["protocols"].as_array().unwrap();
+    assert!(protocols.len() >= 3, "the page and its assets: {seen}");
+    for entry in protocols {
+        assert_eq!(entry[1], "h3", "{entry} over HTTP/3: {seen}");
+    }
+}
