@@ -32,6 +32,8 @@ fn client(ca: &Path) -> quinn::Endpoint {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h3".to_vec()];
+    // Willing to send early data, so that only the edge's refusal keeps it from doing so.
+    tls.enable_early_data = true;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
@@ -133,6 +135,53 @@ async fn http3_shares_the_cache_with_http1_is_advertised_and_survives_garbage() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, _) = get(&endpoint, addr, "https://www.outpost.test/q").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn esi_and_workers_run_over_http3_and_early_data_is_never_taken() {
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\n[cache]\ndisk_mib = 0\n\
+         [origin]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[edges]]\nname = \"edge-0\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
+        state.path().display()
+    );
+    let cdn = Outpost::up(&toml, 2);
+    let addr: SocketAddr = cdn.https("edge-0").parse().unwrap();
+    let endpoint = client(&state.path().join("ca.pem"));
+    // The demo's ESI page, assembled at the edge.
+    let (status, _, body) = get(&endpoint, addr, "https://www.outpost.test/esi/").await;
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("<esi:") && page.contains("<html"), "{page}");
+    // A worker on its route.
+    let hello = crate::workers::example("hello");
+    let (ok, said) = crate::common::admin_command(
+        &[
+            "workers",
+            "deploy",
+            &hello,
+            "--name",
+            "hello",
+            "--route",
+            "hello.test/*",
+        ],
+        "t",
+        &[cdn.admin("edge-0")],
+    );
+    assert!(ok, "{said}");
+    let (status, _, body) = get(&endpoint, addr, "https://hello.test/").await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (200, "Hello from the edge edge-0!\n")
+    );
+    // 0-RTT is off: after a full handshake the client holds a ticket, and it still may not
+    // send anything before the handshake completes (so nothing can be replayed).
+    let connecting = endpoint.connect(addr, "www.outpost.test").unwrap();
+    assert!(
+        connecting.into_0rtt().is_err(),
+        "the edge accepted early data"
+    );
 }
 
 #[tokio::test]
