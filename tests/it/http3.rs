@@ -40,38 +40,108 @@ fn client(ca: &Path) -> quinn::Endpoint {
     endpoint
 }
 
+/// An open HTTP/3 connection: the QUIC connection, where requests are sent, and the task
+/// that drives it.
+struct H3Connection {
+    quic: quinn::Connection,
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H3Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> H3Connection {
+    let quic = endpoint
+        .connect(addr, "www.outpost.test")
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    H3Connection { quic, send, driver }
+}
+
+impl H3Connection {
+    /// One GET on this connection: status, headers, body.
+    async fn get(&mut self, url: &str) -> (u16, http::HeaderMap, Vec<u8>) {
+        let request = http::Request::get(url).body(()).unwrap();
+        let mut stream = self.send.send_request(request).await.unwrap();
+        stream.finish().await.unwrap();
+        let response = stream.recv_response().await.unwrap();
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        (response.status().as_u16(), response.headers().clone(), body)
+    }
+
+    /// The certificate the edge presented.
+    fn certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
+        let identity = self.quic.peer_identity().expect("a certificate");
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .unwrap();
+        chain[0].clone()
+    }
+}
+
 /// One GET over a new HTTP/3 connection: status, headers, body.
 async fn get(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
     url: &str,
 ) -> (u16, http::HeaderMap, Vec<u8>) {
-    let connection = endpoint
-        .connect(addr, "www.outpost.test")
-        .unwrap()
-        .await
-        .expect("QUIC handshake");
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
-        .await
+    connect(endpoint, addr).await.get(url).await
+}
+
+#[tokio::test]
+async fn a_certificate_reload_reaches_quic_and_an_open_connection_keeps_working() {
+    let origin =
+        TestOrigin::start(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("n{n}")))
+            .await;
+    let state = tempfile::tempdir().unwrap();
+    let (ca, first, tls) = crate::tls::own_certificate(state.path());
+    let toml = topology(&origin.url, state.path())
+        .replace("[origin]", &format!("reload_check_ms = 100\n{tls}[origin]"));
+    let cdn = Outpost::up(&toml, 1);
+    let addr: SocketAddr = cdn.https("edge-0").parse().unwrap();
+    let endpoint = client(&ca.ca_cert_path());
+    let mut open = connect(&endpoint, addr).await;
+    let old = open.certificate();
+    assert_eq!(open.get("https://www.outpost.test/1").await.0, 200);
+    let renewed = ca
+        .ensure_server_cert("renewed", &["www.outpost.test".to_owned()])
         .unwrap();
-    let drive = tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
-    let request = http::Request::get(url).body(()).unwrap();
-    let mut stream = send.send_request(request).await.unwrap();
-    stream.finish().await.unwrap();
-    let response = stream.recv_response().await.unwrap();
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-        while chunk.has_remaining() {
-            let bytes = chunk.chunk().to_vec();
-            chunk.advance(bytes.len());
-            body.extend_from_slice(&bytes);
+    std::fs::copy(&renewed.key, &first.key).unwrap();
+    std::fs::copy(&renewed.cert, &first.cert).unwrap();
+    let mut swapped = false;
+    for _ in 0..100 {
+        // A fresh client each time: no resumed session, a full handshake.
+        if connect(&client(&ca.ca_cert_path()), addr)
+            .await
+            .certificate()
+            != old
+        {
+            swapped = true;
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(send);
-    drive.abort();
-    (response.status().as_u16(), response.headers().clone(), body)
+    assert!(swapped, "new QUIC connections get the new certificate");
+    let (status, _, body) = open.get("https://www.outpost.test/2").await;
+    assert_eq!(
+        status, 200,
+        "the connection opened before the reload still works"
+    );
+    assert!(String::from_utf8_lossy(&body).starts_with('n'));
 }
 
 #[tokio::test]

@@ -260,7 +260,9 @@ async fn sighup_reloads_certificates_that_no_file_check_would_see_yet() {
 
 /// A local CA in `state`, a certificate for www.outpost.test from it, and the config that
 /// makes it the edge's own certificate (reloaded like an operator's).
-fn own_certificate(state: &Path) -> (outpost_certs::LocalCa, outpost_certs::CertPaths, String) {
+pub(crate) fn own_certificate(
+    state: &Path,
+) -> (outpost_certs::LocalCa, outpost_certs::CertPaths, String) {
     let ca = outpost_certs::LocalCa::load_or_create(state).unwrap();
     let paths = ca
         .ensure_server_cert("site", &["www.outpost.test".to_owned()])
