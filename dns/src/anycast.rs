@@ -361,6 +361,114 @@ pub async fn serve(
     }
 }
 
+/// UDP flows (QUIC) the router keeps at once; past it, new flows are dropped until old ones
+/// end.
+pub const MAX_UDP_FLOWS: usize = 10_000;
+/// A UDP flow with no datagram either way for this long is forgotten.
+pub const UDP_FLOW_IDLE: Duration = Duration::from_secs(30);
+
+/// By client address: the socket towards the edge its flow goes to.
+type UdpFlows = Arc<Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>>;
+
+/// Forwards UDP datagrams on `socket` (the shared HTTPS port, where QUIC arrives) to the HTTPS
+/// port of the edge the routing table picks for each flow (client address and port), and the
+/// edge's answers back, until `shutdown`. A flow stays on its edge until it is idle for
+/// [`UDP_FLOW_IDLE`] or the edge's route is withdrawn; the client's next datagram then starts a
+/// flow to the edge the table picks now (a QUIC connection there starts afresh, as after a
+/// real anycast route change).
+pub async fn serve_udp(
+    table: Arc<RoutingTable>,
+    socket: tokio::net::UdpSocket,
+    mut shutdown: ShutdownSignal,
+) {
+    let socket = Arc::new(socket);
+    let port = socket.local_addr().map_or(0, |a| a.port());
+    let flows: UdpFlows = Arc::default();
+    let mut buffer = vec![0u8; 65_535];
+    loop {
+        let (len, source) = tokio::select! {
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(error) => {
+                    tracing::debug!(%error, "anycast: UDP receive failed");
+                    continue;
+                }
+            },
+            () = shutdown.triggered() => return,
+        };
+        let known = flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&source)
+            .cloned();
+        let upstream = match known {
+            Some(upstream) => upstream,
+            None => {
+                let Some(index) = table.route(source, port) else {
+                    continue;
+                };
+                let route = &table.edges[index];
+                let Some(target) = route.edge.https else {
+                    continue;
+                };
+                if flows.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_UDP_FLOWS {
+                    tracing::warn!(%source, "anycast: too many UDP flows; datagram dropped");
+                    continue;
+                }
+                let bind = SocketAddr::new(
+                    if target.is_ipv4() {
+                        std::net::Ipv4Addr::UNSPECIFIED.into()
+                    } else {
+                        std::net::Ipv6Addr::UNSPECIFIED.into()
+                    },
+                    0,
+                );
+                let Ok(upstream) = tokio::net::UdpSocket::bind(bind).await else {
+                    continue;
+                };
+                if upstream.connect(target).await.is_err() {
+                    continue;
+                }
+                let upstream = Arc::new(upstream);
+                flows
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(source, upstream.clone());
+                let (socket, flows, upstream_task) =
+                    (socket.clone(), flows.clone(), upstream.clone());
+                let mut withdrawn = route.withdrawals.subscribe();
+                let edge = route.edge.name.clone();
+                tokio::spawn(async move {
+                    let mut answer = vec![0u8; 65_535];
+                    loop {
+                        tokio::select! {
+                            received = tokio::time::timeout(UDP_FLOW_IDLE, upstream_task.recv(&mut answer)) => {
+                                match received {
+                                    Ok(Ok(len)) => {
+                                        let _ = socket.send_to(&answer[..len], source).await;
+                                    }
+                                    // Idle, or the edge's port is gone.
+                                    _ => break,
+                                }
+                            }
+                            _ = withdrawn.changed() => {
+                                tracing::debug!(%edge, %source, "anycast: route withdrawn, UDP flow ended");
+                                break;
+                            }
+                        }
+                    }
+                    flows
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&source);
+                });
+                upstream
+            }
+        };
+        let _ = upstream.send(&buffer[..len]).await;
+    }
+}
+
 /// The edges as the router's health loop sees them.
 struct EdgeRoutes {
     table: Arc<RoutingTable>,

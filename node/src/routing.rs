@@ -207,6 +207,16 @@ pub async fn start_anycast(
     {
         let (addr, https) = bind("HTTPS", port).await?;
         https_addr = Some(addr);
+        // QUIC to the edges' HTTP/3 on the same port number, over UDP.
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                node: "anycast".into(),
+                listener: "HTTPS (UDP)",
+                addr,
+                source,
+            })?;
+        tasks.spawn(anycast::serve_udp(table.clone(), udp, shutdown.signal()));
         tasks.spawn(anycast::serve(
             table.clone(),
             https,

@@ -303,3 +303,55 @@ async fn chromium_loads_the_demo_page_and_its_assets_over_http3() {
         assert_eq!(entry[1], "h3", "{entry} over HTTP/3: {seen}");
     }
 }
+
+#[tokio::test]
+async fn http3_through_the_anycast_address_moves_off_a_withdrawn_edge() {
+    let origin =
+        TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "anycast")).await;
+    let state = tempfile::tempdir().unwrap();
+    let health = "interval_ms = 200\ntimeout_ms = 200\nrise = 2\nfall = 2";
+    let toml = format!(
+        "[admin]\ntoken = \"t\"\n[tls]\nstate_dir = \"{}\"\n[origin]\nurl = \"{}\"\n\
+         [[edges]]\nname = \"edge-ams\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nlocation = [52.4, 4.9]\n\
+         [[edges]]\nname = \"edge-nyc\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nlocation = [40.7, -74.0]\n\
+         [anycast]\naddress = \"127.0.0.1\"\nhttp_port = 0\nhttps_port = 0\nhold_down_ms = 0\n[anycast.health]\n{health}\n",
+        state.path().display(),
+        origin.url
+    );
+    let cdn = Outpost::up(&toml, 3);
+    let anycast: SocketAddr = cdn.https("anycast").parse().unwrap();
+    let endpoint = client(&state.path().join("ca.pem"));
+    let served_by = |headers: &http::HeaderMap| {
+        let status = headers["cache-status"].to_str().unwrap().to_owned();
+        ["edge-ams", "edge-nyc"]
+            .into_iter()
+            .find(|edge| status.contains(edge))
+            .unwrap_or_else(|| panic!("{status}"))
+    };
+    let (status, headers, body) = get(&endpoint, anycast, "https://www.outpost.test/a").await;
+    assert_eq!((status, body.as_slice()), (200, &b"anycast"[..]));
+    let first = served_by(&headers);
+    let other = if first == "edge-ams" {
+        "edge-nyc"
+    } else {
+        "edge-ams"
+    };
+    // Drain the edge that answered: the router withdraws it, and new flows reach the other.
+    let drained = crate::common::client()
+        .post(format!("{}/drain", cdn.admin(first)))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for _ in 0..5 {
+        let (status, headers, _) = get(&endpoint, anycast, "https://www.outpost.test/a").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            served_by(&headers),
+            other,
+            "a new flow after the withdrawal"
+        );
+    }
+}
