@@ -17,6 +17,7 @@ mod https;
 mod parents;
 mod paths;
 mod prefetch;
+mod protocols;
 mod query;
 mod signed;
 
@@ -28,6 +29,7 @@ pub use https::{HostPolicy, HttpsPolicy};
 pub use parents::{ParentSet, ParentTarget};
 pub use paths::{OverlaySettings, PathStats};
 pub use prefetch::{Prefetch, PrefetchConfig};
+pub use protocols::{ClientProtocols, ProtocolCount};
 pub use signed::{
     SignedUrls, Signing, SigningConfig, SigningError, SigningKey, TOKEN_COOKIE, TOKEN_PARAMETER,
     TokenRefusal,

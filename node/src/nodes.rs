@@ -413,6 +413,7 @@ pub fn start_edge(
     let edge = outpost_edge::edge(&bound.name, &shared.cache, set, &mut registry);
     let esi_metrics = outpost_esi::EsiMetrics::register(&mut registry);
     let cmcd_metrics = outpost_edge::CmcdMetrics::register(&mut registry);
+    let protocols = outpost_edge::ClientProtocols::register(&mut registry);
     let workers = match &shared.workers {
         Some(setup) => {
             let metrics = outpost_workers::WorkersMetrics::default();
@@ -474,36 +475,42 @@ pub fn start_edge(
     match workers {
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(below_workers));
-            let handler = Arc::new(outpost_edge::CmsdFront::new(
-                outpost_edge::HttpsPolicy::new(
-                    outpost_edge::Cors::new(
-                        outpost_edge::SignedUrls::new(
-                            outpost_edge::CmcdFront::new(front, cmcd_metrics),
-                            shared.signing.clone(),
+            let handler = Arc::new(outpost_edge::ProtocolCount::new(
+                outpost_edge::CmsdFront::new(
+                    outpost_edge::HttpsPolicy::new(
+                        outpost_edge::Cors::new(
+                            outpost_edge::SignedUrls::new(
+                                outpost_edge::CmcdFront::new(front, cmcd_metrics),
+                                shared.signing.clone(),
+                            ),
+                            shared.cors.clone(),
                         ),
-                        shared.cors.clone(),
+                        &shared.host_policies,
+                        https_port,
                     ),
-                    &shared.host_policies,
-                    https_port,
+                    &name,
                 ),
-                &name,
+                protocols,
             ));
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }
         None => {
-            let handler = Arc::new(outpost_edge::CmsdFront::new(
-                outpost_edge::HttpsPolicy::new(
-                    outpost_edge::Cors::new(
-                        outpost_edge::SignedUrls::new(
-                            outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
-                            shared.signing.clone(),
+            let handler = Arc::new(outpost_edge::ProtocolCount::new(
+                outpost_edge::CmsdFront::new(
+                    outpost_edge::HttpsPolicy::new(
+                        outpost_edge::Cors::new(
+                            outpost_edge::SignedUrls::new(
+                                outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
+                                shared.signing.clone(),
+                            ),
+                            shared.cors.clone(),
                         ),
-                        shared.cors.clone(),
+                        &shared.host_policies,
+                        https_port,
                     ),
-                    &shared.host_policies,
-                    https_port,
+                    &name,
                 ),
-                &name,
+                protocols,
             ));
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }

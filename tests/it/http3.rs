@@ -205,6 +205,16 @@ async fn http3_shares_the_cache_with_http1_is_advertised_and_survives_garbage() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, _) = get(&endpoint, addr, "https://www.outpost.test/q").await;
     assert_eq!(status, 200);
+
+    // Client requests by protocol: three over HTTP/3, two over HTTP/1.1 (plain and TLS).
+    let metrics = cdn.metrics("edge-0").await;
+    for line in [
+        "outpost_client_requests_total{node=\"edge-0\",role=\"edge\",protocol=\"h3\"} 3",
+        "outpost_client_requests_total{node=\"edge-0\",role=\"edge\",protocol=\"http/1.1\"} 2",
+        "outpost_client_requests_total{node=\"edge-0\",role=\"edge\",protocol=\"h2\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]
