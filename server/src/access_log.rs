@@ -24,16 +24,22 @@ use crate::body::{Body, BoxError};
 #[derive(Debug, Clone)]
 pub struct AccessNote(pub String);
 
-/// The id of one request: `NODE-N` in hex, unique in the process. The listener puts it in the
-/// request's extensions; workers see it as `outpost-request-id`, and the access log prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub Arc<str>);
+/// The id of one request, unique in the process, written `NODE-N` (N in hex) by
+/// [`label`](Self::label). The listener puts it in the request's extensions; workers see it as
+/// `outpost-request-id`, and the access log prints it. Only a number until someone writes it,
+/// so a request nobody logs costs no allocation for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub u64);
 
 impl RequestId {
-    pub(crate) fn next(node: &str) -> Self {
+    pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let number = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(format!("{node}-{number:x}").into())
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as logs and workers show it, for the node that took the request.
+    pub fn label(&self, node: &str) -> String {
+        format!("{node}-{:x}", self.0)
     }
 }
 
@@ -61,7 +67,7 @@ pub(crate) struct AccessRecord {
     pub cache_status: Option<String>,
     pub started: Instant,
     pub first_byte: Duration,
-    pub request_id: Option<Arc<str>>,
+    pub request_id: Option<RequestId>,
     pub note: Option<String>,
 }
 
@@ -177,7 +183,7 @@ struct JsonLine<'a> {
     upstream: Option<String>,
     ttfb_ms: f64,
     total_ms: f64,
-    request_id: Option<&'a str>,
+    request_id: Option<String>,
     note: Option<&'a str>,
 }
 
@@ -187,6 +193,7 @@ fn write(record: &AccessRecord, sent: u64, complete: bool) {
         .cache_status
         .as_deref()
         .and_then(|c| upstream_of(c, &record.node));
+    let request_id = record.request_id.map(|id| id.label(&record.node));
     match record.format {
         AccessLogFormat::Json => {
             let line = JsonLine {
@@ -203,7 +210,7 @@ fn write(record: &AccessRecord, sent: u64, complete: bool) {
                 upstream,
                 ttfb_ms: record.first_byte.as_secs_f64() * 1e3,
                 total_ms: total.as_secs_f64() * 1e3,
-                request_id: record.request_id.as_deref(),
+                request_id,
                 note: record.note.as_deref(),
             };
             let json = serde_json::to_string(&line).unwrap_or_default();
@@ -225,7 +232,7 @@ fn write(record: &AccessRecord, sent: u64, complete: bool) {
                 total = total.as_secs_f64() * 1e3,
                 ttfb = record.first_byte.as_secs_f64() * 1e3,
                 upstream = upstream.as_deref().unwrap_or("-"),
-                id = record.request_id.as_deref().unwrap_or("-"),
+                id = request_id.as_deref().unwrap_or("-"),
                 space = if record.note.is_some() { " " } else { "" },
                 note = record.note.as_deref().unwrap_or(""),
             );

@@ -246,7 +246,7 @@ fn both_framings() -> Response<Body> {
 /// One request on any transport (HTTP/1.1 and HTTP/2 from hyper, HTTP/3 from `h3`): its normal
 /// form, the limits, the handler, the access log.
 pub(crate) async fn handle_one<H: Handler, B>(
-    node: &str,
+    node: &Arc<str>,
     handler: &H,
     limits: &Limits,
     request: Request<B>,
@@ -267,8 +267,8 @@ where
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let (mut parts, incoming) = request.into_parts();
-    let request_id = access_log::RequestId::next(node);
-    parts.extensions.insert(request_id.clone());
+    let request_id = access_log::RequestId::next();
+    parts.extensions.insert(request_id);
     let normal = crate::normal::normalize(&mut parts, peer.tls, limits.max_target_bytes);
     let response = if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
         body::text(
@@ -300,7 +300,7 @@ where
             .map(str::to_owned);
         let record = AccessRecord {
             format: limits.access_log_format,
-            node: node.into(),
+            node: node.clone(),
             peer: peer.remote,
             method,
             target,
@@ -309,7 +309,7 @@ where
             cache_status,
             started,
             first_byte: started.elapsed(),
-            request_id: Some(request_id.0),
+            request_id: Some(request_id),
             note: response
                 .extensions()
                 .get::<access_log::AccessNote>()

@@ -340,7 +340,7 @@ impl<H: Handler> Handler for WorkerFront<H> {
         // The listener's id for the request, which the access log prints too; a request that
         // came another way gets one of the workers' own.
         let request_id: Arc<str> = match request.extensions().get::<outpost_server::RequestId>() {
-            Some(id) => id.0.clone(),
+            Some(id) => id.label(&self.workers.edge.name).into(),
             None => {
                 let number = self.workers.requests.fetch_add(1, Ordering::Relaxed);
                 format!("{}-w{number:x}", self.workers.edge.name).into()
