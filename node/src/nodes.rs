@@ -472,50 +472,51 @@ pub fn start_edge(
         &shared.prefetch,
         Arc::new(shared.signing.clone()),
     );
+    let fronts = (name.as_str(), https_port, cmcd_metrics, protocols);
     match workers {
         Some(workers) => {
             let front = outpost_workers::WorkerFront::new(workers, Arc::new(below_workers));
-            let handler = Arc::new(outpost_edge::ProtocolCount::new(
-                outpost_edge::CmsdFront::new(
-                    outpost_edge::HttpsPolicy::new(
-                        outpost_edge::Cors::new(
-                            outpost_edge::SignedUrls::new(
-                                outpost_edge::CmcdFront::new(front, cmcd_metrics),
-                                shared.signing.clone(),
-                            ),
-                            shared.cors.clone(),
-                        ),
-                        &shared.host_policies,
-                        https_port,
-                    ),
-                    &name,
-                ),
-                protocols,
-            ));
+            let handler = client_fronts(front, shared, fronts);
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }
         None => {
-            let handler = Arc::new(outpost_edge::ProtocolCount::new(
-                outpost_edge::CmsdFront::new(
-                    outpost_edge::HttpsPolicy::new(
-                        outpost_edge::Cors::new(
-                            outpost_edge::SignedUrls::new(
-                                outpost_edge::CmcdFront::new(below_workers, cmcd_metrics),
-                                shared.signing.clone(),
-                            ),
-                            shared.cors.clone(),
-                        ),
-                        &shared.host_policies,
-                        https_port,
-                    ),
-                    &name,
-                ),
-                protocols,
-            ));
+            let handler = client_fronts(below_workers, shared, fronts);
             spawn_edge_listeners(tasks, shared, &name, listeners, handler);
         }
     }
     Ok(addrs)
+}
+
+/// What clients meet first at an edge, outermost first: the count by protocol, CMSD, the
+/// hosts' HTTPS policies, CORS, signed URLs and CMCD, in front of `inner` (the workers, or what
+/// lies below them). `(name, https_port, cmcd, protocols)` are the edge's.
+fn client_fronts<H: Handler>(
+    inner: H,
+    shared: &Shared,
+    (name, https_port, cmcd, protocols): (
+        &str,
+        u16,
+        outpost_edge::CmcdMetrics,
+        outpost_edge::ClientProtocols,
+    ),
+) -> Arc<impl Handler> {
+    Arc::new(outpost_edge::ProtocolCount::new(
+        outpost_edge::CmsdFront::new(
+            outpost_edge::HttpsPolicy::new(
+                outpost_edge::Cors::new(
+                    outpost_edge::SignedUrls::new(
+                        outpost_edge::CmcdFront::new(inner, cmcd),
+                        shared.signing.clone(),
+                    ),
+                    shared.cors.clone(),
+                ),
+                &shared.host_policies,
+                https_port,
+            ),
+            name,
+        ),
+        protocols,
+    ))
 }
 
 /// An edge's plain and HTTPS data listeners, both serving `handler`.
