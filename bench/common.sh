@@ -23,6 +23,15 @@ require() {
   done
 }
 
+# cpu_ticks PID: the process's user + system CPU time, in clock ticks (1/100 s).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wait_http URL: until URL answers 2xx (10 s at most).
+wait_http() {
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
 pids=()
 cleanup() {
   if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi

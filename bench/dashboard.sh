@@ -53,8 +53,6 @@ TOML
 topology "$WORK/plain.toml" no
 topology "$WORK/dashboard.toml" yes
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 RAW="$RESULTS/dashboard-$(date +%Y%m%d-%H%M%S).txt"
 for round in $(seq 1 "$ROUNDS"); do
   for name in none dashboard; do
@@ -63,7 +61,7 @@ for round in $(seq 1 "$ROUNDS"); do
     RUST_LOG=warn "$BIN" up --config "$config" >"$WORK/$name.log" 2>&1 &
     pid=$!
     pids+=("$pid")
-    for _ in $(seq 1 100); do curl -sf -o /dev/null "http://$IP:18080/1k.bin" && break; sleep 0.1; done
+    wait_http "http://$IP:18080/1k.bin"
     curl -sf -o /dev/null "http://$IP:18080/1k.bin"
     stream=
     if [ $name = dashboard ]; then

@@ -45,17 +45,16 @@ TOML
 RUST_LOG=warn "$BIN" up --config "$WORK/outpost.toml" >"$WORK/outpost.log" 2>&1 &
 PID=$!
 pids+=("$PID")
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://$IP:18080/1k.bin" && break; sleep 0.1; done
+wait_http "http://$IP:18080/1k.bin"
 CA=$WORK/state/ca.pem
 URL=https://www.outpost.test:18443/1k.bin
 curl -sf -o /dev/null --cacert "$CA" --resolve "www.outpost.test:18443:$IP" "$URL"
 echo "Alt-Svc: $(curl -s -o /dev/null -D - --cacert "$CA" --resolve "www.outpost.test:18443:$IP" "$URL" | grep -i '^alt-svc' | tr -d '\r')"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 
 RAW="$RESULTS/h3-$(date +%Y%m%d-%H%M%S).txt"
 for round in $(seq 1 "$ROUNDS"); do
   for proto in h3 h2; do
-    before=$(cpu_ticks)
+    before=$(cpu_ticks "$PID")
     if [ $proto = h3 ]; then
       out=$("$H3LOAD" "$IP:18443" www.outpost.test "$URL" "$CA" "$CONNECTIONS" "$STREAMS" "$SECONDS_PER_RUN")
       total=$(echo "$out" | awk '{print $2}')
@@ -69,7 +68,7 @@ for round in $(seq 1 "$ROUNDS"); do
       errors=$(echo "$out" | awk '/^requests:/ {print $10}')
       secs=$SECONDS_PER_RUN
     fi
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "$PID")
     rps=$(python3 -c "print(f'{$total / $secs:.0f}')")
     us=$(python3 -c "print(f'{($after - $before) * 10000 / max($total, 1):.2f}')")
     echo "$round $proto $rps $us $errors" | tee -a "$RAW"

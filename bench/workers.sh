@@ -53,7 +53,6 @@ echo "  pass-through:   $(curl -sI -H 'host: www.outpost.test' "http://$EDGE$ASS
 lua="$WORK/host.lua"
 RAW="$RESULTS/workers-$(date +%Y%m%d-%H%M%S).txt"
 echo "# $(date -Is) $(git rev-parse --short HEAD) $(wasmtime --version) $(nproc) cores wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s" | tee "$RAW"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 run() { # NAME HOST URL SERVER_PID: requests/s, and the server's CPU time per request
   printf 'wrk.headers["Host"] = "%s"\n' "$2" > "$lua"
