@@ -195,20 +195,7 @@ impl Dashboard {
     }
 
     fn authorized(&self, request: &Request<Body>) -> bool {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .trim();
-        !self.token.is_empty()
-            && given.len() == self.token.len()
-            && given
-                .bytes()
-                .zip(self.token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        outpost_server::admin::bearer_matches(request, &self.token)
     }
 
     async fn send(&self, admin: &http::Uri, path: &str, json: Option<Vec<u8>>) -> (u16, String) {

@@ -279,7 +279,8 @@ impl Upstream for ParentSet {
                 // A parent's place in the purge sequence (only a parent's counts); never stored
                 // or sent on.
                 let seq = response.headers_mut().remove(PURGE_SEQ_HEADER);
-                if let Some(seq) = seq.filter(|_| to_parent).and_then(|v| seq_of(&v)) {
+                let seq = seq.filter(|_| to_parent);
+                if let Some(seq) = seq.and_then(|v| outpost_server::purge_seq(v.as_bytes())) {
                     self.purges.heard_of(seq);
                 }
             }
@@ -326,11 +327,6 @@ fn answered_from_cache(response: &Response<Body>, name: &str) -> bool {
         .flat_map(|v| v.split(','))
         .rfind(|entry| entry.trim_start().starts_with(name))
         .is_some_and(|entry| entry.split(';').any(|p| p.trim() == "hit"))
-}
-
-/// A purge sequence number in a header.
-pub(crate) fn seq_of(value: &http::HeaderValue) -> Option<u64> {
-    value.to_str().ok()?.trim().parse().ok()
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

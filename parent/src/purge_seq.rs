@@ -30,7 +30,7 @@ impl<H: Handler> Handler for PurgeSeqFront<H> {
     async fn handle(&self, mut request: Request<Body>, peer: Peer) -> Response<Body> {
         // Never sent on to the origin.
         if let Some(value) = request.headers_mut().remove(PURGE_SEQ_HEADER)
-            && let Some(seq) = value.to_str().ok().and_then(|v| v.trim().parse().ok())
+            && let Some(seq) = outpost_server::purge_seq(value.as_bytes())
         {
             self.lease.heard_of(seq);
         }

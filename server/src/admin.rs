@@ -99,18 +99,9 @@ impl Admin {
     }
 
     fn authorized(&self, request: &Request<Body>) -> bool {
-        let Some(token) = &self.token else {
-            return false;
-        };
-        let Some(given) = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+        self.token
+            .as_deref()
+            .is_some_and(|token| bearer_matches(request, token))
     }
 
     fn metrics(&self) -> Response<Body> {
@@ -223,6 +214,20 @@ impl Handler for Admin {
             ),
         }
     }
+}
+
+/// Whether `request` carries `Authorization: Bearer TOKEN` with `token` (compared in constant
+/// time); an empty `token` matches nothing.
+pub fn bearer_matches<B>(request: &Request<B>, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    !token.is_empty() && constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -55,5 +55,10 @@ pub const RELEASE_HEADER: &str = "outpost-release";
 /// by an edge to its parents and by a parent in its answers (health probes too), so a node
 /// cut off from the control node learns from a peer that it missed a purge.
 pub const PURGE_SEQ_HEADER: &str = "outpost-purge-seq";
+
+/// The purge sequence number a [`PURGE_SEQ_HEADER`] value names.
+pub fn purge_seq(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
 pub use listener::{Handler, Limits, Peer, serve, serve_tls};
 pub use shutdown::{Shutdown, ShutdownSignal};
