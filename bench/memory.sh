@@ -103,4 +103,6 @@ small_after=$(rss_kib $small_pid)
   echo "varnish 256m: rss $base_v KiB -> $after_v KiB: $per_v bytes per object"
   echo "ratio outpost/varnish: $(python3 -c "print(round($per_o/$per_v, 2))")"
   echo "edge with capacity_mib = 16, filled with 20x that: rss $small_base KiB -> $small_after KiB ($(( (small_after - small_base) / 1024 )) MiB above its start)"
+  # Where an object's bytes go: the store alone, in a process of its own.
+  (cd "$(dirname "$0")/.." && cargo test -q --release -p outpost-cache --lib store::resident -- --ignored --nocapture 2>&1 | grep "per stored object")
 } | tee "$OUT"

@@ -147,7 +147,7 @@ fn time(ms: u64) -> SystemTime {
 impl DiskVariant {
     /// The record of `object`, its body inline or in the file `file`.
     fn of(object: &StoredObject, file: Option<FileRef>) -> Self {
-        let policy = &object.policy;
+        let policy = &object.policy();
         Self {
             status: object.status.as_u16(),
             headers: object
@@ -172,8 +172,12 @@ impl DiskVariant {
             forbids_stale: policy.forbids_stale,
             no_cache: policy.no_cache,
             allows_authorization: policy.allows_authorization,
-            vary: object.vary.iter().map(|n| n.as_str().to_owned()).collect(),
-            variant: object.variant.clone(),
+            vary: object
+                .vary()
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect(),
+            variant: object.variant().to_owned(),
         }
     }
 
@@ -206,19 +210,19 @@ impl DiskVariant {
             no_cache: self.no_cache,
             allows_authorization: self.allows_authorization,
         };
-        let mut object = StoredObject::new(
+        let object = StoredObject::new(
             StatusCode::from_u16(self.status).ok()?,
             headers,
             Bytes::from(self.body),
             policy,
             vary,
             self.variant,
-        );
-        object.disk_body = self.file.map(|file| DiskBody {
+        )
+        .with_disk_body(self.file.map(|file| DiskBody {
             path: bodies.join(&file.name),
             length: file.length,
             sum: file.sum,
-        });
+        }));
         Some(object)
     }
 }
@@ -541,7 +545,7 @@ impl DiskTier {
             size,
             tags: variants
                 .iter()
-                .flat_map(|o| o.tags.iter().cloned())
+                .flat_map(|o| o.tags().iter().cloned())
                 .collect(),
             files,
             pinned,
@@ -620,7 +624,7 @@ impl DiskTier {
                 return Ok(DiskLookup::Damaged);
             }
         };
-        if !objects.iter().any(|o| o.disk_body.is_some()) {
+        if !objects.iter().any(|o| o.disk_body().is_some()) {
             // A pinned record stays on disk while memory holds a copy too.
             if !self.pinned(key) {
                 self.remove(&[key.to_owned()])?;
@@ -629,7 +633,7 @@ impl DiskTier {
         }
         let whole = objects
             .iter()
-            .filter_map(|o| o.disk_body.as_ref())
+            .filter_map(|o| o.disk_body())
             .all(|body| std::fs::metadata(&body.path).is_ok_and(|m| m.len() == body.length));
         if !whole {
             self.remove(&[key.to_owned()])?;
@@ -775,14 +779,14 @@ mod tests {
         let first = &back[0];
         assert_eq!(first.status, StatusCode::OK);
         assert_eq!(first.body, "gzip body");
-        assert_eq!(first.variant, "gzip");
-        assert_eq!(first.vary, vec![http::header::ACCEPT_ENCODING]);
-        assert_eq!(first.tags, vec!["t1".to_owned()]);
+        assert_eq!(first.variant(), "gzip");
+        assert_eq!(first.vary(), [http::header::ACCEPT_ENCODING]);
+        assert_eq!(first.tags(), ["t1".to_owned()]);
         let headers = first.headers.to_map();
         assert_eq!(headers.get_all("x-two").iter().count(), 2);
-        assert_eq!(first.policy.timing, variants[0].policy.timing);
-        assert_eq!(first.policy.lifetime, Duration::from_secs(60));
-        assert!(first.policy.allows_authorization);
+        assert_eq!(first.policy().timing, variants[0].policy().timing);
+        assert_eq!(first.policy().lifetime, Duration::from_secs(60));
+        assert!(first.policy().allows_authorization);
         // Taken off the disk: it lives in memory again.
         assert!(matches!(disk.take("a.test/x").unwrap(), DiskLookup::Miss));
         assert_eq!(disk.usage(), (0, 0));
@@ -885,7 +889,7 @@ mod tests {
             let DiskLookup::OnDisk(objects) = disk.take("a.test/large").unwrap() else {
                 panic!("a body in a file is served from disk");
             };
-            let body = objects[0].disk_body.clone().unwrap();
+            let body = objects[0].disk_body().cloned().unwrap();
             assert!(objects[0].body.is_empty());
             assert_eq!(body.length, large.len() as u64);
             assert_eq!(std::fs::read(&body.path).unwrap(), large.as_bytes());

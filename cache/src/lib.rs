@@ -2,7 +2,7 @@
 //!
 //! It owns the cache rules of RFC 9111 as plain logic with no I/O ([`directives`],
 //! [`freshness`], [`policy`], [`key`], `status`, [`headers`]), the planning step that turns
-//! a lookup into what happens next (`plan`), the object `store` on moka with the [`disk`] tier
+//! a lookup into what happens next (`plan`), the object `store` on quick_cache with the [`disk`] tier
 //! under it, request
 //! coalescing with read-while-writer, hit-for-pass, purge, and the pipeline ([`CacheNode`])
 //! from a downstream request to an [`Upstream`] fetch, in named phases: plan, fetch, respond.

@@ -59,7 +59,7 @@ pub fn plan(
     let mut fwd = Forward::UriMiss;
     let mut stale = None;
     match lookup {
-        Lookup::Found(object) if has_authorization && !object.policy.allows_authorization => {
+        Lookup::Found(object) if has_authorization && !object.policy().allows_authorization => {
             fwd = Forward::Request;
         }
         // Stored compressed in a coding this client cannot decode (the origin did not say it
@@ -79,13 +79,13 @@ pub fn plan(
         }
         Lookup::Found(object) => {
             let purged_at = object.purged_at();
-            match object.policy.reuse(now, purged_at) {
+            match object.policy().reuse(now, purged_at) {
                 Reuse::Fresh => {
-                    let ttl = object.policy.ttl(now, purged_at);
+                    let ttl = object.policy().ttl(now, purged_at);
                     return CachePlan::Hit { object, ttl };
                 }
                 Reuse::StaleWhileRevalidate => {
-                    let ttl = object.policy.ttl(now, purged_at);
+                    let ttl = object.policy().ttl(now, purged_at);
                     return CachePlan::StaleWhileRevalidate { object, ttl };
                 }
                 Reuse::Revalidate => {

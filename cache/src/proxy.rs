@@ -130,6 +130,7 @@ impl<U: Upstream> CacheNode<U> {
                 store: Store::with_disk(
                     config.capacity_mib << 20,
                     config.max_variants,
+                    config.max_object_mib << 20,
                     disk,
                     disk_metrics,
                 )
@@ -346,7 +347,7 @@ impl<U: Upstream> Inner<U> {
             );
         }
         match plan {
-            CachePlan::Hit { object, ttl } if object.disk_body.is_some() => {
+            CachePlan::Hit { object, ttl } if object.disk_body().is_some() => {
                 self.serve_from_disk(&head, &key, &object, CacheOutcome::DiskHit { ttl })
             }
             CachePlan::Hit { object, ttl } => {

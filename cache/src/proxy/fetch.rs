@@ -111,13 +111,13 @@ impl<U: Upstream> Inner<U> {
             let stale = stale.as_ref().filter(|_| trusted)?;
             let purged_at = stale.purged_at();
             stale
-                .policy
+                .policy()
                 .serves_stale_on_error(response_time, purged_at)
                 .then(|| {
                     let outcome = CacheOutcome::StaleIfError {
                         fwd,
                         status: status.map(|s| s.as_u16()),
-                        ttl: stale.policy.ttl(response_time, purged_at),
+                        ttl: stale.policy().ttl(response_time, purged_at),
                     };
                     FillHead::Object(stale.clone(), outcome)
                 })
@@ -383,8 +383,8 @@ impl<U: Upstream> Inner<U> {
                     merged,
                     stale.body.clone(),
                     policy,
-                    stale.vary.clone(),
-                    stale.variant.clone(),
+                    stale.vary().to_vec(),
+                    stale.variant().to_owned(),
                 ));
                 self.store.insert_unless_purged(key, object.clone(), ticket);
                 fill.publish_head(FillHead::Object(

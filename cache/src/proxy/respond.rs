@@ -220,7 +220,7 @@ impl<U: Upstream> Inner<U> {
         outcome: CacheOutcome,
     ) -> Response<Body> {
         let mut headers = object.headers.to_map();
-        let age = object.policy.timing.current_age(SystemTime::now());
+        let age = object.policy().timing.current_age(SystemTime::now());
         self.finish_headers(&mut headers, head.version, &outcome, Some(age));
         let (status, body) = if object.status == StatusCode::OK {
             let selection = outpost_representation::evaluate(
@@ -257,11 +257,11 @@ impl<U: Upstream> Inner<U> {
         object: &StoredObject,
         outcome: CacheOutcome,
     ) -> Response<Body> {
-        let Some(disk) = object.disk_body.clone() else {
+        let Some(disk) = object.disk_body().cloned() else {
             return self.serve_object(head, object, outcome);
         };
         let mut headers = object.headers.to_map();
-        let age = object.policy.timing.current_age(SystemTime::now());
+        let age = object.policy().timing.current_age(SystemTime::now());
         self.finish_headers(&mut headers, head.version, &outcome, Some(age));
         let (status, extent) = if object.status == StatusCode::OK {
             let selection = outpost_representation::evaluate(
