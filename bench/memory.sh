@@ -18,6 +18,7 @@ ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 VARNISH=$IP:18081
 SMALL=$IP:18082
+NODISK=$IP:18083
 bench_cleanup() {
   pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
 }
@@ -31,9 +32,12 @@ outpost_pid=$!
 # Same memory budget as the edge's default capacity_mib = 256.
 varnishd -a $VARNISH -b $ORIGIN -s malloc,256m -n "$WORK/varnish" -p thread_pool_min=10 >/dev/null
 # A small edge, to see the budget hold: 16 MiB of capacity, asked to hold far more.
+# Its state (and disk tier) in this run's directory, so no earlier run's disk index is loaded.
 cat > "$WORK/small.toml" <<TOML
 [admin]
 token = "bench"
+[tls]
+state_dir = "$WORK/state"
 [cache]
 capacity_mib = 16
 [origin]
@@ -45,6 +49,11 @@ admin = "$IP:19082"
 TOML
 RUST_LOG=warn "$BIN" edge --config "$WORK/small.toml" --name edge-small & pids+=($!)
 small_pid=$!
+# The same without the disk tier: what memory evicts is gone, and no disk index grows.
+sed -e 's/^capacity_mib = 16$/capacity_mib = 16\ndisk_mib = 0/' -e "s/$SMALL/$NODISK/" \
+  -e 's/edge-small/edge-nodisk/' -e "s/19082/19083/" "$WORK/small.toml" > "$WORK/nodisk.toml"
+RUST_LOG=warn "$BIN" edge --config "$WORK/nodisk.toml" --name edge-nodisk & pids+=($!)
+nodisk_pid=$!
 sleep 1
 # The Varnish child (cache-main) holds the objects.
 varnish_pid=$(pgrep -f "varnishd.*$VARNISH" | sort -n | tail -1)
@@ -96,13 +105,18 @@ small_base=$(rss_kib $small_pid)
 fill $SMALL 0 $(( 16 * 1024 * 1024 * 20 / (BODY + 512) ))
 sleep 2
 small_after=$(rss_kib $small_pid)
+nodisk_base=$(rss_kib $nodisk_pid)
+fill $NODISK 0 $(( 16 * 1024 * 1024 * 20 / (BODY + 512) ))
+sleep 2
+nodisk_after=$(rss_kib $nodisk_pid)
 
 {
   echo "memory per cached object, $OBJECTS objects of $BODY bytes, $(date -u +%FT%TZ)"
   echo "outpost edge: rss $base_o KiB -> $after_o KiB: $per_o bytes per object (sampled hits: $hits)"
   echo "varnish 256m: rss $base_v KiB -> $after_v KiB: $per_v bytes per object"
   echo "ratio outpost/varnish: $(python3 -c "print(round($per_o/$per_v, 2))")"
-  echo "edge with capacity_mib = 16, filled with 20x that: rss $small_base KiB -> $small_after KiB ($(( (small_after - small_base) / 1024 )) MiB above its start)"
+  echo "edge with capacity_mib = 16, filled with 20x that: rss $small_base KiB -> $small_after KiB ($(( (small_after - small_base) / 1024 )) MiB above its start, the disk tier's index of every record on disk included)"
+  echo "the same with disk_mib = 0: rss $nodisk_base KiB -> $nodisk_after KiB ($(( (nodisk_after - nodisk_base) / 1024 )) MiB above its start)"
   # Where an object's bytes go: the store alone, in a process of its own.
   (cd "$(dirname "$0")/.." && cargo test -q --release -p outpost-cache --lib store::resident -- --ignored --nocapture 2>&1 | grep "per stored object")
 } | tee "$OUT"

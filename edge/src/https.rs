@@ -1,5 +1,5 @@
-//! Per-hostname HTTPS policy at the edge: redirect plain HTTP to HTTPS, and send HSTS on
-//! HTTPS responses, for the hosts the config names.
+//! Per-hostname HTTPS policy at the edge: redirect plain HTTP to HTTPS, send HSTS on HTTPS
+//! responses, and leave HTTP/3 unadvertised (`Alt-Svc: clear`), for the hosts the config names.
 
 use std::collections::HashMap;
 
@@ -21,6 +21,14 @@ pub struct HostPolicy {
     pub hsts_max_age_secs: Option<u64>,
     #[serde(default)]
     pub hsts_include_subdomains: bool,
+    /// Advertise HTTP/3 (`Alt-Svc: h3=...`) on this host's HTTPS answers; `false` sends
+    /// `Alt-Svc: clear` instead, so clients forget any alternative they knew (RFC 7838).
+    #[serde(default = "advertised")]
+    pub http3: bool,
+}
+
+fn advertised() -> bool {
+    true
 }
 
 /// The edge's front for client requests: it removes the `outpost-*` headers a client sent,
@@ -111,6 +119,11 @@ impl<H: Handler> Handler for HttpsPolicy<H> {
             return response;
         }
         let mut response = self.inner.handle(request, peer).await;
+        if peer.tls && !policy.http3 {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, HeaderValue::from_static("clear"));
+        }
         if peer.tls
             && let Some(max_age) = policy.hsts_max_age_secs
         {

@@ -224,6 +224,7 @@ impl Setup {
                     .tls
                     .http3
                     .then_some(topology.tls.alt_svc_max_age_secs),
+                quic: topology.tls.quic.clone(),
                 cors: outpost_edge::CorsRules::compile(&topology.cors).unwrap_or_default(),
                 signing: outpost_edge::Signing::new(&topology.signing).unwrap_or_default(),
                 prefetch: topology.prefetch.clone(),

@@ -108,6 +108,7 @@ pub struct Shared {
     pub host_policies: Vec<outpost_edge::HostPolicy>,
     /// HTTP/3 on every edge's HTTPS port, advertised for this long (`None`: off).
     pub http3: Option<u64>,
+    pub quic: outpost_server::h3::QuicSettings,
     /// CORS at the edges (checked when the topology was loaded).
     pub cors: outpost_edge::CorsRules,
     /// Signed URLs at the edges (checked when the topology was loaded).
@@ -531,7 +532,7 @@ fn spawn_edge_listeners<H: Handler>(
         let mut limits = data_limits(shared);
         if let (Some(max_age), Ok(addr)) = (shared.http3, https.local_addr()) {
             // QUIC on the same port number, over UDP.
-            match outpost_server::h3::bind(addr, tls) {
+            match outpost_server::h3::bind(addr, tls, &shared.quic) {
                 Ok(endpoint) => {
                     limits.alt_svc = http::HeaderValue::from_str(&format!(
                         "h3=\":{}\"; ma={max_age}",
@@ -543,6 +544,7 @@ fn spawn_edge_listeners<H: Handler>(
                         endpoint,
                         handler.clone(),
                         data_limits(shared),
+                        shared.quic.clone(),
                         shared.shutdown.signal(),
                     ));
                 }

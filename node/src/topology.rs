@@ -146,6 +146,9 @@ pub struct TlsSection {
     /// (`Alt-Svc: h3=":PORT"; ma=alt_svc_max_age_secs`).
     pub http3: bool,
     pub alt_svc_max_age_secs: u64,
+    /// What QUIC connections may do: streams, idle timeout, connections per client network,
+    /// Retry under load, 0-RTT (off).
+    pub quic: outpost_server::h3::QuicSettings,
 }
 
 impl Default for TlsSection {
@@ -159,6 +162,7 @@ impl Default for TlsSection {
             hosts: Vec::new(),
             http3: true,
             alt_svc_max_age_secs: 86_400,
+            quic: outpost_server::h3::QuicSettings::default(),
         }
     }
 }

@@ -178,8 +178,8 @@ impl TlsTerminator {
 
     /// The TLS configuration of the QUIC endpoint beside the TCP listener: TLS 1.3 only (QUIC
     /// has nothing else), ALPN `h3`, the same certificates and SNI (the same resolver, so a
-    /// reload reaches both), and no early data (0-RTT off).
-    pub fn quic_config(&self) -> Result<ServerConfig, TlsError> {
+    /// reload reaches both), and early data (0-RTT) only when `early_data`.
+    pub fn quic_config(&self, early_data: bool) -> Result<ServerConfig, TlsError> {
         let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -187,7 +187,8 @@ impl TlsTerminator {
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![b"h3".to_vec()];
-        config.max_early_data_size = 0;
+        // QUIC takes either no early data or any amount (RFC 9001 section 4.6.1).
+        config.max_early_data_size = if early_data { u32::MAX } else { 0 };
         Ok(config)
     }
 

@@ -365,3 +365,302 @@ async fn http3_through_the_anycast_address_moves_off_a_withdrawn_edge() {
         );
     }
 }
+
+/// A UDP relay in front of a QUIC listener, as a network path an attacker can see: each client
+/// address gets a socket of its own towards the target; the relay keeps every datagram clients
+/// sent (for a replay) and counts the Retry packets the target sent back.
+struct Relay {
+    addr: SocketAddr,
+    sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    retries: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A QUIC version 1 Retry packet: long header, type 3 (RFC 9000 section 17.2.5).
+fn is_retry(packet: &[u8]) -> bool {
+    packet.len() > 5 && packet[0] & 0xf0 == 0xf0 && packet[1..5] == [0, 0, 0, 1]
+}
+
+async fn relay(target: SocketAddr) -> Relay {
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kept, counted) = (sent.clone(), retries.clone());
+    let task = tokio::spawn(async move {
+        let mut paths: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+        let mut buffer = vec![0u8; 65536];
+        let mut backs = tokio::task::JoinSet::new();
+        loop {
+            let Ok((n, client)) = front.recv_from(&mut buffer).await else {
+                return;
+            };
+            let datagram = buffer[..n].to_vec();
+            kept.lock().unwrap().push(datagram.clone());
+            let path = match paths.get(&client) {
+                Some(path) => path.clone(),
+                None => {
+                    let path = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    path.connect(target).await.unwrap();
+                    let (back, front, counted) = (path.clone(), front.clone(), counted.clone());
+                    backs.spawn(async move {
+                        let mut buffer = vec![0u8; 65536];
+                        while let Ok(n) = back.recv(&mut buffer).await {
+                            if is_retry(&buffer[..n]) {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let _ = front.send_to(&buffer[..n], client).await;
+                        }
+                    });
+                    paths.insert(client, path.clone());
+                    path
+                }
+            };
+            let _ = path.send(&datagram).await;
+        }
+    });
+    Relay {
+        addr,
+        sent,
+        retries,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn quic_limits_streams_header_fields_connections_per_network_and_retry_under_load() {
+    let origin = TestOrigin::start(|seen, _| {
+        let reply = Reply::ok(&[("cache-control", "no-store")], "ok");
+        if seen.target.starts_with("/slow") {
+            Reply::Delayed(Duration::from_millis(300), Box::new(reply))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    // Retry for every client (as under load), two streams and two connections per network.
+    let toml = topology(&origin.url, state.path()).replace(
+        "[origin]",
+        "[[tls.hosts]]\nname = \"quiet.test\"\nhttp3 = false\n\
+         [tls.quic]\nmax_streams = 2\nmax_connections_per_network = 2\nretry_above_handshakes = 0\n[origin]",
+    );
+    let cdn = Outpost::up(&toml, 1);
+    let addr: SocketAddr = cdn.https("edge-0").parse().unwrap();
+    let endpoint = client(&state.path().join("ca.pem"));
+
+    // Retry: the client must echo the edge's token before the edge keeps state for it; the
+    // request goes through all the same.
+    let path = relay(addr).await;
+    let mut retried = connect(&endpoint, path.addr).await;
+    assert_eq!(retried.get("https://www.outpost.test/a").await.0, 200);
+    assert!(
+        path.retries.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "no Retry packet came back"
+    );
+    retried.quic.close(0u32.into(), b"done");
+    drop(retried);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two streams per connection: four slow requests at once take two rounds.
+    let mut first = connect(&endpoint, addr).await;
+    let started = std::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let mut send = first.send.clone();
+        requests.spawn(async move {
+            let request = http::Request::get(format!("https://www.outpost.test/slow?{i}"))
+                .body(())
+                .unwrap();
+            let mut stream = send.send_request(request).await.unwrap();
+            stream.finish().await.unwrap();
+            let response = stream.recv_response().await.unwrap();
+            while stream.recv_data().await.unwrap().is_some() {}
+            response.status().as_u16()
+        });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(590),
+        "four 300 ms requests over two streams took {took:?}"
+    );
+
+    // Header fields: more than max_headers (100) get 431, as on TCP; a field section past
+    // max_header_bytes is refused too; neither reaches the origin.
+    let before = origin.hits();
+    let mut request = http::Request::get("https://www.outpost.test/many");
+    for i in 0..150 {
+        request = request.header(format!("x-field-{i}"), "v");
+    }
+    let mut stream = first
+        .send
+        .send_request(request.body(()).unwrap())
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 431);
+    let huge = http::Request::get("https://www.outpost.test/huge")
+        .header("x-huge", "h".repeat(70 * 1024))
+        .body(())
+        .unwrap();
+    let refused = match first.send.send_request(huge).await {
+        Err(_) => true,
+        Ok(mut stream) => {
+            let _ = stream.finish().await;
+            stream
+                .recv_response()
+                .await
+                .map_or(true, |r| r.status() == 431)
+        }
+    };
+    assert!(refused, "a 70 KiB field section was served");
+    assert_eq!(origin.hits(), before);
+
+    // Two connections per client network: a third is refused until one closes.
+    let second = connect(&endpoint, addr).await;
+    let third = endpoint.connect(addr, "www.outpost.test").unwrap().await;
+    assert!(
+        third.is_err(),
+        "a third connection from 127.0.0.0/24 was taken"
+    );
+    first.quic.close(0u32.into(), b"done");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = connect(&endpoint, addr).await;
+    assert_eq!(again.get("https://www.outpost.test/b").await.0, 200);
+    drop(second);
+
+    // A host with HTTP/3 turned off is told to forget it (`Alt-Svc: clear`) over TCP; the
+    // others are still offered it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = crate::tls::client_config(&state.path().join("ca.pem"), &[b"http/1.1"]);
+    for (host, wanted) in [
+        ("quiet.test", "alt-svc: clear".to_owned()),
+        (
+            "www.outpost.test",
+            format!("alt-svc: h3=\":{}\"", addr.port()),
+        ),
+    ] {
+        let mut stream =
+            crate::tls::connect(&cdn.https("edge-0"), "www.outpost.test", config.clone())
+                .await
+                .unwrap();
+        let request = format!("GET /c HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        let answer = answer.to_ascii_lowercase();
+        assert!(answer.contains(&wanted), "{host}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn early_data_serves_safe_requests_at_once_and_a_replayed_post_never_reaches_the_origin() {
+    let origin = TestOrigin::start(|_, _| Reply::ok(&[("cache-control", "no-store")], "ok")).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = topology(&origin.url, state.path())
+        .replace("[origin]", "[tls.quic]\nearly_data = true\n[origin]");
+    let cdn = Outpost::up(&toml, 1);
+    let addr: SocketAddr = cdn.https("edge-0").parse().unwrap();
+    let endpoint = client(&state.path().join("ca.pem"));
+    // A first connection leaves the client a ticket to resume with.
+    let mut warm = connect(&endpoint, addr).await;
+    assert_eq!(warm.get("https://www.outpost.test/warm").await.0, 200);
+    // Let the ticket arrive, then go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    warm.quic.close(0u32.into(), b"done");
+    drop(warm);
+
+    // Resuming through a path an attacker records: a GET and a POST sent in early data.
+    let path = relay(addr).await;
+    let connecting = endpoint.connect(path.addr, "www.outpost.test").unwrap();
+    let (quic, _accepted) = connecting
+        .into_0rtt()
+        .unwrap_or_else(|_| panic!("the edge offered no 0-RTT"));
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
+        .await
+        .unwrap();
+    let driving = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let mut get = send
+        .send_request(
+            http::Request::get("https://www.outpost.test/early")
+                .body(())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    get.finish().await.unwrap();
+    let mut post = send
+        .send_request(
+            http::Request::post("https://www.outpost.test/order")
+                .body(())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    post.send_data(bytes::Bytes::from_static(b"one order"))
+        .await
+        .unwrap();
+    post.finish().await.unwrap();
+    assert_eq!(get.recv_response().await.unwrap().status(), 200);
+    assert_eq!(post.recv_response().await.unwrap().status(), 200);
+    quic.close(0u32.into(), b"done");
+    driving.abort();
+    drop(send);
+
+    let seen = origin.seen();
+    let early = seen
+        .iter()
+        .find(|s| s.target == "/early")
+        .expect("GET /early");
+    assert_eq!(
+        early.header("early-data"),
+        Some("1"),
+        "the GET did not come in early data, so nothing here was tested"
+    );
+    let order = seen
+        .iter()
+        .find(|s| s.target == "/order")
+        .expect("POST /order");
+    assert_eq!(
+        order.header("early-data"),
+        None,
+        "the POST was served before the handshake completed"
+    );
+
+    // The attacker replays everything the client sent, from an address of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let recorded = path.sent.lock().unwrap().clone();
+    for datagram in &recorded {
+        replay.send_to(datagram, addr).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let orders = origin
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.target == "/order")
+        .count();
+    assert_eq!(orders, 1, "the replayed POST reached the origin");
+    // The edge serves on.
+    assert_eq!(get_once(&endpoint, addr).await, 200);
+}
+
+async fn get_once(endpoint: &quinn::Endpoint, addr: SocketAddr) -> u16 {
+    get(endpoint, addr, "https://www.outpost.test/after")
+        .await
+        .0
+}
