@@ -78,12 +78,16 @@ for server in "outpost $OUTPOST" "gdnsd $GDNSD"; do
 done
 
 printf 'www.outpost.test A\n' >"$WORK/queries"
-measure() { # ADDR CASE: prints queries/s, or "error" and why; dnsperf's output goes to RAW
-  local extra=() out qps codes lost
+measure() { # ADDR CASE PID: prints queries/s and the server's CPU µs per query, or "error"
+  # and why; dnsperf's output goes to RAW
+  local extra=() out qps codes lost before after done
   [ "$2" = ecs ] && extra=(-E "$ECS")
+  before=$(cpu_ticks "$3")
   out=$(dnsperf -s "${1%:*}" -p "${1##*:}" -d "$WORK/queries" -l "$SECONDS_PER_RUN" -c "$CLIENTS" -T 1 "${extra[@]}" 2>&1) || true
   sed 's/^/#   /' <<<"$out" | grep -E 'Command line|Queries|Response codes|packet size|Latency' >>"$RAW" || true
+  after=$(cpu_ticks "$3")
   qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+  done=$(awk '/Queries completed/ {print $3}' <<<"$out")
   codes=$(awk -F': *' '/Response codes/ {print $2}' <<<"$out")
   lost=$(awk '/Queries lost/ {gsub(/[(%)]/, "", $4); print $4}' <<<"$out")
   if [ -z "$qps" ] || ! [[ "$codes" =~ ^NOERROR\ [0-9]+\ \(100\.00%\)$ ]]; then
@@ -91,15 +95,15 @@ measure() { # ADDR CASE: prints queries/s, or "error" and why; dnsperf's output 
   elif awk -v l="$lost" 'BEGIN {exit !(l > 1)}'; then
     echo "error lost $lost% of queries"
   else
-    echo "$qps"
+    echo "$qps $(awk -v t=$((after - before)) -v n="$done" 'BEGIN {printf "%.3f", t * 10000 / n}')"
   fi
 }
 
 for round in $(seq 1 "$ROUNDS"); do
   for case in noecs ecs; do
-    for server in "outpost $OUTPOST" "gdnsd $GDNSD"; do
-      read -r name addr <<<"$server"
-      echo "$round $name $case $(measure "$addr" $case)" | tee -a "$RAW"
+    for server in "outpost $OUTPOST $OUTPOST_PID" "gdnsd $GDNSD $GDNSD_PID"; do
+      read -r name addr pid <<<"$server"
+      echo "$round $name $case $(measure "$addr" $case "$pid")" | tee -a "$RAW"
     done
   done
 done
@@ -110,16 +114,19 @@ summary=$(python3 - "$RAW" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if not line.startswith("#")]
 for case, label in (("noecs", "no EDNS"), ("ecs", "EDNS Client Subnet 203.0.113.0/24")):
-    med = {}
+    med, cpu = {}, {}
     for name in ("outpost", "gdnsd"):
         runs = [r for r in rows if r[1] == name and r[2] == case]
         bad = [r for r in runs if r[3] == "error"]
         med[name] = None if bad else statistics.median(float(r[3]) for r in runs)
+        cpu[name] = None if bad else statistics.median(float(r[4]) for r in runs)
         if bad:
             print(f"{label}: {name} had errors in {len(bad)} of {len(runs)} runs: {' '.join(bad[0][4:])}")
     if None not in med.values():
         print(f"{label}: outpost {med['outpost']:.0f}  gdnsd {med['gdnsd']:.0f}"
-              f"  | outpost/gdnsd {med['outpost'] / med['gdnsd']:.2f}")
+              f"  | outpost/gdnsd {med['outpost'] / med['gdnsd']:.2f};"
+              f" server CPU per query: outpost {cpu['outpost']:.2f} µs  gdnsd {cpu['gdnsd']:.2f} µs"
+              f"  | gdnsd/outpost {cpu['gdnsd'] / cpu['outpost']:.2f}")
 PY
 )
 echo "$summary"
