@@ -18,15 +18,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::freshness::Timing;
-use crate::policy::StoredPolicy;
+use crate::policy::PackedPolicy;
 use crate::store::StoredObject;
 
 /// Primary key to the record of all its variants, checksum last.
@@ -117,37 +116,21 @@ struct DiskVariant {
     /// The body, unless it is in a file.
     body: Vec<u8>,
     file: Option<FileRef>,
-    request_time_ms: u64,
-    response_time_ms: u64,
-    date_ms: Option<u64>,
-    age_ms: u64,
-    lifetime_ms: u64,
-    stale_while_revalidate_ms: u64,
-    stale_if_error_ms: u64,
-    forbids_stale: bool,
-    no_cache: bool,
-    allows_authorization: bool,
+    /// The reuse policy in the form memory keeps it (milliseconds).
+    policy: PackedPolicy,
     vary: Vec<String>,
     variant: String,
 }
 
+/// Milliseconds since the epoch.
 fn ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn time(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
-}
-
 impl DiskVariant {
     /// The record of `object`, its body inline or in the file `file`.
     fn of(object: &StoredObject, file: Option<FileRef>) -> Self {
-        let policy = &object.policy();
         Self {
             status: object.status.as_u16(),
             headers: object
@@ -162,16 +145,7 @@ impl DiskVariant {
                 object.body.to_vec()
             },
             file,
-            request_time_ms: ms(policy.timing.request_time),
-            response_time_ms: ms(policy.timing.response_time),
-            date_ms: policy.timing.date.map(ms),
-            age_ms: duration_ms(policy.timing.age),
-            lifetime_ms: duration_ms(policy.lifetime),
-            stale_while_revalidate_ms: duration_ms(policy.stale_while_revalidate),
-            stale_if_error_ms: duration_ms(policy.stale_if_error),
-            forbids_stale: policy.forbids_stale,
-            no_cache: policy.no_cache,
-            allows_authorization: policy.allows_authorization,
+            policy: object.packed_policy(),
             vary: object
                 .vary()
                 .iter()
@@ -196,20 +170,7 @@ impl DiskVariant {
             .iter()
             .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect::<Option<Vec<_>>>()?;
-        let policy = StoredPolicy {
-            timing: Timing {
-                request_time: time(self.request_time_ms),
-                response_time: time(self.response_time_ms),
-                date: self.date_ms.map(time),
-                age: Duration::from_millis(self.age_ms),
-            },
-            lifetime: Duration::from_millis(self.lifetime_ms),
-            stale_while_revalidate: Duration::from_millis(self.stale_while_revalidate_ms),
-            stale_if_error: Duration::from_millis(self.stale_if_error_ms),
-            forbids_stale: self.forbids_stale,
-            no_cache: self.no_cache,
-            allows_authorization: self.allows_authorization,
-        };
+        let policy = self.policy.unpack();
         let object = StoredObject::new(
             StatusCode::from_u16(self.status).ok()?,
             headers,
@@ -721,6 +682,9 @@ impl DiskTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::freshness::Timing;
+    use crate::policy::StoredPolicy;
+    use std::time::Duration;
 
     fn object(body: &str, tag: &str, variant: &str) -> Arc<StoredObject> {
         let mut headers = HeaderMap::new();

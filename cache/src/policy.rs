@@ -601,10 +601,10 @@ mod tests {
     }
 }
 
-/// A [`StoredPolicy`] as the memory store keeps it: times in milliseconds since the epoch and
-/// durations in milliseconds, 56 bytes instead of 120 (sub-millisecond parts are dropped,
-/// which no freshness decision can notice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A [`StoredPolicy`] as the memory store keeps it and the disk tier writes it: times in
+/// milliseconds since the epoch and durations in milliseconds, 56 bytes instead of 120
+/// (sub-millisecond parts are dropped, which no freshness decision can notice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PackedPolicy {
     request_ms: u64,
     /// The response came this long after the request was sent.

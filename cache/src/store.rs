@@ -122,6 +122,10 @@ impl StoredObject {
         self.policy.unpack()
     }
 
+    pub(crate) fn packed_policy(&self) -> PackedPolicy {
+        self.policy
+    }
+
     /// When this object was soft-purged, if it was.
     pub fn purged_at(&self) -> Option<SystemTime> {
         match self.purged_at.load(Ordering::Relaxed) {
