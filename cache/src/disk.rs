@@ -83,9 +83,9 @@ struct IndexEntry {
     /// Bytes of the record.
     size: u64,
     /// Every variant's surrogate keys, for purge by tag.
-    tags: Vec<String>,
+    tags: Box<[String]>,
     /// The body files its variants use.
-    files: Vec<String>,
+    files: Box<[String]>,
     /// Under a `keep` prefix: never dropped to make room.
     pinned: bool,
 }
@@ -210,8 +210,10 @@ fn open(sealed: &[u8]) -> Option<Vec<DiskVariant>> {
 /// The in-memory copy of the index.
 #[derive(Debug, Default)]
 struct Index {
-    entries: HashMap<String, IndexEntry>,
-    by_sequence: BTreeMap<u64, String>,
+    /// One allocation per key, shared by both maps: the index is memory beyond the cache's
+    /// capacity, one entry per record on disk.
+    entries: HashMap<Arc<str>, IndexEntry>,
+    by_sequence: BTreeMap<u64, Arc<str>>,
     bytes: u64,
     next: u64,
     /// Body files named in this run.
@@ -235,6 +237,7 @@ impl Index {
         self.remove(&key);
         self.next = self.next.max(entry.sequence + 1);
         self.bytes += entry.size;
+        let key: Arc<str> = key.into();
         self.by_sequence.insert(entry.sequence, key.clone());
         self.entries.insert(key, entry);
     }
@@ -402,9 +405,9 @@ impl DiskTier {
                 break;
             }
             let entry = &index.entries[oldest];
-            if !writing.contains(oldest.as_str()) && !entry.pinned {
+            if !writing.contains(&**oldest) && !entry.pinned {
                 bytes -= entry.size;
-                dropped.push(oldest.clone());
+                dropped.push(oldest.to_string());
             }
         }
         if bytes > self.capacity {
@@ -448,7 +451,7 @@ impl DiskTier {
         }
         let written = prepared.len();
         for (key, _, entry) in prepared {
-            if let Some(replaced) = index.entries.get(&key) {
+            if let Some(replaced) = index.entries.get(key.as_str()) {
                 unused.extend(replaced.files.iter().cloned());
             }
             index.add(key, entry);
@@ -507,8 +510,9 @@ impl DiskTier {
             tags: variants
                 .iter()
                 .flat_map(|o| o.tags().iter().cloned())
-                .collect(),
-            files,
+                .collect::<Vec<_>>()
+                .into(),
+            files: files.into(),
             pinned,
         };
         Ok(Some((key.to_owned(), record, entry)))
@@ -608,7 +612,7 @@ impl DiskTier {
         let mut index = self.index();
         let present: Vec<&String> = keys
             .iter()
-            .filter(|k| index.entries.contains_key(*k))
+            .filter(|k| index.entries.contains_key(k.as_str()))
             .collect();
         if present.is_empty() {
             return Ok(0);
@@ -641,14 +645,14 @@ impl DiskTier {
             .entries
             .keys()
             .filter(|key| key.find('/').is_some_and(|slash| &key[slash..] == target))
-            .cloned()
+            .map(|key| key.to_string())
             .collect();
         self.remove(&keys)
     }
 
     /// Removes every key.
     pub fn purge_all(&self) -> Result<u64, DiskError> {
-        let keys: Vec<String> = self.index().entries.keys().cloned().collect();
+        let keys: Vec<String> = self.index().entries.keys().map(|k| k.to_string()).collect();
         self.remove(&keys)
     }
 
@@ -659,7 +663,7 @@ impl DiskTier {
             .entries
             .iter()
             .filter(|(_, entry)| entry.tags.iter().any(|t| t == tag))
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.to_string())
             .collect();
         self.remove(&keys)
     }
