@@ -3,6 +3,8 @@
 //! its own objects, so they can run one after another on one lab.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Reply};
@@ -692,13 +694,15 @@ fn next_version(lab: &Lab) -> Result<u32, LabError> {
 /// its status and version.
 type Answer = (Instant, bool, u16, bool);
 
-/// Spreads `total` requests over every edge while `cut` is cut off, the purged objects change
-/// at the origin and are purged, and `cut` is reconnected.
+/// Keeps every edge under load while `cut` is cut off, the purged objects change at the
+/// origin and are purged, and `cut` is reconnected; the load goes on for `after_reconnect`.
+/// The load runs for a time, not a number of requests, so a fast machine does not finish it
+/// before the purge is acknowledged.
 pub fn purge_with_edge_cut_off(
     lab: &Lab,
     cut: &'static str,
     how: Cut,
-    total: usize,
+    after_reconnect: Duration,
 ) -> Result<PurgeCutOff, LabError> {
     let version = next_version(lab)?;
     let old = format!("version {}", version - 1);
@@ -722,18 +726,21 @@ pub fn purge_with_edge_cut_off(
             }
         }
     }
-    let per_client = total.div_ceil(clients.len());
+    let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     for (client, edge) in clients {
         let target = addr(edge)?;
         let paths = paths.clone();
         let from_cut = edge == cut;
         let old = old.clone();
+        let stop = stop.clone();
         load.push(lab.spawn_on(client, move || async move {
-            let mut answers: Vec<Answer> = Vec::with_capacity(per_client);
-            for i in 0..per_client {
+            let mut answers: Vec<Answer> = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let path = &paths[i % paths.len()];
+                i += 1;
                 let reply = client::get(target, SERVICE, path, Duration::from_millis(300)).await;
                 match reply {
                     Ok(reply) => {
@@ -782,6 +789,8 @@ pub fn purge_with_edge_cut_off(
         Cut::FromControl => lab.partition(cut, "control", false)?,
     }
     let reconnected = Instant::now();
+    std::thread::sleep(after_reconnect);
+    stop.store(true, Ordering::Relaxed);
     let mut answers = Vec::new();
     for task in load {
         answers.extend(task.join()?);
