@@ -79,13 +79,15 @@ pub fn plan(
         }
         Lookup::Found(object) => {
             let purged_at = object.purged_at();
-            match object.policy().reuse(now, purged_at) {
+            // Unpacked once per hit: the store keeps it packed.
+            let policy = object.policy();
+            match policy.reuse(now, purged_at) {
                 Reuse::Fresh => {
-                    let ttl = object.policy().ttl(now, purged_at);
+                    let ttl = policy.ttl(now, purged_at);
                     return CachePlan::Hit { object, ttl };
                 }
                 Reuse::StaleWhileRevalidate => {
-                    let ttl = object.policy().ttl(now, purged_at);
+                    let ttl = policy.ttl(now, purged_at);
                     return CachePlan::StaleWhileRevalidate { object, ttl };
                 }
                 Reuse::Revalidate => {

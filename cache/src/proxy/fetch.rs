@@ -110,14 +110,14 @@ impl<U: Upstream> Inner<U> {
         let stand_in = |status: Option<StatusCode>| {
             let stale = stale.as_ref().filter(|_| trusted)?;
             let purged_at = stale.purged_at();
-            stale
-                .policy()
+            let policy = stale.policy();
+            policy
                 .serves_stale_on_error(response_time, purged_at)
                 .then(|| {
                     let outcome = CacheOutcome::StaleIfError {
                         fwd,
                         status: status.map(|s| s.as_u16()),
-                        ttl: stale.policy().ttl(response_time, purged_at),
+                        ttl: policy.ttl(response_time, purged_at),
                     };
                     FillHead::Object(stale.clone(), outcome)
                 })
