@@ -338,7 +338,7 @@ async fn respond(send: &mut SendStream, response: Response<Body>) -> Result<(), 
 /// and of handshakes in progress.
 struct Admission {
     settings: QuicSettings,
-    per_network: Mutex<HashMap<IpAddr, u32>>,
+    per_network: Mutex<HashMap<ipnet::IpNet, u32>>,
     open: AtomicU32,
     handshaking: Arc<AtomicU32>,
 }
@@ -352,7 +352,7 @@ enum Admit {
 /// One admitted connection: it counts against its network and the total until dropped.
 struct Slot {
     admission: Arc<Admission>,
-    network: IpAddr,
+    network: ipnet::IpNet,
 }
 
 impl Drop for Slot {
@@ -382,22 +382,17 @@ impl Admission {
         }
     }
 
-    /// The client network of `addr`: the address with all but its prefix bits cleared.
-    fn network(&self, addr: IpAddr) -> IpAddr {
-        match addr.to_canonical() {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let len = u32::from(self.settings.ipv4_prefix_len.min(32));
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                IpAddr::V4((bits & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let len = u32::from(self.settings.ipv6_prefix_len.min(128));
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                IpAddr::V6((bits & mask).into())
-            }
-        }
+    /// The client network of `addr`: its first `ipv4_prefix_len` or `ipv6_prefix_len` bits.
+    fn network(&self, addr: IpAddr) -> ipnet::IpNet {
+        let addr = addr.to_canonical();
+        let len = if addr.is_ipv4() {
+            self.settings.ipv4_prefix_len.min(32)
+        } else {
+            self.settings.ipv6_prefix_len.min(128)
+        };
+        ipnet::IpNet::new(addr, len)
+            .map(|net| net.trunc())
+            .unwrap_or_else(|_| ipnet::IpNet::from(addr))
     }
 
     fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Admit {
