@@ -26,6 +26,15 @@ require() {
 # cpu_ticks PID: the process's user + system CPU time, in clock ticks (1/100 s).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# wrk_summary: reads wrk --latency output on stdin and prints "REQUESTS_PER_SEC P99_US".
+wrk_summary() {
+  awk '/Requests\/sec/ {rps = $2}
+       $1 == "99%" {v = $2; u = 1
+                    if (v ~ /us$/) u = 1; else if (v ~ /ms$/) u = 1000; else if (v ~ /s$/) u = 1000000
+                    sub(/[a-z]+$/, "", v); p99 = v * u}
+       END {printf "%s %.0f\n", rps, p99}'
+}
+
 # wait_http URL: until URL answers 2xx (10 s at most).
 wait_http() {
   for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done

@@ -67,14 +67,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for path in "${PATHS[@]}"; do
     for name in outpost varnish nginx; do
       case $name in outpost) target=$OUTPOST;; varnish) target=$VARNISH;; nginx) target=$NGINX;; esac
-      rps=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "http://$target$path" | awk '/Requests\/sec/ {print $2}')
-      echo "$round $name $path $rps" | tee -a "$RAW"
+      summary=$(wrk --latency -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "http://$target$path" | wrk_summary)
+      echo "$round $name $path $summary" | tee -a "$RAW"
     done
   done
 done
 
 echo
-echo "median requests/s over $ROUNDS rounds (wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s), raw: $RAW"
+echo "median requests/s and p99 latency over $ROUNDS rounds (wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s), raw: $RAW"
 python3 - "$RAW" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
@@ -84,4 +84,7 @@ for path in paths:
            for n in ("outpost", "varnish", "nginx")}
     print(f"{path}: outpost {med['outpost']:.0f}  varnish {med['varnish']:.0f}  nginx {med['nginx']:.0f}"
           f"  | outpost/varnish {med['outpost']/med['varnish']:.2f}  outpost/nginx {med['outpost']/med['nginx']:.2f}")
+    p99 = {n: statistics.median(float(r[4]) for r in rows if r[1] == n and r[2] == path)
+           for n in ("outpost", "varnish", "nginx")}
+    print(f"{path} p99 latency (us): outpost {p99['outpost']:.0f}  varnish {p99['varnish']:.0f}  nginx {p99['nginx']:.0f}")
 PY

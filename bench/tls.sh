@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # TLS at the edge beside nginx terminating TLS with the same certificate, on this machine in
-# the same run: full and resumed handshakes per second (openssl s_time), and HTTPS cache-hit
-# throughput (wrk over keep-alive connections) beside Outpost's own plain HTTP. Several rounds,
-# interleaved; the summary gives medians and ratios.
+# the same run: full and resumed handshakes per second with one client (openssl s_time), full
+# handshakes per second under CONNECTIONS clients (wrk sending `Connection: close`, so every
+# request is a new TLS connection), HTTPS cache-hit throughput (wrk over keep-alive
+# connections) beside Outpost's own plain HTTP, and HTTP/2 hits over TLS (h2load -c32 -m10).
+# Several rounds, interleaved; the summary gives medians and ratios.
 #
 #   bench/tls.sh [ROUNDS] [SECONDS] [CONNECTIONS]
 #
-# Needs: wrk, nginx, openssl (apt-get install wrk nginx openssl) and a release build.
+# Needs: wrk, h2load, nginx, openssl (apt-get install wrk nghttp2-client nginx openssl) and a
+# release build.
 # Uses fixed ports on 127.0.0.52; writes bench/results/.
 source "$(dirname "$0")/common.sh"
-require "apt-get install wrk nginx openssl" wrk nginx openssl
+require "apt-get install wrk nghttp2-client nginx openssl" wrk h2load nginx openssl
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-5}
 CONNECTIONS=${3:-64}
@@ -87,6 +90,12 @@ for round in $(seq 1 "$ROUNDS"); do
         | awk '/connections in .* real seconds/ {print $1/$4}' | tail -1)
       echo "$round handshakes-$mode $name $per_sec" | tee -a "$RAW"
     done
+    per_sec=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H 'Connection: close' \
+      "https://$IP:$port$ASSET" | awk '/Requests\/sec/ {print $2}')
+    echo "$round handshakes-many $name $per_sec" | tee -a "$RAW"
+    rps=$(h2load -t2 -c32 -m10 -D "$SECONDS_PER_RUN" "https://$IP:$port$ASSET" \
+      | awk '/^finished in/ {print $4}')
+    echo "$round h2-hits $name $rps" | tee -a "$RAW"
   done
 done
 
@@ -104,4 +113,8 @@ for mode in ("new", "reuse"):
     o, n = med(f"handshakes-{mode}", "outpost"), med(f"handshakes-{mode}", "nginx")
     label = "full" if mode == "new" else "resumed"
     print(f"{label} handshakes/s (openssl s_time, one client): outpost {o:.0f}, nginx {n:.0f} (outpost/nginx {o/n:.2f})")
+o, n = med("handshakes-many", "outpost"), med("handshakes-many", "nginx")
+print(f"full handshakes/s under many clients (wrk, Connection: close): outpost {o:.0f}, nginx {n:.0f} (outpost/nginx {o/n:.2f})")
+o, n = med("h2-hits", "outpost"), med("h2-hits", "nginx")
+print(f"HTTP/2 hit requests/s (h2load -c32 -m10): outpost {o:.0f}, nginx {n:.0f} (outpost/nginx {o/n:.2f})")
 PY
