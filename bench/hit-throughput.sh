@@ -33,6 +33,7 @@ error_log $WORK/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  keepalive_requests 100000000; # not its default 1,000: no reconnections in the run
   proxy_cache_path $WORK/nginx-cache keys_zone=edge:64m max_size=256m;
   upstream origin { server $ORIGIN; keepalive 64; }
   server {

@@ -286,7 +286,10 @@ where
     } else {
         let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
         let request = Request::from_parts(parts, Limited::new(incoming, max).boxed_unsync());
-        handler.handle(request, peer).await
+        // Boxed: the handler chain's future is several kilobytes, and whatever holds this one
+        // (hyper's task per HTTP/2 stream, ours per HTTP/3 request) is moved when spawned and
+        // again when it completes; with the box those moves copy a pointer.
+        Box::pin(handler.handle(request, peer)).await
     };
 
     if limits.access_log && uri.path() != crate::HEALTH_PATH && access_log::enabled() {
