@@ -93,15 +93,7 @@ impl Limiter {
     }
 
     fn network(&self, source: IpAddr) -> IpNet {
-        let source = source.to_canonical();
-        let len = if source.is_ipv4() {
-            self.v4_len
-        } else {
-            self.v6_len
-        };
-        IpNet::new(source, len)
-            .map(|net| net.trunc())
-            .unwrap_or_else(|_| IpNet::from(source))
+        outpost_server::network::client_network(source, self.v4_len, self.v6_len)
     }
 
     fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Slot> {

@@ -382,17 +382,12 @@ impl Admission {
         }
     }
 
-    /// The client network of `addr`: its first `ipv4_prefix_len` or `ipv6_prefix_len` bits.
     fn network(&self, addr: IpAddr) -> ipnet::IpNet {
-        let addr = addr.to_canonical();
-        let len = if addr.is_ipv4() {
-            self.settings.ipv4_prefix_len.min(32)
-        } else {
-            self.settings.ipv6_prefix_len.min(128)
-        };
-        ipnet::IpNet::new(addr, len)
-            .map(|net| net.trunc())
-            .unwrap_or_else(|_| ipnet::IpNet::from(addr))
+        crate::network::client_network(
+            addr,
+            self.settings.ipv4_prefix_len,
+            self.settings.ipv6_prefix_len,
+        )
     }
 
     fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Admit {

@@ -21,6 +21,7 @@ pub mod h3;
 pub mod health;
 mod listener;
 pub mod media_type;
+pub mod network;
 pub mod normal;
 mod shutdown;
 pub mod tls;
