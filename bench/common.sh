@@ -30,9 +30,25 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wrk_summary() {
   awk '/Requests\/sec/ {rps = $2}
        $1 == "99%" {v = $2; u = 1
-                    if (v ~ /us$/) u = 1; else if (v ~ /ms$/) u = 1000; else if (v ~ /s$/) u = 1000000
+                    if (v ~ /ms$/) u = 1000; else if (v ~ /[0-9]s$/) u = 1000000
                     sub(/[a-z]+$/, "", v); p99 = v * u}
        END {printf "%s %.0f\n", rps, p99}'
+}
+
+# nginx_head: the top of every nginx config of these scripts, through the settings its http
+# block shares: a worker per core, no access log, and no cap on requests per connection
+# (nginx's default of 1,000 would end every wrk or h2load connection early).
+nginx_head() {
+  cat <<NGINX
+user root;
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+NGINX
 }
 
 # wait_http URL: until URL answers 2xx (10 s at most).

@@ -47,14 +47,7 @@ TOML
 RUST_LOG=warn "$BIN" edge --config "$WORK/edge.toml" --name edge-disk & pids+=($!)
 edge_pid=$!
 cat > "$WORK/nginx.conf" <<NGINX
-user root;
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000; # not its default 1,000: no reconnections in the run
+$(nginx_head)
   sendfile on;
   proxy_cache_path $WORK/nginx-cache keys_zone=edge:16m max_size=$((OBJECTS * 2))m;
   upstream origin { server $ORIGIN; keepalive 64; }

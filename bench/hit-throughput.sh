@@ -26,14 +26,7 @@ RUST_LOG=warn "$BIN" origin --listen $ORIGIN --admin $IP:19000 & pids+=($!)
 RUST_LOG=warn "$BIN" edge --listen $OUTPOST --admin $IP:19080 --upstream http://$ORIGIN --name edge-bench & pids+=($!)
 varnishd -a $VARNISH -b $ORIGIN -s malloc,256m -n "$WORK/varnish" -p thread_pool_min=50 >/dev/null
 cat > "$WORK/nginx.conf" <<NGINX
-user root;
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000; # not its default 1,000: no reconnections in the run
+$(nginx_head)
   proxy_cache_path $WORK/nginx-cache keys_zone=edge:64m max_size=256m;
   upstream origin { server $ORIGIN; keepalive 64; }
   server {

@@ -39,15 +39,7 @@ RUST_LOG=warn "$BIN" up --config "$WORK/outpost.toml" & pids+=($!)
 sleep 1.5
 
 cat > "$WORK/nginx.conf" <<NGINX
-user root;
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  # Its default of 1,000 requests per connection would end each h2load client early.
-  keepalive_requests 100000000;
+$(nginx_head)
   proxy_cache_path $WORK/nginx-cache keys_zone=edge:64m max_size=256m;
   upstream origin { server $IP:18000; keepalive 64; }
   ssl_session_cache shared:tls:10m;
