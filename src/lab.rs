@@ -136,12 +136,7 @@ fn run_scenarios(args: LabArgs) -> anyhow::Result<()> {
     );
 
     for how in [scenarios::Cut::Link, scenarios::Cut::FromControl] {
-        let cut = scenarios::purge_with_edge_cut_off(
-            &lab,
-            "edge-sin",
-            how,
-            std::time::Duration::from_millis(1_500),
-        )?;
+        let cut = scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how)?;
         println!(
             "purge with {} cut off ({}): acknowledged in {} ms ({}: {}); {} requests over all edges, {} answered, {} of them after the acknowledgement, {} stale; the cut edge then answered {} ({} stale)",
             cut.cut_edge,

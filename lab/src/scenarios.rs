@@ -694,15 +694,17 @@ fn next_version(lab: &Lab) -> Result<u32, LabError> {
 /// its status and version.
 type Answer = (Instant, bool, u16, bool);
 
+/// How long [`purge_with_edge_cut_off`] keeps its load going once the cut edge is back.
+pub const LOAD_AFTER_RECONNECT: Duration = Duration::from_millis(1_500);
+
 /// Keeps every edge under load while `cut` is cut off, the purged objects change at the
-/// origin and are purged, and `cut` is reconnected; the load goes on for `after_reconnect`.
-/// The load runs for a time, not a number of requests, so a fast machine does not finish it
-/// before the purge is acknowledged.
+/// origin and are purged, and `cut` is reconnected; the load goes on for
+/// [`LOAD_AFTER_RECONNECT`]. The load runs for a time, not a number of requests, so a fast
+/// machine does not finish it before the purge is acknowledged.
 pub fn purge_with_edge_cut_off(
     lab: &Lab,
     cut: &'static str,
     how: Cut,
-    after_reconnect: Duration,
 ) -> Result<PurgeCutOff, LabError> {
     let version = next_version(lab)?;
     let old = format!("version {}", version - 1);
@@ -789,7 +791,7 @@ pub fn purge_with_edge_cut_off(
         Cut::FromControl => lab.partition(cut, "control", false)?,
     }
     let reconnected = Instant::now();
-    std::thread::sleep(after_reconnect);
+    std::thread::sleep(LOAD_AFTER_RECONNECT);
     stop.store(true, Ordering::Relaxed);
     let mut answers = Vec::new();
     for task in load {

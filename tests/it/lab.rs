@@ -99,17 +99,15 @@ fn the_lab_survives_dead_nodes_routes_around_a_bad_link_and_never_loses_a_purge(
     assert!(reach.p99 < Duration::from_millis(150), "{reach:?}");
 
     for how in [Cut::Link, Cut::FromControl] {
-        let cut =
-            scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how, Duration::from_millis(1_500))
-                .unwrap();
+        let cut = scenarios::purge_with_edge_cut_off(&lab, "edge-sin", how).unwrap();
         println!("{cut:?}");
         assert_eq!(cut.cut_edge_outcome, "lease lapsed", "{cut:?}");
         // Acknowledged once the cut edge's lease ran out, not before: it last heard the
         // control node at most one sync interval before the cut.
         let lapsed = Duration::from_millis(plan::PURGE_LEASE_MS - plan::PURGE_SYNC_MS - 50);
         assert!(cut.cut_to_ack >= lapsed, "{cut:?}");
-        // The load runs 1.5 s past the reconnection, so there is plenty after the
-        // acknowledgement to catch a stale answer.
+        // The load runs LOAD_AFTER_RECONNECT (1.5 s) past the reconnection, so there is plenty
+        // after the acknowledgement to catch a stale answer.
         assert!(cut.after_ack > 1_000, "{cut:?}");
         assert!(cut.cut_edge_after > 100, "the cut edge served: {cut:?}");
         assert_eq!(cut.stale_after_ack, 0, "{cut:?}");
