@@ -387,7 +387,10 @@ fn is_retry(packet: &[u8]) -> bool {
     packet.len() > 5 && packet[0] & 0xf0 == 0xf0 && packet[1..5] == [0, 0, 0, 1]
 }
 
-async fn relay(target: SocketAddr) -> Relay {
+/// A recording relay in front of `target`; `delay` holds each client-to-edge datagram that
+/// long (a slow uplink), so that the edge reads early data well before the client's handshake
+/// can complete.
+async fn relay(target: SocketAddr, delay: Duration) -> Relay {
     use std::collections::HashMap;
     use std::sync::atomic::Ordering;
     let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -424,7 +427,14 @@ async fn relay(target: SocketAddr) -> Relay {
                     path
                 }
             };
-            let _ = path.send(&datagram).await;
+            if delay.is_zero() {
+                let _ = path.send(&datagram).await;
+            } else {
+                backs.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = path.send(&datagram).await;
+                });
+            }
         }
     });
     Relay {
@@ -459,7 +469,7 @@ async fn quic_limits_streams_header_fields_connections_per_network_and_retry_und
 
     // Retry: the client must echo the edge's token before the edge keeps state for it; the
     // request goes through all the same.
-    let path = relay(addr).await;
+    let path = relay(addr, Duration::ZERO).await;
     let mut retried = connect(&endpoint, path.addr).await;
     assert_eq!(retried.get("https://www.outpost.test/a").await.0, 200);
     assert!(
@@ -583,7 +593,9 @@ async fn early_data_serves_safe_requests_at_once_and_a_replayed_post_never_reach
     drop(warm);
 
     // Resuming through a path an attacker records: a GET and a POST sent in early data.
-    let path = relay(addr).await;
+    // Its uplink is slow: the edge has 200 ms with the early data before the client's Finished
+    // can arrive, however busy the machine.
+    let path = relay(addr, Duration::from_millis(200)).await;
     let connecting = endpoint.connect(path.addr, "www.outpost.test").unwrap();
     let (quic, _accepted) = connecting
         .into_0rtt()
