@@ -130,22 +130,21 @@ fn ms(time: SystemTime) -> u64 {
 
 impl DiskVariant {
     /// The record of `object`, its body inline or in the file `file`.
-    fn of(object: &StoredObject, file: Option<FileRef>) -> Self {
+    fn of(object: &Arc<StoredObject>, file: Option<FileRef>) -> Self {
         Self {
-            status: object.status.as_u16(),
+            status: object.status().as_u16(),
             headers: object
-                .headers
-                .to_map()
+                .header_map()
                 .iter()
                 .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
                 .collect(),
             body: if file.is_some() {
                 Vec::new()
             } else {
-                object.body.to_vec()
+                object.body_slice().to_vec()
             },
             file,
-            policy: object.packed_policy(),
+            policy: PackedPolicy::pack(&object.policy()),
             vary: object
                 .vary()
                 .iter()
@@ -155,9 +154,9 @@ impl DiskVariant {
         }
     }
 
-    /// The object again, its body in `bodies` when it has a file; `None` when a name or
-    /// value no longer parses (never written so).
-    fn object(self, bodies: &Path) -> Option<StoredObject> {
+    /// The object of `key` again, its body in `bodies` when it has a file; `None` when a name
+    /// or value no longer parses (never written so).
+    fn object(self, key: &str, bodies: &Path) -> Option<StoredObject> {
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in self.headers {
             headers.append(
@@ -172,6 +171,7 @@ impl DiskVariant {
             .collect::<Option<Vec<_>>>()?;
         let policy = self.policy.unpack();
         let object = StoredObject::new(
+            key,
             StatusCode::from_u16(self.status).ok()?,
             headers,
             Bytes::from(self.body),
@@ -469,7 +469,7 @@ impl DiskTier {
         variants: &[Arc<StoredObject>],
         pinned: bool,
     ) -> Result<Option<(String, Vec<u8>, IndexEntry)>, DiskError> {
-        let total: u64 = variants.iter().map(|o| o.body.len() as u64).sum();
+        let total: u64 = variants.iter().map(|o| o.body_slice().len() as u64).sum();
         if total > self.capacity {
             return Ok(None);
         }
@@ -477,9 +477,9 @@ impl DiskTier {
         let mut files = Vec::new();
         let mut encoded = Vec::with_capacity(variants.len());
         for (i, object) in variants.iter().enumerate() {
-            let file = if object.body.len() > INLINE_MAX {
+            let file = if object.body_slice().len() > INLINE_MAX {
                 let name = format!("{:012x}-{number:x}-{i}", self.run);
-                match self.write_file(&name, &object.body) {
+                match self.write_file(&name, object.body_slice()) {
                     Ok(file) => {
                         files.push(name);
                         Some(file)
@@ -579,7 +579,7 @@ impl DiskTier {
         let objects = open(&sealed).and_then(|variants| {
             variants
                 .into_iter()
-                .map(|v| v.object(&self.bodies).map(Arc::new))
+                .map(|v| v.object(key, &self.bodies).map(Arc::new))
                 .collect::<Option<Vec<_>>>()
         });
         let objects = match objects {
@@ -717,6 +717,7 @@ mod tests {
             vec![http::header::ACCEPT_ENCODING]
         };
         Arc::new(StoredObject::new(
+            "a.test/x",
             StatusCode::OK,
             headers,
             Bytes::from(body.to_owned()),
@@ -745,12 +746,12 @@ mod tests {
         let back = found(disk.take("a.test/x").unwrap());
         assert_eq!(back.len(), 2);
         let first = &back[0];
-        assert_eq!(first.status, StatusCode::OK);
-        assert_eq!(first.body, "gzip body");
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.body(), "gzip body");
         assert_eq!(first.variant(), "gzip");
         assert_eq!(first.vary(), [http::header::ACCEPT_ENCODING]);
         assert_eq!(first.tags(), ["t1".to_owned()]);
-        let headers = first.headers.to_map();
+        let headers = first.header_map();
         assert_eq!(headers.get_all("x-two").iter().count(), 2);
         assert_eq!(first.policy().timing, variants[0].policy().timing);
         assert_eq!(first.policy().lifetime, Duration::from_secs(60));
@@ -788,7 +789,10 @@ mod tests {
         assert_eq!(disk.usage().0, 3);
         assert!(matches!(disk.take("a.test/0").unwrap(), DiskLookup::Miss));
         assert!(matches!(disk.take("a.test/1").unwrap(), DiskLookup::Miss));
-        assert_eq!(found(disk.take("a.test/4").unwrap())[0].body, body.as_str());
+        assert_eq!(
+            found(disk.take("a.test/4").unwrap())[0].body(),
+            body.as_str()
+        );
         // Written after the restart, in order after what was there.
         assert!(disk.put("a.test/5", &[object(&body, "t", "")]).unwrap());
         assert!(disk.put("a.test/6", &[object(&body, "t", "")]).unwrap());
@@ -823,7 +827,7 @@ mod tests {
         assert_eq!(disk.purge_target("/p?x=1").unwrap(), 2);
         assert_eq!(disk.purge_tag("red").unwrap(), 1);
         assert_eq!(disk.usage().0, 1);
-        assert_eq!(found(disk.take("a.test/r").unwrap())[0].body, "4");
+        assert_eq!(found(disk.take("a.test/r").unwrap())[0].body(), "4");
     }
 
     fn body_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -858,7 +862,7 @@ mod tests {
                 panic!("a body in a file is served from disk");
             };
             let body = objects[0].disk_body().cloned().unwrap();
-            assert!(objects[0].body.is_empty());
+            assert!(objects[0].body().is_empty());
             assert_eq!(body.length, large.len() as u64);
             assert_eq!(std::fs::read(&body.path).unwrap(), large.as_bytes());
             assert_eq!(body.sum, xxhash_rust::xxh3::xxh3_64(large.as_bytes()));

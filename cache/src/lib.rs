@@ -29,6 +29,7 @@ mod proxy;
 mod status;
 mod store;
 mod stored_headers;
+mod stored_object;
 pub mod surrogate;
 pub mod upstream;
 

@@ -66,7 +66,7 @@ pub fn plan(
         // varies on Accept-Encoding): fetch what this client can take.
         Lookup::Found(object)
             if !key::encoding_accepted(
-                object.headers.get(&header::CONTENT_ENCODING).as_ref(),
+                object.header(&header::CONTENT_ENCODING).as_ref(),
                 request,
             ) =>
         {
@@ -142,6 +142,7 @@ mod tests {
         )
         .expect("storable");
         Arc::new(StoredObject::new(
+            "a.test/x",
             StatusCode::OK,
             headers,
             Bytes::from_static(b"body"),

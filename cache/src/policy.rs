@@ -601,9 +601,9 @@ mod tests {
     }
 }
 
-/// A [`StoredPolicy`] as the memory store keeps it and the disk tier writes it: times in
-/// milliseconds since the epoch and durations in milliseconds, 56 bytes instead of 120
-/// (sub-millisecond parts are dropped, which no freshness decision can notice).
+/// A [`StoredPolicy`] as the disk tier writes it: times in milliseconds since the epoch and
+/// durations in milliseconds (sub-millisecond parts are dropped, which no freshness decision
+/// can notice). Memory keeps the smaller [`CompactPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PackedPolicy {
     request_ms: u64,
@@ -668,5 +668,143 @@ impl PackedPolicy {
             no_cache: self.no_cache,
             allows_authorization: self.allows_authorization,
         }
+    }
+}
+
+/// A [`StoredPolicy`] as the memory store keeps it, in 40 bytes instead of 120: the request
+/// time and the lifetime in milliseconds, and what HTTP only ever gives in whole seconds (Date,
+/// Age, stale-while-revalidate, stale-if-error) in seconds. Rounding goes the safe way: a Date
+/// a fraction earlier makes the response a fraction older, and a stale allowance a fraction
+/// shorter serves stale a fraction less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompactPolicy {
+    request_ms: u64,
+    lifetime_ms: u64,
+    /// The response came this long after the request was sent.
+    response_after_ms: u32,
+    /// `u32::MAX` when the response had no valid Date.
+    date_secs: u32,
+    age_secs: u32,
+    stale_while_revalidate_secs: u32,
+    stale_if_error_secs: u32,
+    forbids_stale: bool,
+    no_cache: bool,
+    allows_authorization: bool,
+}
+
+fn secs_u32(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+impl CompactPolicy {
+    pub(crate) fn pack(policy: &StoredPolicy) -> Self {
+        let timing = &policy.timing;
+        let request_ms = epoch_ms(timing.request_time);
+        let response_after_ms =
+            u32::try_from(epoch_ms(timing.response_time).saturating_sub(request_ms))
+                .unwrap_or(u32::MAX);
+        let date_secs = timing.date.map_or(u32::MAX, |date| {
+            let secs = date
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // A Date past 2106 reads as the last second before (never "no Date").
+            u32::try_from(secs)
+                .unwrap_or(u32::MAX - 1)
+                .min(u32::MAX - 1)
+        });
+        Self {
+            request_ms,
+            lifetime_ms: duration_ms(policy.lifetime),
+            response_after_ms,
+            date_secs,
+            age_secs: secs_u32(timing.age),
+            stale_while_revalidate_secs: secs_u32(policy.stale_while_revalidate),
+            stale_if_error_secs: secs_u32(policy.stale_if_error),
+            forbids_stale: policy.forbids_stale,
+            no_cache: policy.no_cache,
+            allows_authorization: policy.allows_authorization,
+        }
+    }
+
+    /// The response's Date, in seconds since the epoch.
+    pub(crate) fn date_secs(&self) -> Option<u32> {
+        (self.date_secs != u32::MAX).then_some(self.date_secs)
+    }
+
+    pub(crate) fn unpack(&self) -> StoredPolicy {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let secs = |s: u32| Duration::from_secs(u64::from(s));
+        StoredPolicy {
+            timing: Timing {
+                request_time: at(self.request_ms),
+                response_time: at(self
+                    .request_ms
+                    .saturating_add(u64::from(self.response_after_ms))),
+                date: (self.date_secs != u32::MAX)
+                    .then(|| SystemTime::UNIX_EPOCH + secs(self.date_secs)),
+                age: secs(self.age_secs),
+            },
+            lifetime: Duration::from_millis(self.lifetime_ms),
+            stale_while_revalidate: secs(self.stale_while_revalidate_secs),
+            stale_if_error: secs(self.stale_if_error_secs),
+            forbids_stale: self.forbids_stale,
+            no_cache: self.no_cache,
+            allows_authorization: self.allows_authorization,
+        }
+    }
+}
+
+#[cfg(test)]
+mod compact_tests {
+    use super::*;
+
+    #[test]
+    fn the_compact_policy_keeps_what_http_gives_and_rounds_the_safe_way() {
+        let request = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        let policy = StoredPolicy {
+            timing: Timing {
+                request_time: request,
+                response_time: request + Duration::from_millis(40),
+                date: Some(request - Duration::from_millis(500)),
+                age: Duration::from_secs(7),
+            },
+            lifetime: Duration::from_millis(31_536_000_250),
+            stale_while_revalidate: Duration::from_millis(30_900),
+            stale_if_error: Duration::from_secs(86_400),
+            forbids_stale: true,
+            no_cache: false,
+            allows_authorization: true,
+        };
+        assert_eq!(std::mem::size_of::<CompactPolicy>(), 40);
+        let back = CompactPolicy::pack(&policy).unpack();
+        assert_eq!(back.timing.request_time, request);
+        assert_eq!(back.timing.response_time, policy.timing.response_time);
+        assert_eq!(back.lifetime, policy.lifetime);
+        assert_eq!(back.timing.age, Duration::from_secs(7));
+        assert_eq!(back.stale_if_error, Duration::from_secs(86_400));
+        // Whole seconds, rounded down: a Date no later, stale for no longer.
+        assert!(back.timing.date.unwrap() <= policy.timing.date.unwrap());
+        assert!(
+            policy
+                .timing
+                .date
+                .unwrap()
+                .duration_since(back.timing.date.unwrap())
+                .unwrap()
+                < Duration::from_secs(1)
+        );
+        assert_eq!(back.stale_while_revalidate, Duration::from_secs(30));
+        assert_eq!(
+            (back.forbids_stale, back.no_cache, back.allows_authorization),
+            (true, false, true)
+        );
+        let no_date = StoredPolicy {
+            timing: Timing {
+                date: None,
+                ..policy.timing
+            },
+            ..policy
+        };
+        assert_eq!(CompactPolicy::pack(&no_date).unpack().timing.date, None);
     }
 }

@@ -2,165 +2,17 @@
 //! together so a purge by URL removes them all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use bytes::Bytes;
+use http::HeaderMap;
 use http::header::HeaderName;
-use http::{HeaderMap, StatusCode};
 use quick_cache::sync::EntryAction;
 
 use crate::disk::{DiskLookup, DiskTier};
 use crate::key::{self, CacheKey};
 use crate::metrics::DiskMetrics;
-use crate::policy::{PackedPolicy, StoredPolicy};
-pub use crate::stored_headers::StoredHeaders;
-
-/// One stored response: head, complete body and the policy that governs its reuse.
-///
-/// Most objects have no Vary, no tags and no body on disk: what only some have is kept out of
-/// line ([`Rare`]), so that the common object costs one pointer for it.
-#[derive(Debug)]
-pub struct StoredObject {
-    pub status: StatusCode,
-    /// Headers as received from upstream, hop-by-hop headers removed, in one compact block.
-    pub headers: StoredHeaders,
-    pub body: Bytes,
-    policy: PackedPolicy,
-    rare: Option<Box<Rare>>,
-    /// Seconds since the epoch of a soft purge (rounded down: stale a little early, never
-    /// late); 0 when none.
-    purged_at: AtomicU32,
-}
-
-/// The parts of a stored object that most objects do not have.
-#[derive(Debug, Default)]
-struct Rare {
-    /// The request headers this response varies on, and their values for this variant.
-    vary: Vec<HeaderName>,
-    variant: String,
-    /// Surrogate keys / cache tags, for purge by tag.
-    tags: Vec<String>,
-    /// Where the body is when it stayed on disk (`body` is then empty): such an object is
-    /// served from its file and never held in memory.
-    disk_body: Option<crate::disk::DiskBody>,
-    /// When a request last selected this variant (the store's clock), to evict the least
-    /// recently used variant of a key first.
-    last_used: AtomicU64,
-}
-
-impl StoredObject {
-    pub fn new(
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        policy: StoredPolicy,
-        vary: Vec<HeaderName>,
-        variant: String,
-    ) -> Self {
-        let tags = crate::headers::surrogate_keys(&headers);
-        let rare = (!vary.is_empty() || !variant.is_empty() || !tags.is_empty()).then(|| {
-            Box::new(Rare {
-                vary,
-                variant,
-                tags,
-                ..Rare::default()
-            })
-        });
-        Self {
-            status,
-            headers: StoredHeaders::from_map(&headers),
-            body,
-            policy: PackedPolicy::pack(&policy),
-            rare,
-            purged_at: AtomicU32::new(0),
-        }
-    }
-
-    /// The same object with its body in a file on disk (`body` stays empty).
-    pub fn with_disk_body(mut self, disk_body: Option<crate::disk::DiskBody>) -> Self {
-        if disk_body.is_some() {
-            self.rare.get_or_insert_default().disk_body = disk_body;
-        }
-        self
-    }
-
-    /// The request headers this response varies on (none without Vary).
-    pub fn vary(&self) -> &[HeaderName] {
-        self.rare.as_ref().map_or(&[], |r| &r.vary)
-    }
-
-    /// This variant's secondary key: the values of the [`vary`](Self::vary) headers.
-    pub fn variant(&self) -> &str {
-        self.rare.as_ref().map_or("", |r| &r.variant)
-    }
-
-    /// Surrogate keys / cache tags, for purge by tag.
-    pub fn tags(&self) -> &[String] {
-        self.rare.as_ref().map_or(&[], |r| &r.tags)
-    }
-
-    /// Where the body is when it stayed on disk.
-    pub fn disk_body(&self) -> Option<&crate::disk::DiskBody> {
-        self.rare.as_ref().and_then(|r| r.disk_body.as_ref())
-    }
-
-    fn touch(&self, tick: u64) {
-        if let Some(rare) = &self.rare {
-            rare.last_used.store(tick, Ordering::Relaxed);
-        }
-    }
-
-    fn last_used(&self) -> u64 {
-        self.rare
-            .as_ref()
-            .map_or(0, |r| r.last_used.load(Ordering::Relaxed))
-    }
-
-    /// The reuse policy fixed when it was stored.
-    pub fn policy(&self) -> StoredPolicy {
-        self.policy.unpack()
-    }
-
-    pub(crate) fn packed_policy(&self) -> PackedPolicy {
-        self.policy
-    }
-
-    /// When this object was soft-purged, if it was.
-    pub fn purged_at(&self) -> Option<SystemTime> {
-        match self.purged_at.load(Ordering::Relaxed) {
-            0 => None,
-            secs => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(secs))),
-        }
-    }
-
-    fn soft_purge(&self, now: SystemTime) {
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1));
-        // Keep the earliest purge.
-        let _ = self
-            .purged_at
-            .compare_exchange(0, secs, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// What the object costs in memory: body, header block, the rare parts and the fixed
-    /// size of the object itself (in its `Arc`) and of its allocations.
-    fn weight(&self) -> u64 {
-        let rare = self.rare.as_ref().map_or(0, |r| {
-            let tags: usize = r.tags.iter().map(|t| t.len() + 24).sum();
-            std::mem::size_of::<Rare>() + 16 + r.variant.len() + r.vary.len() * 16 + tags
-        });
-        // The Arc's counts, and the shared-buffer headers of the body and header block.
-        let own = std::mem::size_of::<Self>() + 16 + 2 * 24;
-        (self.body.len() + self.headers.size() + rare + own) as u64
-    }
-
-    /// Whether this variant is the one `request` selects.
-    pub fn matches(&self, request: &HeaderMap) -> bool {
-        self.vary().is_empty() || key::variant_key(self.vary(), request) == self.variant()
-    }
-}
+pub use crate::stored_object::StoredObject;
 
 /// What the store holds for one primary key.
 #[derive(Debug, Clone)]
@@ -199,7 +51,17 @@ impl Entry {
         }
     }
 
-    fn weight(&self, key: &str) -> u64 {
+    /// The primary key this entry is stored under.
+    fn key(&self) -> &str {
+        self.objects().first().map_or("", |o| o.key())
+    }
+
+    /// Whether this entry is `key`'s, not another key's whose hash is the same.
+    fn is_for(&self, key: &str) -> bool {
+        self.key() == key
+    }
+
+    fn weight(&self) -> u64 {
         let objects: u64 = self.objects().iter().map(|o| o.weight()).sum();
         let variants = match self {
             Entry::One(_) => 0,
@@ -208,7 +70,7 @@ impl Entry {
             }
         };
         // Never 0: quick_cache keeps weightless entries forever.
-        (objects + (key.len() + ENTRY_OVERHEAD + variants) as u64).max(1)
+        (objects + (ENTRY_OVERHEAD + variants) as u64).max(1)
     }
 }
 
@@ -216,18 +78,18 @@ impl Entry {
 #[derive(Debug, Clone, Copy)]
 struct ByWeight;
 
-impl quick_cache::Weighter<Arc<str>, Entry> for ByWeight {
-    fn weight(&self, key: &Arc<str>, entry: &Entry) -> u64 {
-        entry.weight(key)
+impl quick_cache::Weighter<u64, Entry> for ByWeight {
+    fn weight(&self, _: &u64, entry: &Entry) -> u64 {
+        entry.weight()
     }
 }
 
-/// What one key costs besides its objects and the key's bytes: the key's allocation header,
-/// quick_cache's slot and index for it (about 76 bytes), and allocator rounding and pages
-/// (about 130). Measured by `store::resident` (run by bench/memory.sh): resident bytes per
-/// object minus what the objects themselves count, so that the capacity bounds resident
-/// memory, not only the bytes of bodies and headers.
-const ENTRY_OVERHEAD: usize = 224;
+/// What one key costs besides its objects: quick_cache's slot and index for it (about 60
+/// bytes), and the allocator's rounding of the key and header block up to a size class and
+/// its partly used pages (about 35). Measured by `store::resident` (run by bench/memory.sh):
+/// resident bytes per object minus what the objects themselves count, so that the capacity
+/// bounds resident memory, not only the bytes of bodies and headers.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// What a lookup found.
 pub enum Lookup {
@@ -274,9 +136,15 @@ impl Generations {
         }
     }
 
-    fn slot_of(&self, key: &str) -> usize {
+    /// The hash of `key`, keyed by a secret of this process (so no client can aim two keys
+    /// at one hash): what the map is indexed by, and which generation slot counts its purges.
+    fn hash(&self, key: &str) -> u64 {
         use std::hash::BuildHasher;
-        (self.hasher.hash_one(key) % GENERATION_SLOTS as u64) as usize
+        self.hasher.hash_one(key)
+    }
+
+    fn slot_of(&self, key: &str) -> usize {
+        (self.hash(key) % GENERATION_SLOTS as u64) as usize
     }
 
     fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, u64> {
@@ -325,7 +193,7 @@ struct DiskQueue {
 impl DiskQueue {
     /// Hands a write to the writer, unless too much is waiting already.
     fn offer(&self, write: Evicted, metrics: &DiskMetrics) {
-        let bytes: u64 = write.1.iter().map(|o| o.body.len() as u64).sum();
+        let bytes: u64 = write.1.iter().map(|o| o.body_slice().len() as u64).sum();
         if self.queued.load(Ordering::Relaxed) + bytes > self.max {
             tracing::debug!(key = &*write.0, bytes, "disk writer behind: not written");
             metrics.skipped.inc();
@@ -410,7 +278,7 @@ fn still_valid(generations: &Generations, ticket: FillTicket) -> bool {
 
 /// The memory store's map: keys to entries, weighed in bytes, evicting through [`Evictions`].
 type Objects =
-    quick_cache::sync::Cache<Arc<str>, Entry, ByWeight, quick_cache::DefaultHashBuilder, Evictions>;
+    quick_cache::sync::Cache<u64, Entry, ByWeight, quick_cache::DefaultHashBuilder, Evictions>;
 
 /// Where what memory evicts for room goes: to the disk writer, when there is a disk tier.
 #[derive(Clone)]
@@ -422,17 +290,18 @@ struct ToDisk {
     queue: Arc<DiskQueue>,
 }
 
-impl quick_cache::Lifecycle<Arc<str>, Entry> for Evictions {
+impl quick_cache::Lifecycle<u64, Entry> for Evictions {
     type RequestState = ();
 
     fn begin_request(&self) {}
 
     /// Runs inside the insert that made room (under the map's lock): it only hands the
     /// variants to the writer's queue.
-    fn on_evict(&self, _: &mut (), key: Arc<str>, entry: Entry) {
+    fn on_evict(&self, _: &mut (), _: u64, entry: Entry) {
         let Some(to_disk) = &self.0 else {
             return;
         };
+        let key: Arc<str> = entry.key().into();
         // A kept key is on disk already.
         if to_disk.side.tier.pinned(&key) {
             return;
@@ -550,7 +419,7 @@ impl Store {
                         let bytes: u64 = batch
                             .iter()
                             .flat_map(|(_, objects, _, _)| objects.iter())
-                            .map(|o| o.body.len() as u64)
+                            .map(|o| o.body_slice().len() as u64)
                             .sum();
                         {
                             let _guard = side.lock();
@@ -589,6 +458,10 @@ impl Store {
             quick_cache::DefaultHashBuilder::default(),
             Evictions(evictions),
         );
+        // Room for the expected number of objects from the start: grown by doubling, the map
+        // would leave each smaller copy it outgrew to the allocator, about as much memory
+        // again as its final size. Reserved, not touched: resident only as it fills.
+        objects.reserve(estimated_items(capacity_bytes));
         Self {
             objects: Arc::new(objects),
             generations,
@@ -717,8 +590,16 @@ impl Store {
         }
     }
 
+    /// `key`'s entry. The map is indexed by a hash of the key: an entry under the same hash
+    /// with another key (a collision) is not found, and the next store of either replaces it.
+    fn entry_of(&self, key: &str) -> Option<Entry> {
+        self.objects
+            .get(&self.generations.hash(key))
+            .filter(|entry| entry.is_for(key))
+    }
+
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Lookup {
-        match self.objects.get(key.as_str()) {
+        match self.entry_of(key.as_str()) {
             None => Lookup::Miss,
             Some(Entry::One(object)) => Lookup::Found(object),
             Some(Entry::Varied(variants)) => {
@@ -756,10 +637,12 @@ impl Store {
             objects.push(object.clone());
             Entry::of(objects)
         };
-        let shared = key.shared();
-        // One step for the key: the variants read are the ones replaced.
-        let replaced = self.objects.entry(&shared, None, |_, entry| {
-            match merged(Some(entry)) {
+        let hash = self.generations.hash(key.as_str());
+        // One step for the key: the variants read are the ones replaced (none when the hash's
+        // entry is another key's).
+        let replaced = self.objects.entry(&hash, None, |_, entry| {
+            let existing = entry.is_for(key.as_str()).then_some(&*entry);
+            match merged(existing) {
                 Some(new) => *entry = new,
                 None => return EntryAction::Remove,
             }
@@ -772,12 +655,12 @@ impl Store {
         }
         if let (Some(queue), Some(side)) = (&self.queue, &self.disk)
             && self.kept(key)
-            && let Some(entry) = self.objects.get(key.as_str())
+            && let Some(entry) = self.entry_of(key.as_str())
         {
             let ticket = peek_ticket(&self.generations, key.as_str());
             let objects = unpurged(entry.objects());
             if !objects.is_empty() {
-                queue.offer((shared, objects, ticket, true), &side.metrics);
+                queue.offer((key.shared(), objects, ticket, true), &side.metrics);
             }
         }
     }
@@ -817,14 +700,17 @@ impl Store {
         drop(slot);
         // On disk a purge always removes: a record keeps no soft-purge mark.
         let on_disk = self.purge_disk(|tier| tier.remove(&[key.as_str().to_owned()]));
-        let Some(entry) = self.objects.get(key.as_str()) else {
+        let Some(entry) = self.entry_of(key.as_str()) else {
             return on_disk;
         };
         if soft {
             let now = SystemTime::now();
             entry.objects().iter().for_each(|o| o.soft_purge(now));
         } else {
-            self.objects.remove(key.as_str());
+            self.objects
+                .remove_if(&self.generations.hash(key.as_str()), |e| {
+                    e.is_for(key.as_str())
+                });
         }
         entry.objects().len() as u64
     }
@@ -844,9 +730,10 @@ impl Store {
         }
         let now = SystemTime::now();
         let mut purged = 0;
-        for (key, entry) in self.objects.iter() {
+        for (hash, entry) in self.objects.iter() {
+            let key = entry.key();
             let objects = entry.objects();
-            let hits = objects.iter().filter(|o| matches(&key, o)).count();
+            let hits = objects.iter().filter(|o| matches(key, o)).count();
             if hits == 0 {
                 continue;
             }
@@ -854,21 +741,21 @@ impl Store {
             if soft {
                 objects
                     .iter()
-                    .filter(|o| matches(&key, o))
+                    .filter(|o| matches(key, o))
                     .for_each(|o| o.soft_purge(now));
                 continue;
             }
             let keep: Vec<Arc<StoredObject>> = objects
                 .iter()
-                .filter(|o| !matches(&key, o))
+                .filter(|o| !matches(key, o))
                 .cloned()
                 .collect();
             match Entry::of(keep) {
                 Some(kept) => {
-                    self.objects.insert(key, kept);
+                    self.objects.insert(hash, kept);
                 }
                 None => {
-                    self.objects.remove(&key);
+                    self.objects.remove(&hash);
                 }
             }
         }
@@ -914,10 +801,13 @@ impl Store {
 mod tests {
     use super::*;
     use crate::freshness::Timing;
-    use http::HeaderValue;
+    use crate::policy::StoredPolicy;
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
     use std::time::Duration;
 
     fn object(
+        key: &CacheKey,
         vary: &[HeaderName],
         request: &HeaderMap,
         body: &'static str,
@@ -943,6 +833,7 @@ mod tests {
             allows_authorization: false,
         };
         Arc::new(StoredObject::new(
+            key.as_str(),
             StatusCode::OK,
             headers,
             Bytes::from_static(body.as_bytes()),
@@ -962,7 +853,7 @@ mod tests {
             .map(|i| CacheKey::new("a.test", &format!("/{i}")))
             .collect();
         for key in &keys {
-            store.insert(key, object(&[], &HeaderMap::new(), body, "tag"));
+            store.insert(key, object(key, &[], &HeaderMap::new(), body, "tag"));
         }
         let gone: Vec<&CacheKey> = keys
             .iter()
@@ -1006,16 +897,16 @@ mod tests {
         let store = Store::new(1 << 20, 64);
         let key = CacheKey::new("a.test", "/x");
         let vary = [http::header::ACCEPT_LANGUAGE];
-        store.insert(&key, object(&vary, &lang("en"), "hello", "t1"));
-        store.insert(&key, object(&vary, &lang("fr"), "bonjour", "t2"));
+        store.insert(&key, object(&key, &vary, &lang("en"), "hello", "t1"));
+        store.insert(&key, object(&key, &vary, &lang("fr"), "bonjour", "t2"));
         let Lookup::Found(en) = store.lookup(&key, &lang("en")) else {
             panic!("en missing")
         };
-        assert_eq!(en.body, "hello");
+        assert_eq!(en.body(), "hello");
         let Lookup::Found(fr) = store.lookup(&key, &lang("fr")) else {
             panic!("fr missing")
         };
-        assert_eq!(fr.body, "bonjour");
+        assert_eq!(fr.body(), "bonjour");
         assert!(matches!(store.lookup(&key, &lang("de")), Lookup::VaryMiss));
         assert_eq!(store.purge_key(&key, false), 2);
         assert!(matches!(store.lookup(&key, &lang("en")), Lookup::Miss));
@@ -1028,9 +919,9 @@ mod tests {
         let a = CacheKey::new("a.test", "/p");
         let b = CacheKey::new("b.test", "/p");
         let c = CacheKey::new("a.test", "/q");
-        store.insert(&a, object(&[], &none, "a", "red"));
-        store.insert(&b, object(&[], &none, "b", "blue"));
-        store.insert(&c, object(&[], &none, "c", "red blue"));
+        store.insert(&a, object(&a, &[], &none, "a", "red"));
+        store.insert(&b, object(&b, &[], &none, "b", "blue"));
+        store.insert(&c, object(&c, &[], &none, "c", "red blue"));
         assert_eq!(store.purge_tag("red", true), 2);
         let Lookup::Found(soft) = store.lookup(&a, &none) else {
             panic!()
@@ -1052,14 +943,14 @@ mod tests {
         let (ticket_a, ticket_b) = (store.ticket(&a), store.ticket(&b));
         // An unsafe method on /a (or a purge of it) while both are being fetched.
         store.purge_key(&a, false);
-        assert!(!store.insert_unless_purged(&a, object(&[], &none, "old a", ""), ticket_a));
-        assert!(store.insert_unless_purged(&b, object(&[], &none, "b", ""), ticket_b));
+        assert!(!store.insert_unless_purged(&a, object(&a, &[], &none, "old a", ""), ticket_a));
+        assert!(store.insert_unless_purged(&b, object(&b, &[], &none, "b", ""), ticket_b));
         assert!(matches!(store.lookup(&a, &none), Lookup::Miss));
         assert!(matches!(store.lookup(&b, &none), Lookup::Found(_)));
         // A purge by tag cannot know the keys of fills in progress: none of them stores.
         let ticket = store.ticket(&a);
         store.purge_tag("t", false);
-        assert!(!store.insert_unless_purged(&a, object(&[], &none, "a", ""), ticket));
+        assert!(!store.insert_unless_purged(&a, object(&a, &[], &none, "a", ""), ticket));
     }
 
     #[test]
@@ -1068,12 +959,12 @@ mod tests {
         let key = CacheKey::new("a.test", "/v");
         let vary = [http::header::ACCEPT_LANGUAGE];
         for l in ["en", "fr", "de"] {
-            store.insert(&key, object(&vary, &lang(l), "x", ""));
+            store.insert(&key, object(&key, &vary, &lang(l), "x", ""));
             std::thread::sleep(Duration::from_millis(2));
         }
         // en is used, so fr is now the least recently used.
         assert!(matches!(store.lookup(&key, &lang("en")), Lookup::Found(_)));
-        store.insert(&key, object(&vary, &lang("nl"), "x", ""));
+        store.insert(&key, object(&key, &vary, &lang("nl"), "x", ""));
         assert!(matches!(store.lookup(&key, &lang("fr")), Lookup::VaryMiss));
         for l in ["en", "de", "nl"] {
             assert!(
@@ -1089,10 +980,8 @@ mod tests {
         let none = HeaderMap::new();
         let big: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
         for i in 0..50 {
-            store.insert(
-                &CacheKey::new("a.test", &format!("/{i}")),
-                object(&[], &none, big, ""),
-            );
+            let key = CacheKey::new("a.test", &format!("/{i}"));
+            store.insert(&key, object(&key, &[], &none, big, ""));
         }
         let (_, bytes) = store.usage();
         assert!(bytes <= 64 * 1024, "weighted size {bytes} over capacity");
@@ -1104,6 +993,11 @@ mod tests {
 #[cfg(test)]
 mod resident {
     use super::*;
+
+    use crate::policy::{CompactPolicy, StoredPolicy};
+    use bytes::Bytes;
+    use http::StatusCode;
+    use std::time::Duration;
 
     #[global_allocator]
     static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
@@ -1143,12 +1037,8 @@ mod resident {
             }
             let now = SystemTime::now();
             let policy = StoredPolicy {
-                timing: crate::freshness::Timing {
-                    request_time: now,
-                    response_time: now,
-                    date: Some(now),
-                    age: Duration::ZERO,
-                },
+                // As a fill finds it: the Date header's time.
+                timing: crate::freshness::Timing::from_headers(&h, now, now),
                 lifetime: Duration::from_secs(300),
                 stale_while_revalidate: Duration::ZERO,
                 stale_if_error: Duration::ZERO,
@@ -1158,6 +1048,7 @@ mod resident {
             };
             let key = CacheKey::new("127.0.0.52", &format!("/obj.txt?n={i}"));
             let object = StoredObject::new(
+                key.as_str(),
                 StatusCode::OK,
                 h,
                 Bytes::from(body.clone()),
@@ -1179,7 +1070,7 @@ mod resident {
             store.insert(&k, Arc::new(o));
             // A hit shares the body and the header block.
             if let Lookup::Found(o) = store.lookup(&k, &none) {
-                let _ = (o.body.clone(), o.headers.to_map());
+                let _ = (o.body(), o.header_map());
             }
         }
         let resident = (rss() - rss_before) / n as i64;
@@ -1188,10 +1079,10 @@ mod resident {
         let (_, sample) = make(1);
         eprintln!(
             "per stored object: {resident} bytes resident, {allocated} allocated, {weight} \
-             weighed; the object {} bytes (policy {}), its header block {}",
+             weighed; the object {} bytes (policy {}), its key and header block {}",
             std::mem::size_of::<StoredObject>(),
-            std::mem::size_of::<PackedPolicy>(),
-            sample.headers.size(),
+            std::mem::size_of::<CompactPolicy>(),
+            sample.meta_len(),
         );
         assert!(
             weight as usize >= allocated,

@@ -3,10 +3,20 @@
 //! of one parsed by hyper are slices of the connection's read buffer, which would keep that
 //! whole buffer alive for as long as the object is cached.
 //!
-//! Each field is a line: the name as one byte when it is one of the common response headers
-//! ([`KNOWN`]), else `0xFF`, the name and `:`; then the value and `\n` (no header value can
-//! contain a newline, no name a colon). Serving rebuilds a `HeaderMap` whose values share the
-//! block, without copying them and without parsing the common names again.
+//! Each field starts with a code byte. The common response headers ([`KNOWN`]) are one byte
+//! for their name, and their value is one of:
+//! - the bytes of the value and `\n` (no header value can contain a newline);
+//! - for an HTTP-date in its canonical form (Date, Last-Modified, Expires): the seconds since
+//!   the epoch in 4 bytes, which format back to exactly the same 29 characters;
+//! - for the fields whose values recur across objects (Content-Type, Cache-Control, ...): the
+//!   2-byte number of the value in the node's [`Vocabulary`], when it is there;
+//! - for an ETag that is a quoted run of lower-case hex digits (the MD5 or SHA digest that
+//!   object stores such as S3 and GCS send): a flag for `W/`, the length and the digits as
+//!   bytes, half the size.
+//!
+//! Any other name is `0xFF`, the name and `:`, then the value and `\n` (no name has a colon).
+//! Serving rebuilds a `HeaderMap` whose values share the block, without copying them and
+//! without parsing the common names again.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -40,7 +50,19 @@ const KNOWN: [HeaderName; 24] = [
     header::VIA,
 ];
 
+/// The code of a field with a custom name.
 const CUSTOM: u8 = 0xFF;
+/// A known name whose value is an HTTP-date in 4 bytes (with the name's index in the low bits).
+const DATE: u8 = 0x40;
+/// A known name whose value is a number in the vocabulary, in 2 bytes.
+const INTERNED: u8 = 0x80;
+/// A known name whose value is a quoted hex digest: a byte with the `W/` flag, a byte of
+/// length, the digest's bytes.
+const HEX: u8 = 0xC0;
+/// The bits of a code that say how its value is kept.
+const FORM: u8 = 0xC0;
+/// The bits of a code that give the known name's index.
+const INDEX: u8 = 0x3F;
 
 fn known_index(name: &HeaderName) -> Option<u8> {
     KNOWN
@@ -49,96 +71,249 @@ fn known_index(name: &HeaderName) -> Option<u8> {
         .and_then(|i| u8::try_from(i).ok())
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoredHeaders {
-    block: Bytes,
-    /// Fields in the block.
-    count: u16,
+/// Names whose values are HTTP-dates.
+fn is_date(name: &HeaderName) -> bool {
+    [header::DATE, header::LAST_MODIFIED, header::EXPIRES].contains(name)
+}
+
+/// Names whose values recur across many objects (one content type for every image, one
+/// Cache-Control for a whole site): worth one shared copy each.
+fn recurs(name: &HeaderName) -> bool {
+    [
+        header::CACHE_CONTROL,
+        header::CONTENT_TYPE,
+        header::VARY,
+        header::ACCEPT_RANGES,
+        header::CONTENT_ENCODING,
+        header::SERVER,
+        header::CONTENT_LANGUAGE,
+        header::CONTENT_SECURITY_POLICY,
+        header::STRICT_TRANSPORT_SECURITY,
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::VIA,
+    ]
+    .contains(name)
+}
+
+/// The seconds of an HTTP-date, when formatting them gives back exactly `value` (so a date
+/// in another form, or with odd spacing, is kept as it came).
+pub(crate) fn canonical_date(value: &HeaderValue) -> Option<u32> {
+    let text = value.to_str().ok()?;
+    let time = httpdate::parse_http_date(text).ok()?;
+    let secs = u32::try_from(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    (httpdate::fmt_http_date(time) == text).then_some(secs)
+}
+
+/// An ETag `"<hex>"` or `W/"<hex>"` with an even number of lower-case hex digits (at most
+/// 510): whether it is weak, and the digest's bytes.
+fn hex_etag(value: &HeaderValue) -> Option<(bool, Vec<u8>)> {
+    let bytes = value.as_bytes();
+    let (weak, quoted) = match bytes.strip_prefix(b"W/") {
+        Some(rest) => (true, rest),
+        None => (false, bytes),
+    };
+    let digits = quoted.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if digits.is_empty() || digits.len() % 2 != 0 || digits.len() > 510 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let digest = digits
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect::<Option<Vec<u8>>>()?;
+    Some((weak, digest))
+}
+
+fn hex_etag_value(weak: bool, digest: &[u8]) -> Option<HeaderValue> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = Vec::with_capacity(digest.len() * 2 + 4);
+    if weak {
+        text.extend_from_slice(b"W/");
+    }
+    text.push(b'"');
+    for byte in digest {
+        text.push(DIGITS[usize::from(byte >> 4)]);
+        text.push(DIGITS[usize::from(byte & 0x0F)]);
+    }
+    text.push(b'"');
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
+pub(crate) fn date_value(secs: u32) -> Option<HeaderValue> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
+    HeaderValue::try_from(httpdate::fmt_http_date(time)).ok()
+}
+
+/// The node's shared copies of recurring header values: each stored once, numbered, and
+/// referred to by number from every header block that has it. Bounded: past
+/// [`Vocabulary::MAX_VALUES`] values (or for a value over [`Vocabulary::MAX_VALUE_BYTES`]) a
+/// block keeps its own copy, so at most about 1 MiB is held here for the life of the process.
+pub(crate) struct Vocabulary {
+    numbers: std::sync::Mutex<std::collections::HashMap<HeaderValue, u16>>,
+    /// Read on every hit, written only when a value is added: a snapshot readers load
+    /// without a lock.
+    values: arc_swap::ArcSwap<Vec<HeaderValue>>,
+}
+
+impl Vocabulary {
+    pub(crate) const MAX_VALUES: usize = 4096;
+    pub(crate) const MAX_VALUE_BYTES: usize = 200;
+
+    fn node() -> &'static Self {
+        static NODE: std::sync::LazyLock<Vocabulary> = std::sync::LazyLock::new(|| Vocabulary {
+            numbers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            values: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        });
+        &NODE
+    }
+
+    /// The number of `value`, added if there is room.
+    fn number(&self, value: &HeaderValue) -> Option<u16> {
+        if value.len() > Self::MAX_VALUE_BYTES {
+            return None;
+        }
+        let mut numbers = self.numbers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(number) = numbers.get(value) {
+            return Some(*number);
+        }
+        if numbers.len() >= Self::MAX_VALUES {
+            return None;
+        }
+        let number = u16::try_from(numbers.len()).ok()?;
+        // A copy of its own, not a slice of some response's read buffer.
+        let value = HeaderValue::from_bytes(value.as_bytes()).ok()?;
+        let mut values = Vec::clone(&self.values.load());
+        values.push(value.clone());
+        self.values.store(std::sync::Arc::new(values));
+        numbers.insert(value, number);
+        Some(number)
+    }
+
+    fn value(&self, number: u16) -> Option<HeaderValue> {
+        self.values.load().get(usize::from(number)).cloned()
+    }
+}
+
+/// What a stored header block holds, kept beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BlockInfo {
     /// Which of [`KNOWN`] occur: a lookup of an absent one needs no scan.
     present: u32,
 }
 
-impl StoredHeaders {
-    /// The fields of `map`, copied into a block of their own.
-    pub fn from_map(map: &HeaderMap) -> Self {
-        let size = map
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 2)
-            .sum();
-        let mut block = Vec::with_capacity(size);
-        let mut present = 0u32;
-        let mut count = 0u16;
-        for (name, value) in map {
-            match known_index(name) {
-                Some(index) => {
-                    present |= 1 << index;
-                    block.push(index);
-                }
-                None => {
-                    block.push(CUSTOM);
-                    block.extend_from_slice(name.as_str().as_bytes());
-                    block.push(b':');
+/// Appends the fields of `map`, encoded, to `out`.
+pub(crate) fn encode(map: &HeaderMap, out: &mut Vec<u8>) -> BlockInfo {
+    let mut info = BlockInfo::default();
+    for (name, value) in map {
+        match known_index(name) {
+            Some(index) => {
+                info.present |= 1 << index;
+                if is_date(name)
+                    && let Some(secs) = canonical_date(value)
+                {
+                    out.push(DATE | index);
+                    out.extend_from_slice(&secs.to_be_bytes());
+                } else if *name == header::ETAG
+                    && let Some((weak, digest)) = hex_etag(value)
+                    && let Ok(length) = u8::try_from(digest.len())
+                {
+                    out.push(HEX | index);
+                    out.push(u8::from(weak));
+                    out.push(length);
+                    out.extend_from_slice(&digest);
+                } else if recurs(name)
+                    && let Some(number) = Vocabulary::node().number(value)
+                {
+                    out.push(INTERNED | index);
+                    out.extend_from_slice(&number.to_be_bytes());
+                } else {
+                    out.push(index);
+                    out.extend_from_slice(value.as_bytes());
+                    out.push(b'\n');
                 }
             }
-            block.extend_from_slice(value.as_bytes());
-            block.push(b'\n');
-            count = count.saturating_add(1);
-        }
-        block.shrink_to_fit();
-        Self {
-            block: Bytes::from(block),
-            count,
-            present,
+            None => {
+                out.push(CUSTOM);
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.push(b':');
+                out.extend_from_slice(value.as_bytes());
+                out.push(b'\n');
+            }
         }
     }
+    info
+}
 
-    /// Every field: its known index or custom name, and the byte range of its value.
-    fn fields(&self) -> Fields<'_> {
+/// A stored header block, read in place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderBlock<'a> {
+    block: &'a [u8],
+    info: BlockInfo,
+}
+
+impl<'a> HeaderBlock<'a> {
+    pub(crate) fn new(block: &'a [u8], info: BlockInfo) -> Self {
+        Self { block, info }
+    }
+
+    /// Every field: its known index or custom name, and where its value is.
+    fn fields(&self) -> Fields<'a> {
         Fields {
-            block: &self.block,
+            block: self.block,
             at: 0,
         }
     }
 
-    fn value(&self, range: std::ops::Range<usize>) -> Option<HeaderValue> {
-        HeaderValue::from_maybe_shared(self.block.slice(range)).ok()
-    }
-
-    /// The first value of `name`.
-    pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+    /// The first value of `name` (a copy).
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
         let wanted = match known_index(name) {
-            Some(index) if self.present & (1 << index) == 0 => return None,
+            Some(index) if self.info.present & (1 << index) == 0 => return None,
             Some(index) => Name::Known(index),
             None => Name::Custom(name.as_str().as_bytes()),
         };
-        self.fields()
-            .find(|(field, _)| *field == wanted)
-            .and_then(|(_, range)| self.value(range))
+        let (_, value) = self.fields().find(|(field, _)| *field == wanted)?;
+        match value {
+            Value::Raw(range) => HeaderValue::from_bytes(self.block.get(range)?).ok(),
+            Value::Date(secs) => date_value(secs),
+            Value::Interned(number) => Vocabulary::node().value(number),
+            Value::Hex(weak, range) => hex_etag_value(weak, self.block.get(range)?),
+        }
     }
 
-    #[cfg(test)]
-    pub fn contains_key(&self, name: &HeaderName) -> bool {
-        self.get(name).is_some()
-    }
-
-    /// The fields as a map (values share this block).
-    pub fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(usize::from(self.count));
-        for (name, range) in self.fields() {
+    /// The fields as a map. `shared` holds the block at `offset`: values kept as they came
+    /// are slices of it, not copies.
+    pub(crate) fn to_map(self, shared: &Bytes, offset: usize) -> HeaderMap {
+        // Room for the known names; a custom one may make the map grow.
+        let known = usize::try_from(self.info.present.count_ones()).unwrap_or(0);
+        let mut map = HeaderMap::with_capacity(known + 2);
+        let vocabulary = Vocabulary::node().values.load();
+        for (name, value) in self.fields() {
             let name = match name {
                 Name::Known(index) => KNOWN.get(usize::from(index)).cloned(),
                 Name::Custom(bytes) => HeaderName::from_bytes(bytes).ok(),
             };
-            if let (Some(name), Some(value)) = (name, self.value(range)) {
+            let value = match value {
+                Value::Raw(range) => HeaderValue::from_maybe_shared(
+                    shared.slice(offset + range.start..offset + range.end),
+                )
+                .ok(),
+                Value::Date(secs) => date_value(secs),
+                Value::Interned(number) => vocabulary.get(usize::from(number)).cloned(),
+                Value::Hex(weak, range) => self
+                    .block
+                    .get(range)
+                    .and_then(|digest| hex_etag_value(weak, digest)),
+            };
+            if let (Some(name), Some(value)) = (name, value) {
                 map.append(name, value);
             }
         }
         map
-    }
-
-    /// Bytes the block takes.
-    pub fn size(&self) -> usize {
-        self.block.len()
     }
 }
 
@@ -148,35 +323,72 @@ enum Name<'a> {
     Custom(&'a [u8]),
 }
 
+enum Value {
+    /// The value's bytes, at this range of the block.
+    Raw(std::ops::Range<usize>),
+    Date(u32),
+    Interned(u16),
+    /// A hex digest ETag: whether weak, and where its bytes are.
+    Hex(bool, std::ops::Range<usize>),
+}
+
 struct Fields<'a> {
     block: &'a [u8],
     at: usize,
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = (Name<'a>, std::ops::Range<usize>);
+    type Item = (Name<'a>, Value);
 
     fn next(&mut self) -> Option<Self::Item> {
         let block = self.block;
         let code = *block.get(self.at)?;
-        let mut start = self.at + 1;
-        let name = if code == CUSTOM {
+        let start = self.at + 1;
+        if code != CUSTOM && code & FORM == HEX {
+            let weak = *block.get(start)? != 0;
+            let length = usize::from(*block.get(start + 1)?);
+            let digest = start + 2..start + 2 + length;
+            block.get(digest.clone())?;
+            self.at = digest.end;
+            return Some((Name::Known(code & INDEX), Value::Hex(weak, digest)));
+        }
+        if code != CUSTOM && code & FORM == DATE {
+            let bytes: [u8; 4] = block.get(start..start + 4)?.try_into().ok()?;
+            self.at = start + 4;
+            return Some((
+                Name::Known(code & INDEX),
+                Value::Date(u32::from_be_bytes(bytes)),
+            ));
+        }
+        if code != CUSTOM && code & FORM == INTERNED {
+            let bytes: [u8; 2] = block.get(start..start + 2)?.try_into().ok()?;
+            self.at = start + 2;
+            return Some((
+                Name::Known(code & INDEX),
+                Value::Interned(u16::from_be_bytes(bytes)),
+            ));
+        }
+        let (name, start) = if code == CUSTOM {
             let colon = start + block.get(start..)?.iter().position(|b| *b == b':')?;
-            let name = Name::Custom(&block[start..colon]);
-            start = colon + 1;
-            name
+            (Name::Custom(block.get(start..colon)?), colon + 1)
         } else {
-            Name::Known(code)
+            (Name::Known(code), start)
         };
         let end = start + block.get(start..)?.iter().position(|b| *b == b'\n')?;
         self.at = end + 1;
-        Some((name, start..end))
+        Some((name, Value::Raw(start..end)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(map: &HeaderMap) -> (Bytes, BlockInfo) {
+        let mut block = Vec::new();
+        let info = encode(map, &mut block);
+        (Bytes::from(block), info)
+    }
 
     #[test]
     fn fields_survive_the_round_trip_in_order() {
@@ -187,18 +399,108 @@ mod tests {
         map.insert("x-empty", HeaderValue::from_static(""));
         map.insert("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
         map.insert("etag", HeaderValue::from_static("\"v1\""));
-        let stored = StoredHeaders::from_map(&map);
-        assert_eq!(stored.to_map(), map);
+        map.insert(
+            "date",
+            HeaderValue::from_static("Thu, 03 Dec 2026 18:36:30 GMT"),
+        );
+        // Not canonical (a two-digit year): kept as it came.
+        map.insert(
+            "expires",
+            HeaderValue::from_static("Thursday, 03-Dec-26 18:36:30 GMT"),
+        );
+        map.insert("last-modified", HeaderValue::from_static("yesterday"));
+        let (block, info) = stored(&map);
+        let view = HeaderBlock::new(&block, info);
+        assert_eq!(view.to_map(&block, 0), map);
         assert_eq!(
-            stored.get(&HeaderName::from_static("set-cookie")).unwrap(),
+            view.get(&HeaderName::from_static("set-cookie")).unwrap(),
             "a=1"
         );
-        assert_eq!(stored.get(&header::ETAG).unwrap(), "\"v1\"");
-        assert!(stored.contains_key(&HeaderName::from_static("x-empty")));
-        assert!(!stored.contains_key(&header::LAST_MODIFIED));
-        assert!(!stored.contains_key(&HeaderName::from_static("x-missing")));
-        assert_eq!(StoredHeaders::from_map(&HeaderMap::new()).to_map().len(), 0);
-        // Common names take one byte.
-        assert!(stored.size() < 60, "{}", stored.size());
+        assert_eq!(view.get(&header::ETAG).unwrap(), "\"v1\"");
+        assert_eq!(
+            view.get(&header::DATE).unwrap(),
+            "Thu, 03 Dec 2026 18:36:30 GMT"
+        );
+        assert_eq!(view.get(&header::CONTENT_TYPE).unwrap(), "text/html");
+        assert_eq!(view.get(&HeaderName::from_static("x-empty")).unwrap(), "");
+        assert!(view.get(&header::CONTENT_LENGTH).is_none());
+        assert!(view.get(&HeaderName::from_static("x-missing")).is_none());
+        let (empty, info) = stored(&HeaderMap::new());
+        assert_eq!(HeaderBlock::new(&empty, info).to_map(&empty, 0).len(), 0);
+        // A common name takes one byte, a canonical date four more, a recurring value two.
+        let one = |name: &'static str, value: &'static str| {
+            let mut map = HeaderMap::new();
+            map.insert(name, HeaderValue::from_static(value));
+            stored(&map).0.len()
+        };
+        assert_eq!(one("date", "Thu, 03 Dec 2026 18:36:30 GMT"), 5);
+        assert_eq!(one("content-type", "text/html"), 3);
+        assert_eq!(one("etag", "\"v1\""), 6);
+        assert_eq!(one("x-id", "42"), 9);
+    }
+
+    #[test]
+    fn hex_digest_etags_are_kept_in_half_and_others_as_they_came() {
+        for (etag, size) in [
+            ("\"445dcf97d7880d62fc56a7ce85b3164a\"", 19),
+            ("W/\"0a\"", 4),
+            // Upper case, odd length, empty, not hex, unquoted: as they came.
+            ("\"445DCF97\"", 12),
+            ("\"abc\"", 7),
+            ("\"\"", 4),
+            ("\"5f3c-1a2b\"", 13),
+            ("445dcf97", 10),
+        ] {
+            let mut map = HeaderMap::new();
+            map.insert("etag", HeaderValue::from_static(etag));
+            let (block, info) = stored(&map);
+            let view = HeaderBlock::new(&block, info);
+            assert_eq!(view.get(&header::ETAG).unwrap(), etag);
+            assert_eq!(view.to_map(&block, 0), map, "{etag}");
+            assert_eq!(block.len(), size, "{etag}");
+        }
+    }
+
+    #[test]
+    fn a_block_at_an_offset_of_a_larger_buffer_reads_the_same() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            "cache-control",
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        map.insert("x-id", HeaderValue::from_static("42"));
+        let mut buffer = b"a.test/key".to_vec();
+        let info = encode(&map, &mut buffer);
+        let shared = Bytes::from(buffer);
+        let view = HeaderBlock::new(&shared[10..], info);
+        assert_eq!(view.to_map(&shared, 10), map);
+    }
+
+    #[test]
+    fn the_vocabulary_is_bounded_and_long_values_stay_inline() {
+        let long = HeaderValue::from_str(&"x".repeat(Vocabulary::MAX_VALUE_BYTES + 1)).unwrap();
+        let mut map = HeaderMap::new();
+        map.insert("content-type", long.clone());
+        let (block, info) = stored(&map);
+        assert!(block.len() > Vocabulary::MAX_VALUE_BYTES);
+        assert_eq!(
+            HeaderBlock::new(&block, info).get(&header::CONTENT_TYPE),
+            Some(long)
+        );
+        // A vocabulary of its own, filled: further values are kept inline, never lost.
+        let vocabulary = Vocabulary {
+            numbers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            values: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        };
+        for n in 0..Vocabulary::MAX_VALUES {
+            let value = HeaderValue::from_str(&format!("v{n}")).unwrap();
+            assert_eq!(vocabulary.number(&value), u16::try_from(n).ok());
+        }
+        assert_eq!(
+            vocabulary.number(&HeaderValue::from_static("one more")),
+            None
+        );
+        assert_eq!(vocabulary.number(&HeaderValue::from_static("v7")), Some(7));
+        assert_eq!(vocabulary.value(7).unwrap(), "v7");
     }
 }

@@ -240,7 +240,15 @@ impl<U: Upstream> Inner<U> {
                 // A copy of exactly the body's size: the chunks are slices of larger read
                 // buffers, which the cache must not keep alive.
                 let whole = fill.collected_with(last.as_ref());
-                let object = StoredObject::new(status, parts.headers, whole, policy, vary, variant);
+                let object = StoredObject::new(
+                    key.as_str(),
+                    status,
+                    parts.headers,
+                    whole,
+                    policy,
+                    vary,
+                    variant,
+                );
                 // Stored before the client gets its last byte, so a request that follows at
                 // once is a hit.
                 self.store
@@ -328,7 +336,7 @@ impl<U: Upstream> Inner<U> {
         } = exchanged;
         let mut fresh = not_modified.clone();
         headers::remove_hop_by_hop(&mut fresh);
-        let stored = stale.headers.to_map();
+        let stored = stale.header_map();
         let mut merged = stored.clone();
         // The 304 vouches for the object as of now: the stored Date and Age describe the old
         // response, so they go unless the 304 brings its own.
@@ -371,7 +379,7 @@ impl<U: Upstream> Inner<U> {
         match policy::storability(
             &Method::GET,
             &head.headers,
-            stale.status,
+            stale.status(),
             &merged,
             &self.rules,
             timing,
@@ -379,9 +387,10 @@ impl<U: Upstream> Inner<U> {
             Ok(policy) => {
                 let ttl = policy.ttl(response_time, None);
                 let object = Arc::new(StoredObject::new(
-                    stale.status,
+                    key.as_str(),
+                    stale.status(),
                     merged,
-                    stale.body.clone(),
+                    stale.body(),
                     policy,
                     stale.vary().to_vec(),
                     stale.variant().to_owned(),

@@ -124,10 +124,10 @@ impl<U: Upstream> Inner<U> {
                 HeaderValue::from_static(key::accepted_encodings(&head.headers)),
             );
             if let Some(stale) = stale {
-                if let Some(etag) = stale.headers.get(&header::ETAG) {
+                if let Some(etag) = stale.header(&header::ETAG) {
                     headers.insert(header::IF_NONE_MATCH, etag);
                 }
-                if let Some(modified) = stale.headers.get(&header::LAST_MODIFIED) {
+                if let Some(modified) = stale.header(&header::LAST_MODIFIED) {
                     headers.insert(header::IF_MODIFIED_SINCE, modified);
                 }
             }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -53,7 +54,7 @@ impl<U: Upstream> Inner<U> {
                 if collapsed
                     && (!object.matches(&head.headers)
                         || !key::encoding_accepted(
-                            object.headers.get(&header::CONTENT_ENCODING).as_ref(),
+                            object.header(&header::CONTENT_ENCODING).as_ref(),
                             &head.headers,
                         ))
                 {
@@ -125,15 +126,13 @@ impl<U: Upstream> Inner<U> {
             // Ranges and preconditions are answered from the whole object.
             return match fill.complete().await {
                 Ok(body) => {
-                    let object = StoredObject::new(
-                        stream.status,
-                        stream.headers.clone(),
+                    let whole = Whole {
+                        status: stream.status,
+                        headers: stream.headers.clone(),
                         body,
-                        stream.policy.clone(),
-                        stream.vary.clone(),
-                        stream.variant.clone(),
-                    );
-                    self.serve_object(head, &object, outcome)
+                        age: stream.policy.timing.current_age(SystemTime::now()),
+                    };
+                    self.serve_whole(head, whole, outcome)
                 }
                 Err(broken) => self.error_response(
                     StatusCode::BAD_GATEWAY,
@@ -216,22 +215,43 @@ impl<U: Upstream> Inner<U> {
     pub(super) fn serve_object(
         &self,
         head: &RequestHead,
-        object: &StoredObject,
+        object: &Arc<StoredObject>,
         outcome: CacheOutcome,
     ) -> Response<Body> {
-        let mut headers = object.headers.to_map();
         let age = object.policy().timing.current_age(SystemTime::now());
+        let whole = Whole {
+            status: object.status(),
+            headers: object.header_map(),
+            body: object.body(),
+            age,
+        };
+        self.serve_whole(head, whole, outcome)
+    }
+
+    /// Serves a complete response, answering the client's own preconditions and ranges.
+    fn serve_whole(
+        &self,
+        head: &RequestHead,
+        whole: Whole,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let Whole {
+            status,
+            mut headers,
+            body,
+            age,
+        } = whole;
         self.finish_headers(&mut headers, head.version, &outcome, Some(age));
-        let (status, body) = if object.status == StatusCode::OK {
+        let (status, body) = if status == StatusCode::OK {
             let selection = outpost_representation::evaluate(
                 &head.method,
                 &head.headers,
                 &headers,
-                object.body.len() as u64,
+                body.len() as u64,
             );
-            outpost_representation::render(&selection, object.status, &mut headers, &object.body)
+            outpost_representation::render(&selection, status, &mut headers, &body)
         } else {
-            (object.status, object.body.clone())
+            (status, body)
         };
         self.count(&outcome);
         let body = if head.method == Method::HEAD {
@@ -254,16 +274,16 @@ impl<U: Upstream> Inner<U> {
         &self,
         head: &RequestHead,
         key: &crate::key::CacheKey,
-        object: &StoredObject,
+        object: &Arc<StoredObject>,
         outcome: CacheOutcome,
     ) -> Response<Body> {
         let Some(disk) = object.disk_body().cloned() else {
             return self.serve_object(head, object, outcome);
         };
-        let mut headers = object.headers.to_map();
+        let mut headers = object.header_map();
         let age = object.policy().timing.current_age(SystemTime::now());
         self.finish_headers(&mut headers, head.version, &outcome, Some(age));
-        let (status, extent) = if object.status == StatusCode::OK {
+        let (status, extent) = if object.status() == StatusCode::OK {
             let selection = outpost_representation::evaluate(
                 &head.method,
                 &head.headers,
@@ -272,13 +292,13 @@ impl<U: Upstream> Inner<U> {
             );
             outpost_representation::render_head(
                 &selection,
-                object.status,
+                object.status(),
                 &mut headers,
                 disk.length,
             )
         } else {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(disk.length));
-            (object.status, outpost_representation::Extent::Whole)
+            (object.status(), outpost_representation::Extent::Whole)
         };
         self.count(&outcome);
         let (start, length) = match extent {
@@ -462,4 +482,13 @@ fn disk_body(
             }
             Ok(chunk)
         })
+}
+
+/// A complete response to serve: from a stored object, or from a fill just completed.
+struct Whole {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The response's current age.
+    age: std::time::Duration,
 }
