@@ -975,6 +975,32 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_under_a_keys_hash_with_another_key_is_never_served_as_it() {
+        // The map is indexed by a hash of the key. Two keys with one hash cannot be made
+        // without the process's secret, so the collision is set up by hand: b's entry placed
+        // where a's hash points.
+        let store = Store::new(1 << 20, 4);
+        let none = HeaderMap::new();
+        let (a, b) = (CacheKey::new("a.test", "/a"), CacheKey::new("b.test", "/b"));
+        let hash_a = store.generations.hash(a.as_str());
+        store
+            .objects
+            .insert(hash_a, Entry::One(object(&b, &[], &none, "b's body", "")));
+        assert!(matches!(store.lookup(&a, &none), Lookup::Miss));
+        // A purge of a leaves what is not a's alone; a store of a takes the place.
+        assert_eq!(store.purge_key(&a, false), 0);
+        assert!(store.objects.get(&hash_a).is_some());
+        store.insert(&a, object(&a, &[], &none, "a's body", ""));
+        let Lookup::Found(found) = store.lookup(&a, &none) else {
+            panic!("a is stored");
+        };
+        assert_eq!(
+            (found.key(), found.body()),
+            ("a.test/a", Bytes::from("a's body"))
+        );
+    }
+
+    #[test]
     fn capacity_is_bounded_by_weight() {
         let store = Store::new(64 * 1024, 64);
         let none = HeaderMap::new();

@@ -461,6 +461,63 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A header value as an origin might send it: free text, a date (canonical or not), a
+        /// hex digest ETag (weak or strong, any case), or a small set of recurring values.
+        fn value() -> impl Strategy<Value = HeaderValue> {
+            prop_oneof![
+                proptest::collection::vec(0x20u8..0x7f, 0..40)
+                    .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap()),
+                (0u64..5_000_000_000).prop_map(|secs| {
+                    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                    HeaderValue::try_from(httpdate::fmt_http_date(time)).unwrap()
+                }),
+                (
+                    any::<bool>(),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    any::<bool>()
+                )
+                    .prop_map(|(weak, digest, upper)| {
+                        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                        let hex = if upper { hex.to_uppercase() } else { hex };
+                        let prefix = if weak { "W/" } else { "" };
+                        HeaderValue::try_from(format!("{prefix}\"{hex}\"")).unwrap()
+                    }),
+                prop_oneof![Just("text/html"), Just("public, max-age=60"), Just("bytes")]
+                    .prop_map(HeaderValue::from_static),
+            ]
+        }
+
+        fn name() -> impl Strategy<Value = HeaderName> {
+            prop_oneof![
+                (0..KNOWN.len()).prop_map(|i| KNOWN[i].clone()),
+                "x-[a-z]{1,12}".prop_map(|n| HeaderName::try_from(n).unwrap()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_fields_come_back_as_they_were_sent(
+                fields in proptest::collection::vec((name(), value()), 0..16)
+            ) {
+                let mut map = HeaderMap::new();
+                for (name, value) in fields {
+                    map.append(name, value);
+                }
+                let (block, info) = stored(&map);
+                let view = HeaderBlock::new(&block, info);
+                prop_assert_eq!(&view.to_map(&block, 0), &map);
+                for name in map.keys() {
+                    let first = view.get(name);
+                    prop_assert_eq!(first.as_ref(), map.get(name));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_block_at_an_offset_of_a_larger_buffer_reads_the_same() {
         let mut map = HeaderMap::new();
