@@ -157,6 +157,29 @@ pub struct StoredPolicy {
     pub allows_authorization: bool,
 }
 
+#[cfg(test)]
+impl StoredPolicy {
+    /// A response fetched just now, with no Date and no Age, fresh for `lifetime`, no stale
+    /// allowances: what tests of storing need.
+    pub(crate) fn fresh_for(lifetime: Duration) -> Self {
+        let now = SystemTime::now();
+        Self {
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                date: None,
+                age: Duration::ZERO,
+            },
+            lifetime,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            forbids_stale: false,
+            no_cache: false,
+            allows_authorization: false,
+        }
+    }
+}
+
 /// What a stored response is good for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
@@ -692,37 +715,30 @@ pub(crate) struct CompactPolicy {
     allows_authorization: bool,
 }
 
-fn secs_u32(duration: Duration) -> u32 {
-    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+/// Whole seconds of `ms` milliseconds, rounded down, at most `u32::MAX`.
+fn ms_to_secs(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 impl CompactPolicy {
     pub(crate) fn pack(policy: &StoredPolicy) -> Self {
-        let timing = &policy.timing;
-        let request_ms = epoch_ms(timing.request_time);
-        let response_after_ms =
-            u32::try_from(epoch_ms(timing.response_time).saturating_sub(request_ms))
-                .unwrap_or(u32::MAX);
-        let date_secs = timing.date.map_or(u32::MAX, |date| {
-            let secs = date
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            // A Date past 2106 reads as the last second before (never "no Date").
-            u32::try_from(secs)
-                .unwrap_or(u32::MAX - 1)
-                .min(u32::MAX - 1)
-        });
+        let packed = PackedPolicy::pack(policy);
         Self {
-            request_ms,
-            lifetime_ms: duration_ms(policy.lifetime),
-            response_after_ms,
-            date_secs,
-            age_secs: secs_u32(timing.age),
-            stale_while_revalidate_secs: secs_u32(policy.stale_while_revalidate),
-            stale_if_error_secs: secs_u32(policy.stale_if_error),
-            forbids_stale: policy.forbids_stale,
-            no_cache: policy.no_cache,
-            allows_authorization: policy.allows_authorization,
+            request_ms: packed.request_ms,
+            lifetime_ms: packed.lifetime_ms,
+            response_after_ms: packed.response_after_ms,
+            // A Date past 2106 reads as the last second before (never "no Date").
+            date_secs: if packed.date_ms == u64::MAX {
+                u32::MAX
+            } else {
+                ms_to_secs(packed.date_ms).min(u32::MAX - 1)
+            },
+            age_secs: ms_to_secs(packed.age_ms),
+            stale_while_revalidate_secs: ms_to_secs(packed.stale_while_revalidate_ms),
+            stale_if_error_secs: ms_to_secs(packed.stale_if_error_ms),
+            forbids_stale: packed.forbids_stale,
+            no_cache: packed.no_cache,
+            allows_authorization: packed.allows_authorization,
         }
     }
 
@@ -732,25 +748,20 @@ impl CompactPolicy {
     }
 
     pub(crate) fn unpack(&self) -> StoredPolicy {
-        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        let secs = |s: u32| Duration::from_secs(u64::from(s));
-        StoredPolicy {
-            timing: Timing {
-                request_time: at(self.request_ms),
-                response_time: at(self
-                    .request_ms
-                    .saturating_add(u64::from(self.response_after_ms))),
-                date: (self.date_secs != u32::MAX)
-                    .then(|| SystemTime::UNIX_EPOCH + secs(self.date_secs)),
-                age: secs(self.age_secs),
-            },
-            lifetime: Duration::from_millis(self.lifetime_ms),
-            stale_while_revalidate: secs(self.stale_while_revalidate_secs),
-            stale_if_error: secs(self.stale_if_error_secs),
+        let ms = |secs: u32| u64::from(secs) * 1000;
+        PackedPolicy {
+            request_ms: self.request_ms,
+            response_after_ms: self.response_after_ms,
+            date_ms: self.date_secs().map_or(u64::MAX, ms),
+            age_ms: ms(self.age_secs),
+            lifetime_ms: self.lifetime_ms,
+            stale_while_revalidate_ms: ms(self.stale_while_revalidate_secs),
+            stale_if_error_ms: ms(self.stale_if_error_secs),
             forbids_stale: self.forbids_stale,
             no_cache: self.no_cache,
             allows_authorization: self.allows_authorization,
         }
+        .unpack()
     }
 }
 

@@ -800,7 +800,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::freshness::Timing;
     use crate::policy::StoredPolicy;
     use bytes::Bytes;
     use http::{HeaderValue, StatusCode};
@@ -813,25 +812,11 @@ mod tests {
         body: &'static str,
         tags: &str,
     ) -> Arc<StoredObject> {
-        let now = SystemTime::now();
         let mut headers = HeaderMap::new();
         if !tags.is_empty() {
             headers.insert("surrogate-key", HeaderValue::from_str(tags).unwrap());
         }
-        let policy = StoredPolicy {
-            timing: Timing {
-                request_time: now,
-                response_time: now,
-                date: None,
-                age: Duration::ZERO,
-            },
-            lifetime: Duration::from_secs(60),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            forbids_stale: false,
-            no_cache: false,
-            allows_authorization: false,
-        };
+        let policy = StoredPolicy::fresh_for(Duration::from_secs(60));
         Arc::new(StoredObject::new(
             key.as_str(),
             StatusCode::OK,

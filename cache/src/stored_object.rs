@@ -290,24 +290,9 @@ impl StoredObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::freshness::Timing;
 
     fn policy() -> StoredPolicy {
-        let now = SystemTime::now();
-        StoredPolicy {
-            timing: Timing {
-                request_time: now,
-                response_time: now,
-                date: None,
-                age: Duration::ZERO,
-            },
-            lifetime: Duration::from_secs(60),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            forbids_stale: false,
-            no_cache: false,
-            allows_authorization: false,
-        }
+        StoredPolicy::fresh_for(Duration::from_secs(60))
     }
 
     #[test]
