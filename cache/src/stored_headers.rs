@@ -102,7 +102,8 @@ pub(crate) fn canonical_date(value: &HeaderValue) -> Option<u32> {
     let text = value.to_str().ok()?;
     let time = httpdate::parse_http_date(text).ok()?;
     let secs = u32::try_from(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()?;
-    (httpdate::fmt_http_date(time) == text).then_some(secs)
+    // The last second of u32 is kept as text: it marks an empty slot of `write_date`.
+    (secs != u32::MAX && httpdate::fmt_http_date(time) == text).then_some(secs)
 }
 
 /// An ETag `"<hex>"` or `W/"<hex>"` with an even number of lower-case hex digits (at most
@@ -129,24 +130,90 @@ fn hex_etag(value: &HeaderValue) -> Option<(bool, Vec<u8>)> {
     Some((weak, digest))
 }
 
-fn hex_etag_value(weak: bool, digest: &[u8]) -> Option<HeaderValue> {
+/// The text of a hex digest ETag: `W/` when weak, the digits in quotes.
+fn write_hex_etag(out: &mut Vec<u8>, weak: bool, digest: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = Vec::with_capacity(digest.len() * 2 + 4);
     if weak {
-        text.extend_from_slice(b"W/");
+        out.extend_from_slice(b"W/");
     }
-    text.push(b'"');
+    out.push(b'"');
     for byte in digest {
-        text.push(DIGITS[usize::from(byte >> 4)]);
-        text.push(DIGITS[usize::from(byte & 0x0F)]);
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0F)]);
     }
-    text.push(b'"');
-    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+    out.push(b'"');
+}
+
+fn hex_etag_len(weak: bool, digest_len: usize) -> usize {
+    digest_len * 2 + 2 + if weak { 2 } else { 0 }
+}
+
+/// An HTTP-date is always this long (`Thu, 03 Dec 2026 18:36:30 GMT`).
+const DATE_LEN: usize = 29;
+
+/// The text of the HTTP-date `secs` seconds after the epoch. Each thread keeps the last few it
+/// formatted: a hot object's dates are the same on every hit.
+fn write_date(out: &mut Vec<u8>, secs: u32) {
+    use std::cell::RefCell;
+    use std::io::Write as _;
+    const SLOTS: usize = 16;
+    thread_local! {
+        static FORMATTED: RefCell<[(u32, [u8; DATE_LEN]); SLOTS]> =
+            const { RefCell::new([(u32::MAX, [0; DATE_LEN]); SLOTS]) };
+    }
+    FORMATTED.with_borrow_mut(|formatted| {
+        let slot = &mut formatted[secs as usize % SLOTS];
+        if slot.0 != secs {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
+            let mut text = &mut slot.1[..];
+            // Always 29 bytes, which the slot has room for.
+            let _ = write!(text, "{}", httpdate::HttpDate::from(time));
+            slot.0 = secs;
+        }
+        out.extend_from_slice(&slot.1);
+    });
 }
 
 pub(crate) fn date_value(secs: u32) -> Option<HeaderValue> {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
-    HeaderValue::try_from(httpdate::fmt_http_date(time)).ok()
+    let mut text = Vec::with_capacity(DATE_LEN);
+    write_date(&mut text, secs);
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
+/// A value a stored object gives from elsewhere than its header block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Given {
+    /// Content-Length: the body's length.
+    Length(usize),
+    /// Date: the policy's, in seconds since the epoch.
+    Date(u32),
+}
+
+impl Given {
+    fn name(self) -> HeaderName {
+        match self {
+            Given::Length(_) => header::CONTENT_LENGTH,
+            Given::Date(_) => header::DATE,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Given::Length(n) => n.checked_ilog10().map_or(1, |digits| digits as usize + 1),
+            Given::Date(_) => DATE_LEN,
+        }
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Given::Length(n) => {
+                use std::io::Write as _;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{n}");
+            }
+            Given::Date(secs) => write_date(out, secs),
+        }
+    }
 }
 
 /// The node's shared copies of recurring header values: each stored once, numbered, and
@@ -281,36 +348,77 @@ impl<'a> HeaderBlock<'a> {
             Value::Raw(range) => HeaderValue::from_bytes(self.block.get(range)?).ok(),
             Value::Date(secs) => date_value(secs),
             Value::Interned(number) => Vocabulary::node().value(number),
-            Value::Hex(weak, range) => hex_etag_value(weak, self.block.get(range)?),
+            Value::Hex(weak, range) => {
+                let digest = self.block.get(range)?;
+                let mut text = Vec::with_capacity(hex_etag_len(weak, digest.len()));
+                write_hex_etag(&mut text, weak, digest);
+                HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+            }
         }
     }
 
-    /// The fields as a map. `shared` holds the block at `offset`: values kept as they came
-    /// are slices of it, not copies.
-    pub(crate) fn to_map(self, shared: &Bytes, offset: usize) -> HeaderMap {
+    /// The length of a value's text as served (none for a vocabulary value, which is shared).
+    fn text_len(value: &Value) -> usize {
+        match value {
+            Value::Raw(range) => range.len(),
+            Value::Date(_) => DATE_LEN,
+            Value::Interned(_) => 0,
+            Value::Hex(weak, range) => hex_etag_len(*weak, range.len()),
+        }
+    }
+
+    /// The fields as a map, and then the `given` ones. The text of every value is written into
+    /// one buffer of exactly its size (dates formatted, digests in hex), which the values share:
+    /// one allocation for all of them, whatever their number.
+    pub(crate) fn to_map(self, given: &[Given]) -> HeaderMap {
+        let size = self
+            .fields()
+            .map(|(_, v)| Self::text_len(&v))
+            .sum::<usize>()
+            + given.iter().map(|g| g.len()).sum::<usize>();
+        let mut text = Vec::with_capacity(size);
+        for (_, value) in self.fields() {
+            match value {
+                Value::Raw(range) => {
+                    text.extend_from_slice(self.block.get(range).unwrap_or_default())
+                }
+                Value::Date(secs) => write_date(&mut text, secs),
+                Value::Interned(_) => {}
+                Value::Hex(weak, range) => {
+                    write_hex_etag(&mut text, weak, self.block.get(range).unwrap_or_default());
+                }
+            }
+        }
+        for value in given {
+            value.write(&mut text);
+        }
+        let text = Bytes::from(text);
         // Room for the known names; a custom one may make the map grow.
         let known = usize::try_from(self.info.present.count_ones()).unwrap_or(0);
-        let mut map = HeaderMap::with_capacity(known + 2);
+        let mut map = HeaderMap::with_capacity(known + given.len() + 2);
         let vocabulary = Vocabulary::node().values.load();
+        let mut at = 0;
+        let mut next = |len: usize| {
+            let range = at..(at + len).min(text.len());
+            at = range.end;
+            HeaderValue::from_maybe_shared(text.slice(range)).ok()
+        };
         for (name, value) in self.fields() {
             let name = match name {
                 Name::Known(index) => KNOWN.get(usize::from(index)).cloned(),
                 Name::Custom(bytes) => HeaderName::from_bytes(bytes).ok(),
             };
             let value = match value {
-                Value::Raw(range) => HeaderValue::from_maybe_shared(
-                    shared.slice(offset + range.start..offset + range.end),
-                )
-                .ok(),
-                Value::Date(secs) => date_value(secs),
                 Value::Interned(number) => vocabulary.get(usize::from(number)).cloned(),
-                Value::Hex(weak, range) => self
-                    .block
-                    .get(range)
-                    .and_then(|digest| hex_etag_value(weak, digest)),
+                other => next(Self::text_len(&other)),
             };
             if let (Some(name), Some(value)) = (name, value) {
                 map.append(name, value);
+            }
+        }
+        for value in given {
+            if let Some(text) = next(value.len()) {
+                map.insert(value.name(), text);
             }
         }
         map
@@ -411,7 +519,7 @@ mod tests {
         map.insert("last-modified", HeaderValue::from_static("yesterday"));
         let (block, info) = stored(&map);
         let view = HeaderBlock::new(&block, info);
-        assert_eq!(view.to_map(&block, 0), map);
+        assert_eq!(view.to_map(&[]), map);
         assert_eq!(
             view.get(&HeaderName::from_static("set-cookie")).unwrap(),
             "a=1"
@@ -426,7 +534,7 @@ mod tests {
         assert!(view.get(&header::CONTENT_LENGTH).is_none());
         assert!(view.get(&HeaderName::from_static("x-missing")).is_none());
         let (empty, info) = stored(&HeaderMap::new());
-        assert_eq!(HeaderBlock::new(&empty, info).to_map(&empty, 0).len(), 0);
+        assert_eq!(HeaderBlock::new(&empty, info).to_map(&[]).len(), 0);
         // A common name takes one byte, a canonical date four more, a recurring value two.
         let one = |name: &'static str, value: &'static str| {
             let mut map = HeaderMap::new();
@@ -456,7 +564,7 @@ mod tests {
             let (block, info) = stored(&map);
             let view = HeaderBlock::new(&block, info);
             assert_eq!(view.get(&header::ETAG).unwrap(), etag);
-            assert_eq!(view.to_map(&block, 0), map, "{etag}");
+            assert_eq!(view.to_map(&[]), map, "{etag}");
             assert_eq!(block.len(), size, "{etag}");
         }
     }
@@ -509,7 +617,7 @@ mod tests {
                 }
                 let (block, info) = stored(&map);
                 let view = HeaderBlock::new(&block, info);
-                prop_assert_eq!(&view.to_map(&block, 0), &map);
+                prop_assert_eq!(&view.to_map(&[]), &map);
                 for name in map.keys() {
                     let first = view.get(name);
                     prop_assert_eq!(first.as_ref(), map.get(name));
@@ -530,7 +638,16 @@ mod tests {
         let info = encode(&map, &mut buffer);
         let shared = Bytes::from(buffer);
         let view = HeaderBlock::new(&shared[10..], info);
-        assert_eq!(view.to_map(&shared, 10), map);
+        assert_eq!(view.to_map(&[]), map);
+        // Values given from elsewhere come after, with their text in the same buffer.
+        let given = view.to_map(&[
+            Given::Length(1024),
+            Given::Date(1_796_150_190),
+            Given::Length(0),
+        ]);
+        assert_eq!(given.get("content-length").unwrap(), "0");
+        assert_eq!(given.get("date").unwrap(), "Tue, 01 Dec 2026 18:36:30 GMT");
+        assert_eq!(given.get("x-id").unwrap(), "42");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! An object is three allocations: this struct (in its `Arc`), one buffer with the key and the
 //! header block ([`crate::stored_headers`]), and the body, exactly its length. Nothing in it is
 //! a `Bytes`: a clone of one would allocate a shared header that stays for the object's life.
-//! Serving hands out `Bytes` that own a reference to the object instead, made per response.
+//! Serving makes what a response holds instead: a `Bytes` of the body that owns a reference to
+//! the object, and one buffer with the text of every header value.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::key;
 use crate::policy::{CompactPolicy, StoredPolicy};
-use crate::stored_headers::{self, BlockInfo, HeaderBlock};
+use crate::stored_headers::{self, BlockInfo, Given, HeaderBlock};
 
 /// One stored response: key, head, complete body and the policy that governs its reuse.
 ///
@@ -66,16 +67,6 @@ struct BodyOf(Arc<StoredObject>);
 impl AsRef<[u8]> for BodyOf {
     fn as_ref(&self) -> &[u8] {
         &self.0.body
-    }
-}
-
-/// The key and header block of an object, as the owner of the header values a response
-/// sends.
-struct MetaOf(Arc<StoredObject>);
-
-impl AsRef<[u8]> for MetaOf {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.meta
     }
 }
 
@@ -180,20 +171,21 @@ impl StoredObject {
         self.header_block().get(name)
     }
 
-    /// The stored headers as a map; the values share the object's memory.
-    pub fn header_map(self: &Arc<Self>) -> HeaderMap {
-        let shared = Bytes::from_owner(MetaOf(self.clone()));
-        let offset = usize::try_from(self.key_len).unwrap_or(usize::MAX);
-        let mut map = self.header_block().to_map(&shared, offset);
-        if self.length_from_body {
-            map.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+    /// The stored headers as a map (their values in one buffer made for it).
+    pub fn header_map(&self) -> HeaderMap {
+        let length = self
+            .length_from_body
+            .then_some(Given::Length(self.body.len()));
+        let date = self
+            .policy
+            .date_secs()
+            .filter(|_| self.date_from_policy)
+            .map(Given::Date);
+        match (length, date) {
+            (Some(length), Some(date)) => self.header_block().to_map(&[length, date]),
+            (Some(one), None) | (None, Some(one)) => self.header_block().to_map(&[one]),
+            (None, None) => self.header_block().to_map(&[]),
         }
-        if self.date_from_policy
-            && let Some(date) = self.policy.date_secs().and_then(stored_headers::date_value)
-        {
-            map.insert(header::DATE, date);
-        }
-        map
     }
 
     /// The body, sharing the object's memory.
