@@ -197,6 +197,18 @@ pub fn encoding_accepted(content_encoding: Option<&HeaderValue>, request: &Heade
         .all(|coding| accepts(request, coding))
 }
 
+/// Hashes of cache keys, keyed by a secret of this process, so no client can aim two keys
+/// at one hash: what the store's map and hit-for-pass are indexed by.
+#[derive(Default)]
+pub(crate) struct KeyHasher(std::hash::RandomState);
+
+impl KeyHasher {
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.0.hash_one(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

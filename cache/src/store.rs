@@ -118,7 +118,7 @@ struct Generations {
     /// holds the locks above, so it reads these.
     seen_slots: Box<[AtomicU64]>,
     seen_scans: AtomicU64,
-    hasher: std::hash::RandomState,
+    hasher: crate::key::KeyHasher,
 }
 
 const GENERATION_SLOTS: usize = 1024;
@@ -132,15 +132,14 @@ impl Generations {
             scans: std::sync::RwLock::new(0),
             seen_slots: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             seen_scans: AtomicU64::new(0),
-            hasher: std::hash::RandomState::new(),
+            hasher: crate::key::KeyHasher::default(),
         }
     }
 
-    /// The hash of `key`, keyed by a secret of this process (so no client can aim two keys
-    /// at one hash): what the map is indexed by, and which generation slot counts its purges.
+    /// The keyed hash of `key`: what the map is indexed by, and which generation slot counts
+    /// its purges.
     fn hash(&self, key: &str) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(key)
+        self.hasher.hash(key)
     }
 
     fn slot_of(&self, key: &str) -> usize {
@@ -1002,7 +1001,7 @@ mod tests {
 /// What a stored object costs in memory, measured: bench/memory.sh runs this (it is ignored in
 /// the test suite, as other tests allocating beside it would disturb the counts).
 #[cfg(test)]
-mod resident {
+pub(crate) mod resident {
     use super::*;
 
     use crate::policy::{CompactPolicy, StoredPolicy};
@@ -1010,10 +1009,13 @@ mod resident {
     use http::StatusCode;
     use std::time::Duration;
 
+    /// The test binary's allocator, counting what is allocated (for the measurements here and
+    /// in `hit_for_pass`).
     #[global_allocator]
-    static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+    pub(crate) static GLOBAL: cap::Cap<mimalloc::MiMalloc> =
+        cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
-    fn rss() -> i64 {
+    pub(crate) fn rss() -> i64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
         line.split_whitespace()
