@@ -59,9 +59,23 @@ pub(crate) struct InlineFragment {
     fetchable: bool,
 }
 
+/// What the inline fragments may hold in all, in bytes: their URLs and bodies and moka's
+/// bookkeeping per entry (about 270 bytes measured, rounded up). Weighed, not counted: one
+/// page can define a large fragment.
+const INLINE_BYTES: u64 = 32 << 20;
+const INLINE_ENTRY_OVERHEAD: usize = 320;
+
 impl InlineStore {
     pub(crate) fn new() -> Self {
-        Self(moka::sync::Cache::new(10_000))
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(INLINE_BYTES)
+                .weigher(|url: &String, fragment: &Arc<InlineFragment>| {
+                    let bytes = url.len() + fragment.body.len() + INLINE_ENTRY_OVERHEAD;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build(),
+        )
     }
 }
 
@@ -1166,5 +1180,30 @@ impl Output {
             self.stack.push(Level::Stream(stream));
         }
         Some(Ok(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_fragments_are_held_within_their_bytes() {
+        let store = InlineStore::new();
+        // 64 MiB of fragments, twice what the store may hold.
+        for i in 0..64 {
+            store.0.insert(
+                format!("site.test/fragment/{i}"),
+                Arc::new(InlineFragment {
+                    body: Bytes::from(vec![b'x'; 1 << 20]),
+                    expires: Instant::now() + Duration::from_secs(60),
+                    fetchable: true,
+                }),
+            );
+        }
+        store.0.run_pending_tasks();
+        assert!(store.0.weighted_size() <= INLINE_BYTES);
+        assert!(store.0.entry_count() <= 32);
+        assert!(store.0.entry_count() > 0);
     }
 }

@@ -45,6 +45,55 @@ const MAX_PLAYLIST: usize = 1 << 20;
 /// How long what a playlist said about a segment is remembered.
 const REMEMBER: Duration = Duration::from_secs(120);
 
+/// What each of the prefetcher's maps may hold, in bytes as its weigher counts them: the text
+/// of its keys and values and [`ENTRY_OVERHEAD`] per entry. Weighed, not counted, because the
+/// URLs in them come from playlists and from clients (`nor`), and a URL can be 8 KiB long.
+const FOLLOWING_BYTES: u64 = 32 << 20;
+const TEMPLATES_BYTES: u64 = 4 << 20;
+const WARMED_BYTES: u64 = 8 << 20;
+/// moka's bookkeeping per entry and the `String`s' own headers: about 270 bytes measured for
+/// a map of short keys and no values (`outpost-cache`'s earlier hit-for-pass), rounded up.
+const ENTRY_OVERHEAD: usize = 320;
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
+}
+
+fn following_map() -> moka::sync::Cache<String, Arc<Vec<String>>> {
+    moka::sync::Cache::builder()
+        .max_capacity(FOLLOWING_BYTES)
+        .weigher(|url: &String, after: &Arc<Vec<String>>| {
+            weight(url.len() + after.iter().map(|u| u.len() + 24).sum::<usize>())
+        })
+        .time_to_live(REMEMBER)
+        .build()
+}
+
+fn templates_map() -> moka::sync::Cache<String, Arc<Vec<dash::NumberedSegments>>> {
+    moka::sync::Cache::builder()
+        .max_capacity(TEMPLATES_BYTES)
+        .weigher(
+            |directory: &String, templates: &Arc<Vec<dash::NumberedSegments>>| {
+                let each = std::mem::size_of::<dash::NumberedSegments>();
+                let text: usize = templates
+                    .iter()
+                    .map(|t| each + t.prefix.len() + t.suffix.len())
+                    .sum();
+                weight(directory.len() + text)
+            },
+        )
+        .time_to_live(REMEMBER)
+        .build()
+}
+
+fn warmed_map() -> moka::sync::Cache<String, ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(WARMED_BYTES)
+        .weigher(|url: &String, ()| weight(url.len()))
+        .time_to_live(REMEMBER)
+        .build()
+}
+
 /// The edge's prefetcher, in front of its cache.
 pub struct Prefetch<H> {
     inner: Arc<H>,
@@ -67,18 +116,9 @@ impl<H: Handler> Prefetch<H> {
         Self {
             inner,
             next: config.next,
-            following: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(REMEMBER)
-                .build(),
-            templates: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(REMEMBER)
-                .build(),
-            warmed: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(REMEMBER)
-                .build(),
+            following: following_map(),
+            templates: templates_map(),
+            warmed: warmed_map(),
             learned: AtomicBool::new(false),
             signing,
         }
@@ -310,6 +350,28 @@ impl<H: Handler> Handler for Prefetch<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_prefetcher_remembers_is_bounded_in_bytes_whatever_the_urls() {
+        let long = |i: usize| format!("cdn.test/{}/{i}.m4s", "s".repeat(8 * 1024));
+        // 16 MiB of URLs named by clients (`nor`), twice what `warmed` may hold.
+        let warmed = warmed_map();
+        for i in 0..2048 {
+            warmed.insert(long(i), ());
+        }
+        warmed.run_pending_tasks();
+        assert!(warmed.weighted_size() <= WARMED_BYTES);
+        assert!(warmed.entry_count() <= WARMED_BYTES / (8 * 1024));
+        assert!(warmed.entry_count() > 0);
+        // 64 MiB of a playlist's segment order, twice what `following` may hold.
+        let following = following_map();
+        for i in 0..4096 {
+            following.insert(long(i), Arc::new(vec![long(i + 1)]));
+        }
+        following.run_pending_tasks();
+        assert!(following.weighted_size() <= FOLLOWING_BYTES);
+        assert!(following.entry_count() <= FOLLOWING_BYTES / (16 * 1024));
+    }
 
     #[test]
     fn playlist_uris_resolve_to_what_the_edge_serves() {
