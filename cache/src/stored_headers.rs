@@ -15,8 +15,8 @@
 //!   bytes, half the size.
 //!
 //! Any other name is `0xFF`, the name and `:`, then the value and `\n` (no name has a colon).
-//! Serving rebuilds a `HeaderMap` whose values share the block, without copying them and
-//! without parsing the common names again.
+//! Serving rebuilds a `HeaderMap` without parsing the common names again: the text of all its
+//! values is written into one buffer of exactly their size, which the values share.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -392,6 +392,7 @@ impl<'a> HeaderBlock<'a> {
         for value in given {
             value.write(&mut text);
         }
+        debug_assert_eq!(text.len(), size, "the values' text is the size counted");
         let text = Bytes::from(text);
         // Room for the known names; a custom one may make the map grow.
         let known = usize::try_from(self.info.present.count_ones()).unwrap_or(0);

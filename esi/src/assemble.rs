@@ -70,6 +70,9 @@ impl InlineStore {
         Self(
             moka::sync::Cache::builder()
                 .max_capacity(INLINE_BYTES)
+                // Least recently used out: the default policy refuses a new entry that is
+                // heavier than the ones it would evict, and a refused fragment would be fetched.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|url: &String, fragment: &Arc<InlineFragment>| {
                     let bytes = url.len() + fragment.body.len() + INLINE_ENTRY_OVERHEAD;
                     u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -769,7 +772,8 @@ impl<H: Handler> Interpreter<H> {
                     self.page.inline.0.insert(
                         key,
                         Arc::new(InlineFragment {
-                            body: raw.freeze(),
+                            // Exactly its length: the buffer grew by doubling.
+                            body: Bytes::copy_from_slice(&raw),
                             expires: Instant::now() + lifetime,
                             fetchable,
                         }),

@@ -90,6 +90,9 @@ fn warmed_map() -> moka::sync::Cache<String, ()> {
     moka::sync::Cache::builder()
         .max_capacity(WARMED_BYTES)
         .weigher(|url: &String, ()| weight(url.len()))
+        // Least recently used out: the default policy refuses new URLs once it is full, and a
+        // refused URL would be warmed again on every request.
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
         .time_to_live(REMEMBER)
         .build()
 }
