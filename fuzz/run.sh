@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 900), one after another, with the corpora
 # in fuzz/corpus/TARGET (kept in the repository). Needs the nightly toolchain and cargo-fuzz
-# (cargo install cargo-fuzz). A crash is reported and the next target runs; the crashing input
-# is in fuzz/artifacts/TARGET/, and the script exits 1 at the end.
+# (cargo install cargo-fuzz). A crash, or an input that runs past 10 s (a hang), is reported
+# and the next target runs; the input is in fuzz/artifacts/TARGET/, and the script exits 1 at
+# the end.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
@@ -20,8 +21,9 @@ for target in "${TARGETS[@]}"; do
   log="$(mktemp)"
   status=0
   cargo +nightly fuzz run --release "$target" "corpus/$target" -- \
-    -max_total_time="$SECONDS_EACH" -max_len=4096 -print_final_stats=1 >"$log" 2>&1 || status=$?
-  grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY)' "$log" || true
+    -max_total_time="$SECONDS_EACH" -max_len=4096 -timeout=10 -print_final_stats=1 \
+    >"$log" 2>&1 || status=$?
+  grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|ALARM)' "$log" || true
   rm -f "$log"
   if [ "$status" -ne 0 ]; then
     echo "!! $target stopped with status $status: see fuzz/artifacts/$target/"

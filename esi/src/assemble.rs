@@ -423,6 +423,9 @@ impl<H: Handler> Interpreter<H> {
         let Some(sink) = self.sinks.last() else {
             return Ok(());
         };
+        if self.outside_branches() {
+            return Ok(());
+        }
         match sink.send(Ok(piece)).await {
             Ok(()) => Ok(()),
             // An attempt that already failed wants no more of its content; the part goes on
@@ -551,12 +554,21 @@ impl<H: Handler> Interpreter<H> {
         }
     }
 
+    /// Whether what is read now is in a choose or try outside its branches (under elements
+    /// that keep no content of their own): only the branches have content. It must be
+    /// dropped, not output: a try's result is in the part's output before it, and is only
+    /// known once the try closes, so output here could fill the part's channel and wait for
+    /// a reader that waits for this part to read on.
+    fn outside_branches(&self) -> bool {
+        self.frames
+            .iter()
+            .rev()
+            .find(|f| !matches!(f, Frame::Unknown(_) | Frame::EsiComment | Frame::Vars))
+            .is_some_and(|f| matches!(f, Frame::Choose { .. } | Frame::Try { .. }))
+    }
+
     async fn text(&mut self, text: Bytes) -> Result<(), Closed> {
-        if matches!(
-            self.frames.last(),
-            Some(Frame::Choose { .. } | Frame::Try { .. })
-        ) {
-            // Only the branches of a choose or try have content.
+        if self.outside_branches() {
             return Ok(());
         }
         if self.frames.iter().any(|f| matches!(f, Frame::Vars)) {
@@ -587,6 +599,17 @@ impl<H: Handler> Interpreter<H> {
         empty: bool,
     ) -> Result<(), Closed> {
         let skip = |element: Element| Frame::Skip { element, depth: 1 };
+        let branch = matches!(
+            element,
+            Element::Attempt | Element::Except | Element::When | Element::Otherwise
+        );
+        if !branch && self.outside_branches() {
+            // Dropped with all it holds: no include fetched, no try started.
+            if !empty {
+                self.frames.push(skip(element));
+            }
+            return Ok(());
+        }
         match element {
             Element::Include => {
                 if !empty {
@@ -705,11 +728,14 @@ impl<H: Handler> Interpreter<H> {
             result_tx,
             hold,
         ));
+        // Its place in the output first: once the try is open, nothing outside its branches
+        // is output.
+        self.emit(Piece::Pending(result)).await?;
         self.frames.push(Frame::Try {
             attempt: Some(attempt_sink),
             except: Some(except_tx),
         });
-        self.emit(Piece::Pending(result)).await
+        Ok(())
     }
 
     async fn include(&mut self, attributes: &[(String, String)]) -> Result<(), Closed> {

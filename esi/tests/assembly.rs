@@ -577,6 +577,57 @@ async fn malformed_markup_never_panics() {
     }
 }
 
+/// Content a try or choose holds outside its branches, under an unknown element, an ESI
+/// comment or vars, or as stray `-->`, arriving a byte at a time (a piece each): the page
+/// used to wait forever once the part's output held 256 pieces behind the try's result.
+#[tokio::test]
+async fn content_outside_the_branches_of_a_try_or_choose_is_dropped_and_never_stalls_the_page() {
+    let filler = "x".repeat(600);
+    let bodies = [
+        format!("a<esi:try><esi:t>{filler}</esi:t><esi:attempt>b</esi:attempt></esi:try>c"),
+        format!("a<esi:try><!--esi {filler} --><esi:attempt>b</esi:attempt></esi:try>c"),
+        format!("a<esi:try><esi:vars>{filler}</esi:vars><esi:attempt>b</esi:attempt></esi:try>c"),
+        format!(
+            "a<esi:try>{}<esi:attempt>b</esi:attempt></esi:try>c",
+            "-->".repeat(300)
+        ),
+        format!("a<esi:try><esi:t><esi:include src=\"/f\"/>{filler}</esi:t></esi:try>c"),
+        format!(
+            "a<esi:choose><esi:t>{filler}</esi:t><esi:when test=\"1==1\">b</esi:when></esi:choose>c"
+        ),
+        // Never closed: the end of the page closes it.
+        format!("a<esi:try><esi:t>{filler}"),
+    ];
+    let site = Site::with([("/f", Doc::plain("f"))]);
+    let front = front(&site, EsiConfig::default());
+    for (i, body) in bodies.iter().enumerate() {
+        let path: &'static str = Box::leak(format!("/outside{i}").into_boxed_str());
+        site.docs.lock().unwrap().insert(
+            path.into(),
+            Doc {
+                chunk: 1,
+                ..Doc::esi(body.clone())
+            },
+        );
+        let (status, _, page) =
+            tokio::time::timeout(Duration::from_secs(20), get(&front, path, &[]))
+                .await
+                .unwrap_or_else(|_| panic!("page {i} never finished"));
+        assert_eq!(status, 200, "page {i}");
+        let page = page.unwrap();
+        assert!(
+            !page.contains('x') && !page.contains("-->"),
+            "page {i}: {page}"
+        );
+        assert!(page.starts_with('a'), "page {i}: {page}");
+    }
+    assert_eq!(
+        site.count.load(Ordering::SeqCst),
+        bodies.len(),
+        "no include outside a branch is fetched"
+    );
+}
+
 // ----- the property: parallel, streamed assembly equals a sequential reference -----
 
 /// A page as a tree, rendered to ESI markup for the edge and evaluated directly for the
