@@ -10,6 +10,7 @@ use outpost_cache::{CacheConfig, HttpClient};
 use outpost_edge::{ParentSet, ParentTarget};
 use outpost_origin::{Origin, OriginConfig};
 use outpost_server::admin::{Admin, AdminExtension, Purge, Registry};
+use outpost_server::admission::Admission;
 use outpost_server::health::HealthSettings;
 use outpost_server::tls::TlsTerminator;
 use outpost_server::{Body, Handler, Limits, Peer, Shutdown};
@@ -298,14 +299,15 @@ pub fn start_dashboard(
     dashboard.spawn_collector();
     let mut limits = shared.limits.clone();
     limits.access_log = false;
+    let admission = Admission::new(limits.connection_caps(false));
     spawn_listener(
         tasks,
         shared,
         "dashboard",
-        listener,
-        None,
+        (listener, None),
         dashboard,
         limits,
+        admission,
     );
     NodeAddrs {
         name: "dashboard".into(),
@@ -338,32 +340,50 @@ fn serve_admin(
     // Pushed objects (video files among them) arrive here, streamed to disk; every endpoint
     // that reads a body checks the token first.
     limits.max_body_bytes = limits.max_body_bytes.max(ADMIN_MAX_BODY_BYTES);
-    spawn_listener(tasks, shared, name, admin, tls, handler, limits);
+    // Its own count, so a flood on the data port cannot lock the operator out.
+    let admission = Admission::new(limits.connection_caps(false));
+    spawn_listener(
+        tasks,
+        shared,
+        name,
+        (admin, tls),
+        handler,
+        limits,
+        admission,
+    );
 }
 
 /// The largest request body the admin listener takes: one pushed object.
 pub const ADMIN_MAX_BODY_BYTES: u64 = 64 << 30;
 
 /// Serves `handler` on one of a node's listeners, behind `tls` when given, with or without
-/// access-log lines.
+/// access-log lines, taking the connections `admission` has room for.
 fn spawn_listener<H: Handler>(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
     name: &str,
-    listener: TcpListener,
-    tls: Option<Arc<TlsTerminator>>,
+    (listener, tls): (TcpListener, Option<Arc<TlsTerminator>>),
     handler: Arc<H>,
     limits: Limits,
+    admission: Arc<Admission>,
 ) {
     let (name, signal) = (name.into(), shared.shutdown.signal());
     match tls {
         Some(tls) => tasks.spawn(outpost_server::serve_tls(
-            name, listener, tls, handler, limits, signal,
+            name, listener, tls, handler, limits, admission, signal,
         )),
         None => tasks.spawn(outpost_server::serve(
-            name, listener, handler, limits, signal,
+            name, listener, handler, limits, admission, signal,
         )),
     };
+}
+
+/// The connection count of a node's data listeners, shown in its metrics: per client network
+/// on an edge (`public`), in all only on a parent or origin, whose clients are our own nodes.
+fn data_admission(shared: &Shared, registry: &mut Registry, public: bool) -> Arc<Admission> {
+    let admission = Admission::new(shared.limits.connection_caps(public));
+    admission.register_metrics(registry);
+    admission
 }
 
 /// The limits of a data listener: the topology's, with access-log lines.
@@ -448,6 +468,7 @@ pub fn start_edge(
     if let Some(workers) = &workers {
         extensions.push(Arc::new(outpost_workers::WorkersAdmin(workers.clone())));
     }
+    let admission = data_admission(shared, &mut registry, true);
     serve_admin(
         tasks,
         shared,
@@ -464,7 +485,7 @@ pub fn start_edge(
         .map(|a| a.port())
         .unwrap_or(443);
     let name = bound.name.clone();
-    let listeners = (bound.data, bound.https);
+    let listeners = (bound.data, bound.https, admission);
     let pushed = outpost_releases::ReleaseFront::new(releases, Arc::new(edge));
     let esi = outpost_esi::EsiFront::new(Arc::new(pushed), &shared.esi, esi_metrics);
     // Below the workers, nearest the client first: prefetch, ESI, pushed releases, the cache.
@@ -520,12 +541,12 @@ fn client_fronts<H: Handler>(
     ))
 }
 
-/// An edge's plain and HTTPS data listeners, both serving `handler`.
+/// An edge's plain and HTTPS data listeners, both serving `handler` and sharing `admission`.
 fn spawn_edge_listeners<H: Handler>(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
     name: &str,
-    (data, https): (TcpListener, Option<TcpListener>),
+    (data, https, admission): (TcpListener, Option<TcpListener>, Arc<Admission>),
     handler: Arc<H>,
 ) {
     if let (Some(https), Some(tls)) = (https, &shared.edge_tls) {
@@ -557,20 +578,20 @@ fn spawn_edge_listeners<H: Handler>(
             tasks,
             shared,
             name,
-            https,
-            Some(tls.clone()),
+            (https, Some(tls.clone())),
             handler.clone(),
             limits,
+            admission.clone(),
         );
     }
     spawn_listener(
         tasks,
         shared,
         name,
-        data,
-        None,
+        (data, None),
         handler,
         data_limits(shared),
+        admission,
     );
 }
 
@@ -587,6 +608,7 @@ pub fn start_parent(
     let mut registry = node_registry(&bound.name, Role::Parent);
     let client = shared.upstream_client(&bound.name);
     let parent = outpost_parent::parent(&bound.name, &shared.cache, origin, client, &mut registry);
+    let admission = data_admission(shared, &mut registry, false);
     let releases = open_releases(shared, &bound.name)?;
     serve_admin(
         tasks,
@@ -603,10 +625,10 @@ pub fn start_parent(
         tasks,
         shared,
         &bound.name,
-        bound.data,
-        None,
+        (bound.data, None),
         Arc::new(outpost_parent::PurgeSeqFront::new(Arc::new(front), lease)),
         data_limits(shared),
+        admission,
     );
     Ok(addrs)
 }
@@ -634,6 +656,7 @@ pub fn start_origin(
         "Requests the origin answered",
         requests.clone(),
     );
+    let admission = data_admission(shared, &mut registry, false);
     serve_admin(
         tasks,
         shared,
@@ -648,10 +671,10 @@ pub fn start_origin(
         tasks,
         shared,
         &bound.name,
-        bound.data,
-        tls,
+        (bound.data, tls),
         handler,
         data_limits(shared),
+        admission,
     );
     Ok(addrs)
 }

@@ -144,6 +144,9 @@ async fn serve_router_admin(
         listener,
         handler,
         outpost_server::Limits::default(),
+        outpost_server::admission::Admission::new(
+            outpost_server::Limits::default().connection_caps(false),
+        ),
         shutdown.signal(),
     ));
     Ok(bound)

@@ -10,16 +10,16 @@
 //! that arrives in it waits for the handshake to complete, which a replayed flight never does
 //! (RFC 8470, RFC 9114 section 10.9).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::Response;
 use http_body_util::BodyExt;
 
+use crate::admission::{Admission, ConnectionCaps, NetworkCap, Refusal, Slot};
 use crate::listener::{Handler, Limits, Peer, handle_one};
 use crate::tls::TlsTerminator;
 use crate::{Body, ShutdownSignal, body};
@@ -46,6 +46,19 @@ pub struct QuicSettings {
     pub retry_above_handshakes: u32,
     /// Accept 0-RTT early data from resuming clients (see the module's documentation).
     pub early_data: bool,
+}
+
+impl QuicSettings {
+    fn caps(&self) -> ConnectionCaps {
+        ConnectionCaps {
+            max_connections: self.max_connections,
+            per_network: Some(NetworkCap {
+                max_connections: self.max_connections_per_network,
+                ipv4_prefix_len: self.ipv4_prefix_len,
+                ipv6_prefix_len: self.ipv6_prefix_len,
+            }),
+        }
+    }
 }
 
 impl Default for QuicSettings {
@@ -123,7 +136,7 @@ pub async fn serve<H: Handler>(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let limits = Arc::new(limits);
     let early_data = settings.early_data;
-    let admission = Arc::new(Admission::new(settings));
+    let admission = QuicAdmission::new(&settings);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
@@ -140,7 +153,7 @@ pub async fn serve<H: Handler>(
                 continue;
             }
             Admit::Refuse(why) => {
-                tracing::info!(%node, remote = %incoming.remote_address(), why, "QUIC connection refused");
+                tracing::info!(%node, remote = %incoming.remote_address(), %why, "QUIC connection refused");
                 incoming.refuse();
                 continue;
             }
@@ -334,89 +347,39 @@ async fn respond(send: &mut SendStream, response: Response<Body>) -> Result<(), 
     send.finish().await.map_err(|e| e.to_string())
 }
 
-/// Which connections the listener takes: counts of open ones, in all and per client network,
-/// and of handshakes in progress.
-struct Admission {
-    settings: QuicSettings,
-    per_network: Mutex<HashMap<ipnet::IpNet, u32>>,
-    open: AtomicU32,
+/// Which connections the endpoint takes: the open ones, in all and per client network
+/// ([`crate::admission`]), and whether a client must first prove its address.
+struct QuicAdmission {
+    connections: Arc<Admission>,
+    retry_above_handshakes: u32,
     handshaking: Arc<AtomicU32>,
 }
 
 enum Admit {
     Accept(Slot),
     Retry,
-    Refuse(&'static str),
+    Refuse(Refusal),
 }
 
-/// One admitted connection: it counts against its network and the total until dropped.
-struct Slot {
-    admission: Arc<Admission>,
-    network: ipnet::IpNet,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.admission.open.fetch_sub(1, Ordering::Relaxed);
-        let mut per_network = self
-            .admission
-            .per_network
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = per_network.get_mut(&self.network) {
-            *count -= 1;
-            if *count == 0 {
-                per_network.remove(&self.network);
-            }
-        }
-    }
-}
-
-impl Admission {
-    fn new(settings: QuicSettings) -> Self {
+impl QuicAdmission {
+    fn new(settings: &QuicSettings) -> Self {
         Self {
-            settings,
-            per_network: Mutex::new(HashMap::new()),
-            open: AtomicU32::new(0),
+            connections: Admission::new(settings.caps()),
+            retry_above_handshakes: settings.retry_above_handshakes,
             handshaking: Arc::new(AtomicU32::new(0)),
         }
     }
 
-    fn network(&self, addr: IpAddr) -> ipnet::IpNet {
-        crate::network::client_network(
-            addr,
-            self.settings.ipv4_prefix_len,
-            self.settings.ipv6_prefix_len,
-        )
-    }
-
-    fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Admit {
-        let settings = &self.settings;
+    fn admit(&self, incoming: &quinn::Incoming) -> Admit {
         if !incoming.remote_address_validated()
             && incoming.may_retry()
-            && self.handshaking.load(Ordering::Relaxed) >= settings.retry_above_handshakes
+            && self.handshaking.load(Ordering::Relaxed) >= self.retry_above_handshakes
         {
             return Admit::Retry;
         }
-        if self.open.load(Ordering::Relaxed) >= settings.max_connections {
-            return Admit::Refuse("the listener's connection limit is reached");
+        match self.connections.admit(incoming.remote_address().ip()) {
+            Ok(slot) => Admit::Accept(slot),
+            Err(refusal) => Admit::Refuse(refusal),
         }
-        let network = self.network(incoming.remote_address().ip());
-        {
-            let mut per_network = self
-                .per_network
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let count = per_network.get(&network).copied().unwrap_or(0);
-            if count >= settings.max_connections_per_network {
-                return Admit::Refuse("the client network's connection limit is reached");
-            }
-            per_network.insert(network, count + 1);
-        }
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Admit::Accept(Slot {
-            admission: self.clone(),
-            network,
-        })
     }
 }

@@ -14,6 +14,7 @@
 
 mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod files;
 mod framing;

@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::access_log::{self, AccessRecord};
+use crate::admission::{Admission, ConnectionCaps, NetworkCap, Refusal};
 use crate::body::{self, Body};
 use crate::framing::{FramingVerdict, Watched};
 use crate::shutdown::ShutdownSignal;
@@ -38,6 +39,16 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Longest request target (path and query) in bytes; past it, 414.
     pub max_target_bytes: usize,
+    /// Open connections a node's client listeners take in all (its admin listener has its
+    /// own count); past it, a new connection is closed at once (plain HTTP gets a 503 first).
+    pub max_connections: u32,
+    /// Open connections one client network may have on an edge's client listeners (plain and
+    /// HTTPS together); past it, its new ones are refused the same way. Parents and origins do
+    /// not count per network: their clients are the CDN's own nodes.
+    pub max_connections_per_network: u32,
+    /// A client's network is its address's first this many bits.
+    pub ipv4_prefix_len: u8,
+    pub ipv6_prefix_len: u8,
     /// Time open connections get to finish after shutdown begins.
     #[serde(rename = "drain_timeout_ms", with = "crate::millis")]
     pub drain_timeout: Duration,
@@ -59,10 +70,29 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 16 * 1024 * 1024,
             max_target_bytes: 8 * 1024,
+            max_connections: 10_000,
+            max_connections_per_network: 1_024,
+            ipv4_prefix_len: 24,
+            ipv6_prefix_len: 48,
             drain_timeout: Duration::from_secs(10),
             access_log: true,
             access_log_format: crate::access_log::AccessLogFormat::Common,
             alt_svc: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The connection caps of a listener: per client network where its clients are the
+    /// public (`public`), in all only where they are the CDN's own nodes.
+    pub fn connection_caps(&self, public: bool) -> ConnectionCaps {
+        ConnectionCaps {
+            max_connections: self.max_connections,
+            per_network: public.then_some(NetworkCap {
+                max_connections: self.max_connections_per_network,
+                ipv4_prefix_len: self.ipv4_prefix_len,
+                ipv6_prefix_len: self.ipv6_prefix_len,
+            }),
         }
     }
 }
@@ -86,15 +116,17 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then stops accepting and gives open
-/// connections `limits.drain_timeout` to finish.
+/// connections `limits.drain_timeout` to finish. Each connection is taken only if `admission`
+/// (which other listeners may share) has room for it.
 pub async fn serve<H: Handler>(
     node: Arc<str>,
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
+    admission: Arc<Admission>,
     shutdown: ShutdownSignal,
 ) {
-    serve_with(node, listener, None, handler, limits, shutdown).await;
+    serve_with(node, listener, None, handler, limits, admission, shutdown).await;
 }
 
 /// [`serve`] behind TLS: every connection completes a handshake with `tls` first.
@@ -104,9 +136,19 @@ pub async fn serve_tls<H: Handler>(
     tls: Arc<TlsTerminator>,
     handler: Arc<H>,
     limits: Limits,
+    admission: Arc<Admission>,
     shutdown: ShutdownSignal,
 ) {
-    serve_with(node, listener, Some(tls), handler, limits, shutdown).await;
+    serve_with(
+        node,
+        listener,
+        Some(tls),
+        handler,
+        limits,
+        admission,
+        shutdown,
+    )
+    .await;
 }
 
 async fn serve_with<H: Handler>(
@@ -115,6 +157,7 @@ async fn serve_with<H: Handler>(
     tls: Option<Arc<TlsTerminator>>,
     handler: Arc<H>,
     limits: Limits,
+    admission: Arc<Admission>,
     mut shutdown: ShutdownSignal,
 ) {
     let local = match listener.local_addr() {
@@ -155,6 +198,17 @@ async fn serve_with<H: Handler>(
             },
             () = shutdown.triggered() => break,
         };
+        let slot = match admission.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(%node, %remote, %refusal, "connection refused");
+                if tls.is_none() {
+                    // Before the client has sent anything, so closing sends no reset over it.
+                    let _ = stream.try_write(&refused_answer(refusal));
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let peer = Peer {
             remote,
@@ -192,6 +246,7 @@ async fn serve_with<H: Handler>(
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let result = match tls {
                 None => {
                     let stream = Watched::new(stream, max_head);
@@ -226,6 +281,16 @@ async fn serve_with<H: Handler>(
             tracing::warn!(%node, %local, "drain timeout: closing remaining connections");
         }
     }
+}
+
+/// What a plain-HTTP client whose connection is refused reads before the connection closes.
+fn refused_answer(refusal: Refusal) -> Vec<u8> {
+    let text = format!("{refusal}\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    )
+    .into_bytes()
 }
 
 /// The answer to a request that declared both Content-Length and Transfer-Encoding: refused

@@ -523,3 +523,119 @@ async fn a_fill_that_drips_past_its_deadline_is_broken_and_not_stored() {
     assert!(!cache_status(&next).contains("; hit"));
     assert_eq!(next.text().await.unwrap(), "whole");
 }
+
+/// Opens a connection to `edge` from `source` (any 127.0.0.0/8 address is ours).
+async fn connect_from(edge: std::net::SocketAddr, source: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(edge).await.unwrap()
+}
+
+/// A connection from `source` that the edge took: it answers a request on it and keeps it.
+async fn admitted(edge: std::net::SocketAddr, source: [u8; 4]) -> Result<TcpStream, String> {
+    let mut stream = connect_from(edge, source).await;
+    let request = b"GET /held HTTP/1.1\r\nhost: a.test\r\n\r\n";
+    if let Err(error) = stream.write_all(request).await {
+        return Err(error.to_string());
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).ends_with("/held") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => {
+                return Err(format!(
+                    "{other:?} after {}",
+                    String::from_utf8_lossy(&answer)
+                ));
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    if status_line(&answer).contains("200") {
+        Ok(stream)
+    } else {
+        Err(answer.into_owned())
+    }
+}
+
+/// What a connection from `source` reads before it has sent anything, to its end.
+async fn refusal(edge: std::net::SocketAddr, source: [u8; 4]) -> String {
+    let mut stream = connect_from(edge, source).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a refused connection was kept open");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn refused_count(metrics: &str, reason: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("outpost_connections_refused_total")
+                && line.contains(&format!("reason=\"{reason}\""))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_client_network_and_in_all() {
+    let origin = echo_origin().await;
+    let cdn = one_edge(
+        &origin,
+        "[limits]\nmax_connections = 6\nmax_connections_per_network = 4\n",
+    );
+    let edge: std::net::SocketAddr = cdn
+        .data("edge-0")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (network_a, network_b) = ([127, 0, 1, 1], [127, 0, 2, 1]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(admitted(edge, network_a).await.unwrap());
+    }
+    // Another address of the same /24 is the same client network.
+    let answer = refusal(edge, [127, 0, 1, 200]).await;
+    assert!(status_line(&answer).contains("503"), "{answer}");
+    assert!(
+        answer.contains("client network's connection limit"),
+        "{answer}"
+    );
+    // Another network gets what is left of the total.
+    for _ in 0..2 {
+        held.push(admitted(edge, network_b).await.unwrap());
+    }
+    let answer = refusal(edge, network_b).await;
+    assert!(answer.contains("listener's connection limit"), "{answer}");
+    // A connection that ends frees its place: the other network gets it.
+    drop(held.remove(0));
+    let mut freed = None;
+    for _ in 0..50 {
+        if let Ok(stream) = admitted(edge, network_b).await {
+            freed = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        freed.is_some(),
+        "the ended connection's place was never freed"
+    );
+    // Those held all along are still served, and the admin listener has its own count.
+    let first = held.first_mut().unwrap();
+    first
+        .write_all(b"GET /again HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    first.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).ends_with("/again"));
+    let metrics = cdn.metrics("edge-0").await;
+    assert_eq!(refused_count(&metrics, "network_full"), 1, "{metrics}");
+    assert!(refused_count(&metrics, "listener_full") >= 1, "{metrics}");
+    assert!(metrics.contains("outpost_connections_open"), "{metrics}");
+}
