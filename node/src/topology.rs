@@ -363,6 +363,11 @@ impl Topology {
                 "limits.max_headers / limits.max_header_bytes: expected at least 1 header and 1024 bytes"
             );
         }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_network == 0 {
+            fail!(
+                "limits.max_connections / limits.max_connections_per_network: expected at least 1 (0 would refuse every client, health probes too)"
+            );
+        }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
         let mut claim = |key: String,

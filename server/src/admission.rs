@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::network::client_network;
 
 /// The caps of one listener (or of several that share them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionCaps {
     /// Open connections in all (TLS and QUIC handshakes included).
     pub max_connections: u32,
@@ -27,12 +27,15 @@ pub struct ConnectionCaps {
 }
 
 /// Open connections one client network may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkCap {
     pub max_connections: u32,
     /// A client's network is its address's first this many bits.
     pub ipv4_prefix_len: u8,
     pub ipv6_prefix_len: u8,
+    /// Sources that count in the total only: the CDN's own hosts (an anycast router relays
+    /// every client from its own address, and health probes come from it too).
+    pub trusted: Vec<IpNet>,
 }
 
 /// Why a connection was not taken.
@@ -106,21 +109,25 @@ impl Admission {
 
     /// Takes a connection from `client`, or says which cap it would pass.
     pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Slot, Refusal> {
-        let network = self.caps.per_network.map(|cap| {
-            (
-                cap,
-                client_network(client, cap.ipv4_prefix_len, cap.ipv6_prefix_len),
-            )
-        });
+        let client = client.to_canonical();
+        let network = self
+            .caps
+            .per_network
+            .as_ref()
+            .filter(|cap| !cap.trusted.iter().any(|net| net.contains(&client)))
+            .map(|cap| {
+                let network = client_network(client, cap.ipv4_prefix_len, cap.ipv6_prefix_len);
+                (cap.max_connections, network)
+            });
         let verdict = {
             let mut counts = self.lock();
             if counts.open >= self.caps.max_connections {
                 Err(Refusal::ListenerFull)
             } else {
                 let within = match network {
-                    Some((cap, network)) => {
+                    Some((max, network)) => {
                         let count = counts.per_network.get(&network).copied().unwrap_or(0);
-                        let within = count < cap.max_connections;
+                        let within = count < max;
                         if within {
                             counts.per_network.insert(network, count + 1);
                         }
@@ -194,6 +201,7 @@ mod tests {
                 max_connections: per_network,
                 ipv4_prefix_len: 24,
                 ipv6_prefix_len: 48,
+                trusted: vec!["192.0.2.0/24".parse().unwrap()],
             }),
         }
     }
@@ -236,6 +244,25 @@ mod tests {
     }
 
     #[test]
+    fn trusted_sources_count_in_the_total_only() {
+        // An anycast router relays every client from one address of a trusted network.
+        let admission = Admission::new(caps(4, 1));
+        let relayed: Vec<Slot> = (0..4)
+            .map(|_| admission.admit(ip("192.0.2.53")).unwrap())
+            .collect();
+        assert_eq!(
+            admission.admit(ip("::ffff:192.0.2.53")).err(),
+            Some(Refusal::ListenerFull)
+        );
+        drop(relayed);
+        let _one = admission.admit(ip("198.51.100.1")).unwrap();
+        assert_eq!(
+            admission.admit(ip("198.51.100.2")).err(),
+            Some(Refusal::NetworkFull)
+        );
+    }
+
+    #[test]
     fn without_a_network_cap_only_the_total_counts() {
         let admission = Admission::new(ConnectionCaps {
             max_connections: 2,
@@ -253,11 +280,18 @@ mod tests {
 
     #[test]
     fn refused_networks_leave_no_entry_behind() {
-        let admission = Admission::new(caps(1, 1));
-        let _held = admission.admit(ip("192.0.2.1")).unwrap();
-        for i in 0..=255u8 {
-            let _ = admission.admit(IpAddr::from([10, 0, i, 1]));
+        let admission = Admission::new(caps(1_000, 1));
+        let _held = admission.admit(ip("198.51.100.1")).unwrap();
+        for i in 2..=255u8 {
+            let refused = admission.admit(IpAddr::from([198, 51, 100, i]));
+            assert_eq!(refused.err(), Some(Refusal::NetworkFull));
         }
         assert_eq!(admission.lock().per_network.len(), 1);
+        // A network cap of 0 refuses every network and remembers none of them.
+        let admission = Admission::new(caps(1_000, 0));
+        for i in 0..=255u8 {
+            assert!(admission.admit(IpAddr::from([10, 0, i, 1])).is_err());
+        }
+        assert!(admission.lock().per_network.is_empty());
     }
 }

@@ -56,6 +56,7 @@ impl QuicSettings {
                 max_connections: self.max_connections_per_network,
                 ipv4_prefix_len: self.ipv4_prefix_len,
                 ipv6_prefix_len: self.ipv6_prefix_len,
+                trusted: Vec::new(),
             }),
         }
     }

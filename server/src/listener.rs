@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
@@ -13,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::access_log::{self, AccessRecord};
@@ -49,6 +51,10 @@ pub struct Limits {
     /// A client's network is its address's first this many bits.
     pub ipv4_prefix_len: u8,
     pub ipv6_prefix_len: u8,
+    /// Sources counted in `max_connections` only, never per network: the CDN's own hosts,
+    /// since an anycast router relays every client from its own address and health probes
+    /// come from it too. Loopback by default.
+    pub trusted_networks: Vec<ipnet::IpNet>,
     /// Time open connections get to finish after shutdown begins.
     #[serde(rename = "drain_timeout_ms", with = "crate::millis")]
     pub drain_timeout: Duration,
@@ -74,6 +80,9 @@ impl Default for Limits {
             max_connections_per_network: 1_024,
             ipv4_prefix_len: 24,
             ipv6_prefix_len: 48,
+            trusted_networks: ["127.0.0.0/8", "::1/128"]
+                .map(|net| net.parse().expect("a network"))
+                .to_vec(),
             drain_timeout: Duration::from_secs(10),
             access_log: true,
             access_log_format: crate::access_log::AccessLogFormat::Common,
@@ -92,6 +101,7 @@ impl Limits {
                 max_connections: self.max_connections_per_network,
                 ipv4_prefix_len: self.ipv4_prefix_len,
                 ipv6_prefix_len: self.ipv6_prefix_len,
+                trusted: self.trusted_networks.clone(),
             }),
         }
     }
@@ -177,7 +187,11 @@ async fn serve_with<H: Handler>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // A peer that vanished (its NAT forgot it, its host went down) stops holding its
+        // connection and its place in the connection count after about 50 s.
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     if tls.is_some() {
         // Head and body in one buffer become one TLS record instead of two.
         builder.http1().writev(false);
@@ -203,8 +217,7 @@ async fn serve_with<H: Handler>(
             Err(refusal) => {
                 tracing::debug!(%node, %remote, %refusal, "connection refused");
                 if tls.is_none() {
-                    // Before the client has sent anything, so closing sends no reset over it.
-                    let _ = stream.try_write(&refused_answer(refusal));
+                    refuse(stream, refusal);
                 }
                 continue;
             }
@@ -281,6 +294,39 @@ async fn serve_with<H: Handler>(
             tracing::warn!(%node, %local, "drain timeout: closing remaining connections");
         }
     }
+}
+
+/// How often an HTTP/2 connection that sends nothing is pinged, and how long it has to answer.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Refused connections still delivering their 503, in all listeners: past the bound, a refused
+/// connection is closed at once, so a flood of them holds no more sockets than this.
+static LINGERING: AtomicU32 = AtomicU32::new(0);
+const MAX_LINGERING: u32 = 256;
+/// How long a refused connection's request is read (and dropped) after its 503.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Writes a refused plain-HTTP connection its 503 and closes it. A socket closed with unread
+/// bytes resets the connection, and the client then loses the answer: so what the client
+/// sent is read and dropped for up to [`LINGER`] first, while few refusals are lingering.
+fn refuse(stream: tokio::net::TcpStream, refusal: Refusal) {
+    // A new connection's send buffer is empty: the answer fits.
+    let _ = stream.try_write(&refused_answer(refusal));
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// What a plain-HTTP client whose connection is refused reads before the connection closes.

@@ -1,6 +1,6 @@
-//! Client networks: what per-client limits count in (QUIC connections per network here, DNS
-//! responses per network in the DNS server), so that one host cannot dodge a limit by using
-//! every address of its prefix.
+//! Client networks: what per-client limits count in (connections per network in
+//! [`crate::admission`], DNS responses per network in the DNS server), so that one host cannot
+//! dodge a limit by using every address of its prefix.
 
 use std::net::IpAddr;
 
