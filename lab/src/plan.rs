@@ -197,6 +197,11 @@ cache_control = "public, max-age=600"
     let control = addr("control");
     text.push_str(&format!(
         r#"
+# The nodes' own network: the anycast router relays every client from its address and the
+# health probes come from it, so it counts in the edges' connection total only.
+[limits]
+trusted_networks = ["127.0.0.0/8", "::1/128", "10.250.0.0/24"]
+
 [control]
 listen = "{control}:{ADMIN_PORT}"
 
