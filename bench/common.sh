@@ -23,6 +23,13 @@ require() {
   done
 }
 
+# rss_kib PID...: the processes' resident sets added up, in KiB.
+rss_kib() {
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done
+  echo $total
+}
+
 # cpu_ticks PID: the process's user + system CPU time, in clock ticks (1/100 s).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -67,8 +67,6 @@ sleep 1
 varnish_pid=$(pgrep -f "varnishd.*$VARNISH" | sort -n | tail -1)
 nginx_workers=$(pgrep -f "nginx: worker process" | tr '\n' ' ')
 
-rss_kib() { local total=0; for pid in "$@"; do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
-
 # hold TARGET COUNT FIFO: opens COUNT keep-alive connections from 127.0.(1..40).1, each
 # fetching /obj.txt once; reports how many got a 200 and how many were refused (a 503, or
 # closed), then holds them open until FIFO is written.

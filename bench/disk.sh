@@ -66,7 +66,6 @@ $(nginx_head)
 NGINX
 nginx -c "$WORK/nginx.conf"
 sleep 1
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 base_rss=$(rss_kib $edge_pid)
 
 # Fill both, twice (the second pass finds every object cached: memory or disk).

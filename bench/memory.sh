@@ -58,7 +58,6 @@ sleep 1
 # The Varnish child (cache-main) holds the objects.
 varnish_pid=$(pgrep -f "varnishd.*$VARNISH" | sort -n | tail -1)
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # fill HOST:PORT FIRST COUNT: GETs /obj.txt?n=FIRST.. on one keep-alive connection and checks
 # every answer is the whole body.
