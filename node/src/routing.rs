@@ -139,14 +139,14 @@ async fn serve_router_admin(
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     let handler = Arc::new(Admin::new(name, None, Arc::new(registry), None));
+    let limits = outpost_server::Limits::default();
+    let admission = outpost_server::admission::Admission::new(limits.connection_caps(false));
     tasks.spawn(outpost_server::serve(
         name.into(),
         listener,
         handler,
-        outpost_server::Limits::default(),
-        outpost_server::admission::Admission::new(
-            outpost_server::Limits::default().connection_caps(false),
-        ),
+        limits,
+        admission,
         shutdown.signal(),
     ));
     Ok(bound)

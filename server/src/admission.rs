@@ -72,8 +72,12 @@ struct Counts {
 pub struct Admission {
     caps: ConnectionCaps,
     counts: Mutex<Counts>,
+    /// `counts.open`, as the metrics show it (set under the lock).
     open: Gauge,
     refused: Family<ReasonLabel, Counter>,
+    /// `refused`'s two series, made once: a flood of refusals looks nothing up.
+    listener_full: Counter,
+    network_full: Counter,
 }
 
 /// One admitted connection: it counts against the total and its network until dropped.
@@ -84,11 +88,20 @@ pub struct Slot {
 
 impl Admission {
     pub fn new(caps: ConnectionCaps) -> Arc<Self> {
+        let refused: Family<ReasonLabel, Counter> = Family::default();
+        let series = |refusal: Refusal| {
+            let label = ReasonLabel {
+                reason: refusal.label(),
+            };
+            refused.get_or_create(&label).clone()
+        };
         Arc::new(Self {
             caps,
             counts: Mutex::default(),
             open: Gauge::default(),
-            refused: Family::default(),
+            listener_full: series(Refusal::ListenerFull),
+            network_full: series(Refusal::NetworkFull),
+            refused,
         })
     }
 
@@ -119,47 +132,25 @@ impl Admission {
                 let network = client_network(client, cap.ipv4_prefix_len, cap.ipv6_prefix_len);
                 (cap.max_connections, network)
             });
-        let verdict = {
-            let mut counts = self.lock();
-            if counts.open >= self.caps.max_connections {
-                Err(Refusal::ListenerFull)
-            } else {
-                let within = match network {
-                    Some((max, network)) => {
-                        let count = counts.per_network.get(&network).copied().unwrap_or(0);
-                        let within = count < max;
-                        if within {
-                            counts.per_network.insert(network, count + 1);
-                        }
-                        within
-                    }
-                    None => true,
-                };
-                if within {
-                    counts.open += 1;
-                    Ok(())
-                } else {
-                    Err(Refusal::NetworkFull)
-                }
-            }
-        };
-        match verdict {
-            Ok(()) => {
-                self.open.inc();
-                Ok(Slot {
-                    admission: self.clone(),
-                    network: network.map(|(_, network)| network),
-                })
-            }
-            Err(refusal) => {
-                self.refused
-                    .get_or_create(&ReasonLabel {
-                        reason: refusal.label(),
-                    })
-                    .inc();
-                Err(refusal)
-            }
+        let mut counts = self.lock();
+        if counts.open >= self.caps.max_connections {
+            self.listener_full.inc();
+            return Err(Refusal::ListenerFull);
         }
+        if let Some((max, network)) = network {
+            let count = counts.per_network.get(&network).copied().unwrap_or(0);
+            if count >= max {
+                self.network_full.inc();
+                return Err(Refusal::NetworkFull);
+            }
+            counts.per_network.insert(network, count + 1);
+        }
+        counts.open += 1;
+        self.open.set(i64::from(counts.open));
+        Ok(Slot {
+            admission: self.clone(),
+            network: network.map(|(_, network)| network),
+        })
     }
 
     /// Connections open now.
@@ -176,9 +167,9 @@ impl Admission {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.admission.open.dec();
         let mut counts = self.admission.lock();
         counts.open = counts.open.saturating_sub(1);
+        self.admission.open.set(i64::from(counts.open));
         if let Some(network) = self.network
             && let Some(count) = counts.per_network.get_mut(&network)
         {
