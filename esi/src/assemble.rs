@@ -568,11 +568,11 @@ impl<H: Handler> Interpreter<H> {
     }
 
     async fn text(&mut self, text: Bytes) -> Result<(), Closed> {
-        if self.outside_branches() {
-            return Ok(());
-        }
         if self.frames.iter().any(|f| matches!(f, Frame::Vars)) {
-            self.vars_text.extend_from_slice(&text);
+            // Gathered to be output when the vars close; `emit` drops what is outside branches.
+            if !self.outside_branches() {
+                self.vars_text.extend_from_slice(&text);
+            }
             return Ok(());
         }
         self.emit(Piece::Bytes(text)).await
