@@ -2,8 +2,9 @@
 #   source "$(dirname "$0")/common.sh"
 # It moves to the repository root, unsets the backtrace variables (production settings: no
 # backtrace captured for every error value), checks for the release build, makes a scratch
-# directory $WORK (removed on exit) and bench/results/, and kills every PID added to `pids`
-# on exit, after running `bench_cleanup` if the script defines one.
+# directory $WORK (removed on exit) and bench/results/, and on exit stops the nginx and the
+# Varnish a script started (nginx writes its pid into $WORK, see nginx_head; Varnish runs with
+# `-n "$WORK/varnish"`) and kills every PID added to `pids`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
@@ -64,9 +65,15 @@ wait_http() {
   return 1
 }
 
+# stop_nginx_and_varnish: stops the nginx and the Varnish this script started, if it did.
+stop_nginx_and_varnish() {
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  pkill -f "varnishd.*$WORK/varnish" 2>/dev/null || true
+}
+
 pids=()
 cleanup() {
-  if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi
+  stop_nginx_and_varnish
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$WORK"

@@ -18,10 +18,6 @@ OUTPOST=$IP:18080
 NGINX=$IP:18081
 VARNISH=$IP:18082
 CAPPED=$IP:18083
-bench_cleanup() {
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-}
 OUT="$RESULTS/connections-$(date +%Y%m%d-%H%M%S).txt"
 
 mkdir -p "$WORK/site"

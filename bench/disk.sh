@@ -19,9 +19,6 @@ IP=127.0.0.54
 ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 NGINX=$IP:18082
-bench_cleanup() {
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-}
 RAW="$RESULTS/disk-$(date +%Y%m%d-%H%M%S).txt"
 
 mkdir -p "$WORK/site/lib"

@@ -18,9 +18,6 @@ IP=127.0.0.52
 ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 VARNISH=$IP:18081
-bench_cleanup() {
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-}
 
 # The site: the origin's default rules send `Surrogate-Control: content="ESI/1.0"` for
 # /esi/*.html, cache other files for five minutes, and hold /esi/fragments/slow.html for 1 s.

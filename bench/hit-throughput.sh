@@ -17,10 +17,6 @@ ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 VARNISH=$IP:18081
 NGINX=$IP:18082
-bench_cleanup() {
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-}
 
 RUST_LOG=warn "$BIN" origin --listen $ORIGIN --admin $IP:19000 & pids+=($!)
 RUST_LOG=warn "$BIN" edge --listen $OUTPOST --admin $IP:19080 --upstream http://$ORIGIN --name edge-bench & pids+=($!)

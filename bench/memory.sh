@@ -19,9 +19,6 @@ OUTPOST=$IP:18080
 VARNISH=$IP:18081
 SMALL=$IP:18082
 NODISK=$IP:18083
-bench_cleanup() {
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-}
 OUT="$RESULTS/memory-$(date +%Y%m%d-%H%M%S).txt"
 
 mkdir -p "$WORK/site"

@@ -17,9 +17,6 @@ ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-5}
 CONNECTIONS=${3:-64}
 IP=127.0.0.52
-bench_cleanup() {
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-}
 
 cat > "$WORK/outpost.toml" <<TOML
 [admin]

@@ -30,10 +30,6 @@ ORIGIN=$IP:18000
 OUTPOST=$IP:18080
 VARNISH=$IP:18081
 NGINX=$IP:18082
-bench_cleanup() {
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
-}
 
 SITE=$WORK/site
 mkdir -p "$SITE/video"
@@ -73,8 +69,7 @@ NGINX
   sleep 1
 }
 stop_peers() {
-  kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  pkill -f "varnishd.*$VARNISH" 2>/dev/null || true
+  stop_nginx_and_varnish
   pkill -f "outpost edge --listen $OUTPOST" 2>/dev/null || true
   rm -rf "$WORK/varnish" "$WORK/nginx-cache"
   sleep 1
