@@ -724,6 +724,16 @@ where
 }
 
 /// The first line of a raw answer.
+/// The value of the first series in Prometheus text `metrics` that starts with `series` (a
+/// name, or a name and its labels), 0 if there is none.
+pub fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn status_line(answer: &str) -> &str {
     answer.lines().next().unwrap_or("")
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    Outpost, Reply, Seen, TestOrigin, cache_status, client, raw, status_line, topology,
+    Outpost, Reply, Seen, TestOrigin, cache_status, client, counter, raw, status_line, topology,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -581,14 +581,10 @@ async fn refusal(edge: std::net::SocketAddr, source: [u8; 4]) -> String {
 }
 
 fn refused_count(metrics: &str, reason: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with("outpost_connections_refused_total")
-                && line.contains(&format!("reason=\"{reason}\""))
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    let series = format!(
+        "outpost_connections_refused_total{{node=\"edge-0\",role=\"edge\",reason=\"{reason}\"}}"
+    );
+    counter(metrics, &series)
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! segments with an HLS master playlist and a DASH MPD over them), read through an edge and
 //! a parent by ffmpeg as a player would read it.
 
-use crate::common::Outpost;
+use crate::common::{Outpost, counter};
 
 fn demo_cdn() -> Outpost {
     Outpost::up(&crate::common::demo_topology(1), 3)
@@ -28,14 +28,6 @@ async fn ffmpeg_reads(url: &str) -> Result<(), String> {
     } else {
         Err(format!("{}: {errors}", output.status))
     }
-}
-
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
